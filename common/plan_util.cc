@@ -1,0 +1,94 @@
+#include "common/plan_util.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/pki.h"
+
+namespace echofed {
+
+void ApplyPlanDefaults(Plan* plan) {
+  if (plan->model().empty()) plan->set_model("small_cnn");
+  if (plan->image_size() == 0) plan->set_image_size(64);
+  if (plan->rounds() == 0) plan->set_rounds(3);
+  if (plan->local_epochs() == 0) plan->set_local_epochs(1);
+  if (plan->batch_size() == 0) plan->set_batch_size(16);
+  if (plan->learning_rate() == 0) plan->set_learning_rate(0.01);
+  if (plan->strategy() == Plan::STRATEGY_UNSPECIFIED) {
+    plan->set_strategy(Plan::FEDAVG);
+  }
+  if (plan->min_sites() == 0) plan->set_min_sites(1);
+  if (plan->round_deadline_seconds() == 0) plan->set_round_deadline_seconds(600);
+  if (plan->train_fraction() == 0) plan->set_train_fraction(0.7);
+  if (plan->max_samples_per_site() == 0) {
+    plan->set_max_samples_per_site(1000000);
+  }
+  if (plan->trainer() == Plan::TRAINER_UNSPECIFIED) plan->set_trainer(Plan::SGD);
+}
+
+absl::Status ValidatePlan(const Plan& plan) {
+  auto bad = [](absl::string_view field, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("plan.", field, ": ", why));
+  };
+  if (plan.class_names_size() < 2) {
+    return bad("class_names", "at least two classes are needed");
+  }
+  std::set<std::string> classes(plan.class_names().begin(),
+                                plan.class_names().end());
+  if (static_cast<int>(classes.size()) != plan.class_names_size()) {
+    return bad("class_names", "names must be distinct");
+  }
+  if (plan.image_size() < 16 || plan.image_size() > 1024) {
+    return bad("image_size", "must be between 16 and 1024");
+  }
+  if (plan.rounds() < 1 || plan.rounds() > 100000) {
+    return bad("rounds", "must be at least 1");
+  }
+  if (plan.local_epochs() < 1) return bad("local_epochs", "must be at least 1");
+  if (plan.batch_size() < 1) return bad("batch_size", "must be at least 1");
+  if (!(plan.learning_rate() > 0)) {
+    return bad("learning_rate", "must be positive");
+  }
+  if (plan.strategy() != Plan::FEDAVG) {
+    return bad("strategy", "only FEDAVG is implemented so far");
+  }
+  if (plan.min_sites() < 1) return bad("min_sites", "must be at least 1");
+  if (plan.round_deadline_seconds() < 1) {
+    return bad("round_deadline_seconds", "must be at least 1");
+  }
+  if (!(plan.train_fraction() > 0 && plan.train_fraction() <= 1)) {
+    return bad("train_fraction", "must be in (0, 1]");
+  }
+  if (plan.max_samples_per_site() < 1) {
+    return bad("max_samples_per_site", "must be at least 1");
+  }
+  std::set<std::string> sites;
+  int train_sites = 0;
+  for (const Plan::SiteRole& site : plan.sites()) {
+    if (absl::Status status = ValidateIdentityName(site.site()); !status.ok()) {
+      return bad("sites", status.message());
+    }
+    if (!sites.insert(site.site()).second) {
+      return bad("sites", absl::StrCat("site '", site.site(), "' is listed twice"));
+    }
+    if (site.role() == Plan::ROLE_UNSPECIFIED) {
+      return bad("sites", absl::StrCat("site '", site.site(), "' has no role"));
+    }
+    if (site.role() == Plan::TRAIN) ++train_sites;
+  }
+  if (train_sites < plan.min_sites()) {
+    return bad("sites", absl::StrCat("only ", train_sites,
+                                     " training sites for min_sites ",
+                                     plan.min_sites()));
+  }
+  return absl::OkStatus();
+}
+
+Plan::Role RoleInPlan(const Plan& plan, const std::string& site) {
+  for (const Plan::SiteRole& entry : plan.sites()) {
+    if (entry.site() == site) return entry.role();
+  }
+  return Plan::ROLE_UNSPECIFIED;
+}
+
+}  // namespace echofed

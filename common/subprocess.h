@@ -1,0 +1,47 @@
+#ifndef ECHOFED_COMMON_SUBPROCESS_H_
+#define ECHOFED_COMMON_SUBPROCESS_H_
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace echofed {
+
+// A child process with stdout and stderr appended to a log file. Used by
+// the demo to start the coordinator and agents, and by end-to-end tests.
+// The destructor kills a child that is still running. Not thread-safe.
+class Subprocess {
+ public:
+  static absl::StatusOr<Subprocess> Start(const std::vector<std::string>& argv,
+                                          const std::string& log_path);
+  Subprocess(Subprocess&& other) noexcept;
+  Subprocess& operator=(Subprocess&& other) noexcept;
+  ~Subprocess();
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  // Sends a signal (SIGTERM, SIGKILL, SIGSTOP, SIGCONT...).
+  void Signal(int signal);
+  // Waits up to `timeout` for the exit; returns the exit code (128 + signal
+  // when killed), or nullopt if it is still running.
+  std::optional<int> Wait(absl::Duration timeout);
+  // SIGTERM, then SIGKILL after `grace`.
+  int Terminate(absl::Duration grace = absl::Seconds(5));
+
+ private:
+  Subprocess() = default;
+  pid_t pid_ = -1;
+  std::optional<int> exit_code_;
+};
+
+// The folder holding the running executable (to find sibling binaries).
+std::string ExecutableDir();
+
+}  // namespace echofed
+
+#endif  // ECHOFED_COMMON_SUBPROCESS_H_

@@ -1,0 +1,161 @@
+#include "coordinator/cli/admin_client.h"
+
+#include <chrono>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/metrics.h"
+#include "common/tensor_bundle.h"
+
+namespace echofed {
+namespace {
+
+std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        absl::ToChronoMilliseconds(timeout));
+  return context;
+}
+
+std::string Percent(double value) {
+  return std::isnan(value) ? "   n/a" : absl::StrFormat("%5.1f%%", 100 * value);
+}
+
+}  // namespace
+
+AdminClient::AdminClient(const std::string& address, const TlsMaterial& tls,
+                         const std::string& server_name)
+    : stub_(Admin::NewStub(grpc::CreateCustomChannel(
+          address, MakeChannelCredentials(tls),
+          MakeChannelArguments(server_name.empty() ? HostOf(address)
+                                                   : server_name)))) {}
+
+absl::StatusOr<std::string> AdminClient::StartRun(const Plan& plan) {
+  StartRunRequest request;
+  *request.mutable_plan() = plan;
+  StartRunResponse response;
+  auto context = Context(absl::Seconds(30));
+  absl::Status status =
+      FromGrpcStatus(stub_->StartRun(context.get(), request, &response));
+  if (!status.ok()) return status;
+  return response.run_id();
+}
+
+absl::Status AdminClient::StopRun(const std::string& run_id) {
+  StopRunRequest request;
+  request.set_run_id(run_id);
+  StopRunResponse response;
+  auto context = Context(absl::Seconds(30));
+  return FromGrpcStatus(stub_->StopRun(context.get(), request, &response));
+}
+
+absl::StatusOr<RunStatus> AdminClient::GetRunStatus(const std::string& run_id) {
+  RunStatusRequest request;
+  request.set_run_id(run_id);
+  RunStatus response;
+  auto context = Context(absl::Seconds(30));
+  absl::Status status =
+      FromGrpcStatus(stub_->GetRunStatus(context.get(), request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<ListRunsResponse> AdminClient::ListRuns() {
+  ListRunsResponse response;
+  auto context = Context(absl::Seconds(30));
+  absl::Status status = FromGrpcStatus(
+      stub_->ListRuns(context.get(), ListRunsRequest(), &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<std::string> AdminClient::DownloadModel(const std::string& run_id,
+                                                       int round,
+                                                       const std::string& path) {
+  AdminDownloadRequest request;
+  request.set_run_id(run_id);
+  request.set_round(round);
+  auto context = Context(absl::Minutes(60));
+  std::unique_ptr<grpc::ClientReader<ModelChunk>> reader =
+      stub_->DownloadModel(context.get(), request);
+  std::unique_ptr<ModelFileWriter> writer;
+  absl::Status failure;
+  ChunkAssembler assembler(
+      {},
+      [&](const ModelManifest& manifest) -> absl::Status {
+        absl::StatusOr<std::unique_ptr<ModelFileWriter>> created =
+            ModelFileWriter::Create(path, manifest, /*digests_verified=*/true);
+        if (!created.ok()) return created.status();
+        writer = std::move(*created);
+        return absl::OkStatus();
+      },
+      [&](int, absl::string_view bytes) { return writer->Append(bytes); });
+  ModelChunk chunk;
+  while (reader->Read(&chunk)) {
+    if (failure.ok()) failure = assembler.Accept(chunk);
+    if (!failure.ok()) context->TryCancel();
+  }
+  absl::Status status = FromGrpcStatus(reader->Finish());
+  if (!failure.ok()) return failure;
+  if (!status.ok()) return status;
+  absl::StatusOr<std::string> digest = assembler.Finish();
+  if (!digest.ok()) return digest.status();
+  return writer->Commit();
+}
+
+std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
+  const Plan& plan = status.plan();
+  std::string out = absl::StrFormat(
+      "round %d/%d  model %s  contributors %d  mean train loss %.4f\n",
+      round.round(), plan.rounds(),
+      absl::BytesToHexString(round.model_digest()).substr(0, 12),
+      round.contributors_size(), round.mean_train_loss());
+  absl::StrAppend(&out, absl::StrFormat("  %-16s %-9s %7s %9s %9s %8s\n", "site",
+                                        "set", "images", "accuracy",
+                                        "macro-F1", "loss"));
+  EvalAggregate internal, external;
+  for (const SiteEvaluation& evaluation : round.evaluations()) {
+    const EvalAggregate& a = evaluation.aggregate();
+    bool is_internal = a.split() == INTERNAL_VALIDATION;
+    AddAggregate(a, is_internal ? &internal : &external).IgnoreError();
+    absl::StrAppend(
+        &out, absl::StrFormat("  %-16s %-9s %7d %9s %9s %8.4f\n",
+                              evaluation.site(),
+                              is_internal ? "internal" : "external",
+                              a.num_images(), Percent(Accuracy(a)),
+                              Percent(MacroF1(a)), MeanLoss(a)));
+  }
+  for (const auto& [name, pooled] :
+       {std::pair<const char*, EvalAggregate*>{"internal", &internal},
+        {"external", &external}}) {
+    if (pooled->num_images() == 0) continue;
+    absl::StrAppend(
+        &out, absl::StrFormat("  %-16s %-9s %7d %9s %9s %8.4f\n", "POOLED",
+                              name, pooled->num_images(),
+                              Percent(Accuracy(*pooled)),
+                              Percent(MacroF1(*pooled)), MeanLoss(*pooled)));
+  }
+  return out;
+}
+
+std::string FormatSites(const RunStatus& status) {
+  std::string out;
+  int64_t now = absl::ToUnixMillis(absl::Now());
+  for (const SiteStatus& site : status.sites()) {
+    std::string seen = site.last_seen_unix_ms() == 0
+                           ? "never"
+                           : absl::StrFormat("%.0fs ago",
+                                             (now - site.last_seen_unix_ms()) / 1000.0);
+    absl::StrAppend(&out, absl::StrFormat(
+                              "  %-16s %-20s %-12s epoch %d batch %d loss %.4f  "
+                              "seen %s  %s\n",
+                              site.site(), Plan::Role_Name(site.role()),
+                              site.activity(), site.epoch(), site.batch(),
+                              site.loss(), seen, site.device()));
+  }
+  return out;
+}
+
+}  // namespace echofed

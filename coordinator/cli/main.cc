@@ -1,0 +1,228 @@
+// echofed: the operator's and statistician's command line.
+//   pki init | pki issue     study CA and participant kits
+//   run start|status|stop    runs on a coordinator
+//   runs                     list runs
+//   model download           fetch a committed global model
+//   demo                     a whole local federation on synthetic data
+
+#include <iostream>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "common/plan_util.h"
+#include "coordinator/cli/admin_client.h"
+#include "coordinator/cli/demo.h"
+#include "coordinator/cli/kits.h"
+
+namespace {
+
+struct Connection {
+  std::string address = "localhost:7443";
+  std::string kit;
+  std::string server_name;
+};
+
+void AddConnectionOptions(CLI::App* command, Connection* connection) {
+  command->add_option("--coordinator", connection->address,
+                      "coordinator host:port")
+      ->capture_default_str();
+  command->add_option("--kit", connection->kit,
+                      "your kit folder (ca.pem, cert.pem, key.pem)")
+      ->required();
+  command->add_option("--server-name", connection->server_name,
+                      "name in the coordinator certificate (default: host)");
+}
+
+int Fail(const absl::Status& status) {
+  std::cerr << "echofed: " << status.ToString() << "\n";
+  return 1;
+}
+
+std::unique_ptr<echofed::AdminClient> Connect(const Connection& connection,
+                                              absl::Status* error) {
+  absl::StatusOr<echofed::TlsMaterial> kit = echofed::LoadKit(connection.kit);
+  if (!kit.ok()) {
+    *error = kit.status();
+    return nullptr;
+  }
+  return std::make_unique<echofed::AdminClient>(connection.address, *kit,
+                                                connection.server_name);
+}
+
+void PrintStatus(const echofed::RunStatus& status) {
+  std::cout << absl::StrFormat("run %s  '%s'  %s  round %d/%d%s\n",
+                               status.run_id(), status.plan().name(),
+                               echofed::RunStatus::State_Name(status.state()),
+                               status.round(), status.plan().rounds(),
+                               status.message().empty()
+                                   ? ""
+                                   : "  (" + status.message() + ")");
+  std::cout << echofed::FormatSites(status);
+  for (const echofed::RoundRecord& round : status.rounds()) {
+    if (round.round() == 0) continue;
+    std::cout << "\n" << echofed::FormatRound(status, round);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"echofed: federated training of ultrasound models across hospitals"};
+  app.require_subcommand(1);
+
+  // pki
+  CLI::App* pki = app.add_subcommand("pki", "study CA and participant kits");
+  pki->require_subcommand(1);
+  std::string pki_dir = "pki";
+  std::string study = "echofed study";
+  int days = 365;
+  CLI::App* pki_init = pki->add_subcommand("init", "create the study CA");
+  pki_init->add_option("--dir", pki_dir, "PKI folder")->capture_default_str();
+  pki_init->add_option("--study", study, "study name")->capture_default_str();
+  pki_init->add_option("--days", days, "CA lifetime in days")->capture_default_str();
+  CLI::App* pki_issue = pki->add_subcommand("issue", "issue a participant kit");
+  echofed::CertificateRequest request;
+  std::string role = "site";
+  pki_issue->add_option("--dir", pki_dir, "PKI folder")->capture_default_str();
+  pki_issue->add_option("--identity", request.identity,
+                        "participant name, e.g. hospital-a")->required();
+  pki_issue->add_option("--role", role,
+                        "site, operator, statistician or coordinator")
+      ->capture_default_str();
+  pki_issue->add_option("--host", request.host_names,
+                        "coordinator host names / IPs (coordinator role)");
+  pki_issue->add_option("--days", request.valid_days, "lifetime in days")
+      ->capture_default_str();
+
+  // run
+  CLI::App* run = app.add_subcommand("run", "start, watch or stop a run");
+  run->require_subcommand(1);
+  Connection connection;
+  std::string plan_path, run_id;
+  bool watch = false;
+  CLI::App* run_start = run->add_subcommand("start", "start a run from a plan");
+  run_start->add_option("--plan", plan_path, "Plan textproto")->required();
+  AddConnectionOptions(run_start, &connection);
+  CLI::App* run_status = run->add_subcommand("status", "show a run");
+  run_status->add_option("--run", run_id, "run id (default: latest)");
+  run_status->add_flag("--watch", watch, "refresh every 2 s until it ends");
+  AddConnectionOptions(run_status, &connection);
+  CLI::App* run_stop = run->add_subcommand("stop", "stop a run");
+  run_stop->add_option("--run", run_id, "run id")->required();
+  AddConnectionOptions(run_stop, &connection);
+
+  CLI::App* runs = app.add_subcommand("runs", "list runs");
+  AddConnectionOptions(runs, &connection);
+
+  CLI::App* model = app.add_subcommand("model", "global models");
+  model->require_subcommand(1);
+  CLI::App* download = model->add_subcommand("download", "download a model");
+  int round = -1;
+  std::string out_path;
+  download->add_option("--run", run_id, "run id")->required();
+  download->add_option("--round", round, "round (default: latest)");
+  download->add_option("-o,--out", out_path, "output .efm file")->required();
+  AddConnectionOptions(download, &connection);
+
+  CLI::App* demo = app.add_subcommand(
+      "demo", "run a whole federation locally on a SYNTHETIC cohort");
+  echofed::DemoOptions demo_options;
+  int timeout_seconds = 300;
+  demo->add_option("--work-dir", demo_options.work_dir, "work folder")
+      ->capture_default_str();
+  demo->add_option("--sites", demo_options.sites, "hospitals")->capture_default_str();
+  demo->add_option("--rounds", demo_options.rounds, "rounds")->capture_default_str();
+  demo->add_option("--patients", demo_options.patients_per_site,
+                   "patients per hospital")
+      ->capture_default_str();
+  demo->add_option("--epochs", demo_options.local_epochs, "local epochs")
+      ->capture_default_str();
+  demo->add_option("--timeout", timeout_seconds, "give up after seconds")
+      ->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+  echofed::SetLogComponent("echofed");
+
+  if (pki_init->parsed()) {
+    absl::Status status = echofed::InitStudyPki(pki_dir, study, days);
+    if (!status.ok()) return Fail(status);
+    std::cout << "study CA created in " << pki_dir
+              << "/ca (keep ca.key offline)\n";
+    return 0;
+  }
+  if (pki_issue->parsed()) {
+    absl::StatusOr<echofed::Role> parsed = echofed::ParseRole(role);
+    if (!parsed.ok()) return Fail(parsed.status());
+    request.role = *parsed;
+    absl::Status status = echofed::IssueKit(pki_dir, request);
+    if (!status.ok()) return Fail(status);
+    std::cout << "kit for " << request.identity << " (" << role << ") in "
+              << pki_dir << "/" << request.identity << "\n";
+    return 0;
+  }
+  if (demo->parsed()) {
+    demo_options.timeout = absl::Seconds(timeout_seconds);
+    absl::Status status = echofed::RunDemo(demo_options, std::cout);
+    if (!status.ok()) return Fail(status);
+    return 0;
+  }
+
+  absl::Status error;
+  std::unique_ptr<echofed::AdminClient> admin = Connect(connection, &error);
+  if (admin == nullptr) return Fail(error);
+  if (run_start->parsed()) {
+    echofed::Plan plan;
+    if (absl::Status status = echofed::LoadTextProto(plan_path, &plan);
+        !status.ok()) {
+      return Fail(status);
+    }
+    absl::StatusOr<std::string> id = admin->StartRun(plan);
+    if (!id.ok()) return Fail(id.status());
+    std::cout << *id << "\n";
+    return 0;
+  }
+  if (run_status->parsed()) {
+    while (true) {
+      absl::StatusOr<echofed::RunStatus> status = admin->GetRunStatus(run_id);
+      if (!status.ok()) return Fail(status.status());
+      if (watch) std::cout << "\033[2J\033[H";
+      PrintStatus(*status);
+      bool finished = status->state() == echofed::RunStatus::DONE ||
+                      status->state() == echofed::RunStatus::STOPPED ||
+                      status->state() == echofed::RunStatus::FAILED;
+      if (!watch || finished) return 0;
+      absl::SleepFor(absl::Seconds(2));
+    }
+  }
+  if (run_stop->parsed()) {
+    absl::Status status = admin->StopRun(run_id);
+    if (!status.ok()) return Fail(status);
+    std::cout << "stopped " << run_id << "\n";
+    return 0;
+  }
+  if (runs->parsed()) {
+    absl::StatusOr<echofed::ListRunsResponse> list = admin->ListRuns();
+    if (!list.ok()) return Fail(list.status());
+    for (const echofed::RunStatus& status : list->runs()) {
+      std::cout << absl::StrFormat("%-28s %-18s round %d/%d  %s\n",
+                                   status.run_id(),
+                                   echofed::RunStatus::State_Name(status.state()),
+                                   status.round(), status.plan().rounds(),
+                                   status.plan().name());
+    }
+    return 0;
+  }
+  if (download->parsed()) {
+    absl::StatusOr<std::string> digest =
+        admin->DownloadModel(run_id, round, out_path);
+    if (!digest.ok()) return Fail(digest.status());
+    std::cout << out_path << " sha256 " << absl::BytesToHexString(*digest) << "\n";
+    return 0;
+  }
+  return 2;
+}

@@ -1,0 +1,225 @@
+#ifndef ECHOFED_COORDINATOR_COORDINATOR_H_
+#define ECHOFED_COORDINATOR_COORDINATOR_H_
+
+#include <cstdio>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/tensor_bundle.h"
+#include "coordinator/fedavg.h"
+#include "coordinator/store.h"
+#include "proto/admin.pb.h"
+#include "proto/federation.pb.h"
+
+namespace echofed {
+
+struct CoordinatorOptions {
+  // SQLite database, model files and incoming uploads live here.
+  std::string state_dir;
+  Clock* clock = Clock::Real();
+  // Longest a NextTask call is held before it is answered WAIT.
+  absl::Duration max_long_poll = absl::Seconds(20);
+  // A site not heard from for this long is not selected for a new round.
+  absl::Duration site_liveness = absl::Seconds(90);
+  // Identities enrolled as sites; plans may name only these. Empty: no check.
+  std::set<std::string> enrolled_sites;
+};
+
+class UploadSession;
+
+// The run and round state machine, with no knowledge of gRPC: the service
+// adapters pass in the verified identity of the caller.
+//
+// One run is active at a time. A run waits for its sites, asks one training
+// site for the initial weights (round 0, built from the plan's seed), then
+// for each round: every live training site downloads the global model,
+// trains and uploads; updates are checked and folded into a FedAvg sum as
+// they complete; the round closes when every selected site has uploaded, or
+// at the deadline once min_sites have; the new model and the round record
+// are committed (model file first, then the SQLite row); then every site
+// evaluates the new model and reports aggregate counts.
+//
+// Thread-safe. Calls never wait on the network; task callbacks run outside
+// the lock. Errors: NOT_FOUND for unknown runs or rounds, FAILED_PRECONDITION
+// for work that does not fit the run's phase (e.g. an upload for a closed
+// round), INVALID_ARGUMENT for bad content, PERMISSION_DENIED for a site
+// acting outside its role in the plan.
+class Coordinator {
+ public:
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(
+      CoordinatorOptions options);
+  ~Coordinator();
+
+  // --- Site agents (`site` is the verified certificate identity).
+  absl::StatusOr<JoinResponse> Join(const std::string& site,
+                                    const JoinRequest& request);
+  using TaskCallback = std::function<void(absl::StatusOr<Task>)>;
+  // Calls `done` exactly once: at once when there is work (or `wait` is
+  // zero), else when work appears or the wait runs out (Task WAIT).
+  // FAILED_PRECONDITION when the site has not joined (e.g. after a restart
+  // of the coordinator): the agent joins again.
+  void NextTask(const std::string& site, absl::Duration wait,
+                TaskCallback done);
+  absl::StatusOr<std::unique_ptr<ModelFileReader>> OpenModelForSite(
+      const std::string& site, const DownloadRequest& request);
+  absl::StatusOr<std::unique_ptr<UploadSession>> BeginUpload(
+      const std::string& site, const UploadHeader& header);
+  absl::Status ReportEvaluation(const std::string& site,
+                                const EvaluationReport& report);
+  absl::Status Heartbeat(const std::string& site,
+                         const HeartbeatRequest& request);
+
+  // --- Operators and statisticians.
+  absl::StatusOr<std::string> StartRun(Plan plan);
+  absl::Status StopRun(const std::string& run_id);
+  // Empty run_id: the most recent run.
+  absl::StatusOr<RunStatus> GetRunStatus(const std::string& run_id);
+  ListRunsResponse ListRuns();
+  // Negative round: the latest committed one.
+  absl::StatusOr<std::unique_ptr<ModelFileReader>> OpenModel(
+      const std::string& run_id, int round);
+
+  // Applies deadlines and answers expired long polls; the server calls it
+  // a few times a second.
+  void Tick();
+  // Answers every parked long poll; later ones are answered WAIT at once.
+  void Shutdown();
+
+ private:
+  friend class UploadSession;
+
+  struct SiteState {
+    bool joined = false;
+    absl::Time last_seen;
+    JoinRequest join;
+    std::string activity;
+    int epoch = 0;
+    int batch = 0;
+    double loss = 0;
+  };
+
+  struct Run {
+    std::string run_id;
+    Plan plan;
+    RunStatus::State state = RunStatus::WAITING_FOR_SITES;
+    std::string message;
+    int64_t created_unix_ms = 0;
+    int round = 0;
+    absl::Time deadline;
+    std::set<std::string> selected;
+    std::set<std::string> done;
+    std::map<std::string, std::string> upload_ids;
+    std::string init_site;
+    std::unique_ptr<FedAvgAggregator> aggregator;
+    double loss_weighted_sum = 0;
+    RoundRecord pending;
+    ModelManifest global_layout;
+    std::vector<RoundRecord> rounds;  // committed, index == round
+    std::set<std::string> told_stop;
+    absl::Time retry_close_after;
+  };
+
+  struct Waiter {
+    std::string site;
+    absl::Time expires;
+    TaskCallback done;
+  };
+  using Delivery = std::vector<std::pair<TaskCallback, absl::StatusOr<Task>>>;
+
+  explicit Coordinator(CoordinatorOptions options, std::unique_ptr<Store> store);
+  absl::Status Restore();
+
+  absl::StatusOr<UploadReceipt> CompleteUpload(UploadSession& session);
+
+  Run* FindRunLocked(const std::string& run_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool IsLiveLocked(const std::string& site, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<std::string> LiveSitesLocked(const Run& run, bool train_only,
+                                           absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Task TaskForLocked(const std::string& site)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WakeWaitersLocked(absl::Time now, Delivery* delivery)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AdvanceLocked(Run& run, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartFromWaitingLocked(Run& run, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OpenTrainingLocked(Run& run, int round, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseTrainingLocked(Run& run, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OpenEvaluationLocked(Run& run, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CloseEvaluationLocked(Run& run, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishRunLocked(Run& run, RunStatus::State state,
+                       const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  RunStatus StatusOfLocked(const Run& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  std::string ModelPath(const std::string& run_id, int round) const;
+  static void Deliver(Delivery& delivery);
+
+  const CoordinatorOptions options_;
+  const std::unique_ptr<Store> store_;
+
+  absl::Mutex mu_;
+  std::map<std::string, SiteState> sites_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<Run>> runs_ ABSL_GUARDED_BY(mu_);
+  // The run agents work on; finished runs stay active until the next starts
+  // so that late agents still hear STOP.
+  Run* active_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::string latest_run_id_ ABSL_GUARDED_BY(mu_);
+  std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t spool_counter_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// One update streaming in. Chunks are checked as they arrive (order, layout
+// of the global model, finite values, digests) and spooled to disk; only a
+// complete, verified update is folded into the round. Destroying a session
+// that did not finish discards its spool, so a broken stream leaves no
+// trace. Not thread-safe (one gRPC stream).
+class UploadSession {
+ public:
+  ~UploadSession();
+  absl::Status Accept(const ModelChunk& chunk);
+  absl::StatusOr<UploadReceipt> Finish();
+  const UploadHeader& header() const { return header_; }
+
+ private:
+  friend class Coordinator;
+  UploadSession(Coordinator* coordinator, std::string site, UploadHeader header,
+                double weight, std::optional<ModelManifest> expected_layout,
+                std::string expected_model_name, std::string spool_path,
+                bool duplicate);
+
+  Coordinator* coordinator_;
+  std::string site_;
+  UploadHeader header_;
+  double weight_;
+  std::optional<ModelManifest> expected_layout_;
+  std::string expected_model_name_;
+  std::string spool_path_;
+  bool duplicate_;
+  std::unique_ptr<ModelFileWriter> spool_;
+  std::unique_ptr<ChunkAssembler> assembler_;
+  bool finished_ = false;
+};
+
+}  // namespace echofed
+
+#endif  // ECHOFED_COORDINATOR_COORDINATOR_H_

@@ -1,0 +1,244 @@
+#include "coordinator/fedavg.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace echofed {
+namespace {
+
+// Half-precision conversions for FLOAT16 / BFLOAT16 models.
+float Bf16ToFloat(uint16_t bits) {
+  uint32_t word = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &word, 4);
+  return value;
+}
+
+uint16_t FloatToBf16(float value) {
+  uint32_t word;
+  std::memcpy(&word, &value, 4);
+  // Round to nearest even.
+  word += 0x7FFF + ((word >> 16) & 1);
+  return static_cast<uint16_t>(word >> 16);
+}
+
+float HalfToFloat(uint16_t h) {
+  uint32_t sign = (h & 0x8000u) << 16;
+  uint32_t exponent = (h >> 10) & 0x1F;
+  uint32_t mantissa = h & 0x3FF;
+  uint32_t word;
+  if (exponent == 0) {
+    if (mantissa == 0) {
+      word = sign;
+    } else {
+      exponent = 127 - 15 + 1;
+      while ((mantissa & 0x400) == 0) {
+        mantissa <<= 1;
+        --exponent;
+      }
+      word = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
+    }
+  } else if (exponent == 31) {
+    word = sign | 0x7F800000u | (mantissa << 13);
+  } else {
+    word = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+  }
+  float value;
+  std::memcpy(&value, &word, 4);
+  return value;
+}
+
+uint16_t FloatToHalf(float value) {
+  uint32_t word;
+  std::memcpy(&word, &value, 4);
+  uint16_t sign = static_cast<uint16_t>((word >> 16) & 0x8000);
+  int exponent = static_cast<int>((word >> 23) & 0xFF) - 127 + 15;
+  uint32_t mantissa = word & 0x7FFFFF;
+  if (exponent >= 31) return sign | 0x7C00;
+  if (exponent <= 0) {
+    if (exponent < -10) return sign;
+    mantissa |= 0x800000;
+    int shift = 14 - exponent;
+    uint16_t half = static_cast<uint16_t>(mantissa >> shift);
+    if ((mantissa >> (shift - 1)) & 1) ++half;
+    return sign | half;
+  }
+  uint16_t half = sign | static_cast<uint16_t>(exponent << 10) |
+                  static_cast<uint16_t>(mantissa >> 13);
+  if (mantissa & 0x1000) ++half;  // round half up; carries into the exponent
+  return half;
+}
+
+bool UsesDoubleSum(DType dtype) { return dtype == INT64 || dtype == FLOAT64; }
+
+constexpr size_t kBlockBytes = 1 << 20;
+
+}  // namespace
+
+FedAvgAggregator::FedAvgAggregator(ModelManifest layout)
+    : layout_(std::move(layout)) {
+  float_sums_.resize(layout_.tensors_size());
+  double_sums_.resize(layout_.tensors_size());
+  for (int i = 0; i < layout_.tensors_size(); ++i) {
+    const TensorSpec& spec = layout_.tensors(i);
+    uint64_t elements = *TensorByteSize(spec) / *DTypeSize(spec.dtype());
+    if (UsesDoubleSum(spec.dtype())) {
+      double_sums_[i].assign(elements, 0.0);
+    } else {
+      float_sums_[i].assign(elements, 0.0f);
+    }
+  }
+}
+
+absl::Status FedAvgAggregator::Fold(TensorSource& update, double weight) {
+  if (!(weight > 0) || !std::isfinite(weight)) {
+    return absl::InvalidArgumentError("update weight must be positive");
+  }
+  if (absl::Status status = CheckSameLayout(layout_, update.manifest());
+      !status.ok()) {
+    return status;
+  }
+  std::vector<char> block(kBlockBytes);
+  const float w = static_cast<float>(weight);
+  for (int i = 0; i < layout_.tensors_size(); ++i) {
+    const DType dtype = layout_.tensors(i).dtype();
+    const size_t element = *DTypeSize(dtype);
+    const uint64_t size = *TensorByteSize(layout_.tensors(i));
+    for (uint64_t offset = 0; offset < size; offset += kBlockBytes) {
+      size_t take = static_cast<size_t>(std::min<uint64_t>(kBlockBytes, size - offset));
+      if (absl::Status status = update.Read(i, offset, take, block.data());
+          !status.ok()) {
+        return status;
+      }
+      const size_t first = offset / element;
+      const size_t count = take / element;
+      const char* bytes = block.data();
+      switch (dtype) {
+        case FLOAT32: {
+          float* sum = float_sums_[i].data() + first;
+          const float* values = reinterpret_cast<const float*>(bytes);
+          for (size_t k = 0; k < count; ++k) sum[k] += w * values[k];
+          break;
+        }
+        case FLOAT16:
+        case BFLOAT16: {
+          float* sum = float_sums_[i].data() + first;
+          for (size_t k = 0; k < count; ++k) {
+            uint16_t bits;
+            std::memcpy(&bits, bytes + 2 * k, 2);
+            sum[k] += w * (dtype == FLOAT16 ? HalfToFloat(bits) : Bf16ToFloat(bits));
+          }
+          break;
+        }
+        case FLOAT64: {
+          double* sum = double_sums_[i].data() + first;
+          for (size_t k = 0; k < count; ++k) {
+            double value;
+            std::memcpy(&value, bytes + 8 * k, 8);
+            sum[k] += weight * value;
+          }
+          break;
+        }
+        case INT64: {
+          double* sum = double_sums_[i].data() + first;
+          for (size_t k = 0; k < count; ++k) {
+            int64_t value;
+            std::memcpy(&value, bytes + 8 * k, 8);
+            sum[k] += weight * static_cast<double>(value);
+          }
+          break;
+        }
+        default:
+          return absl::InvalidArgumentError("unsupported dtype");
+      }
+    }
+  }
+  total_weight_ += weight;
+  ++contributions_;
+  return absl::OkStatus();
+}
+
+template <typename Sink>
+absl::Status FedAvgAggregator::EmitAverage(Sink&& sink) const {
+  if (contributions_ == 0) {
+    return absl::FailedPreconditionError("no update to average");
+  }
+  std::vector<char> block;
+  const double inverse = 1.0 / total_weight_;
+  for (int i = 0; i < layout_.tensors_size(); ++i) {
+    const DType dtype = layout_.tensors(i).dtype();
+    const size_t element = *DTypeSize(dtype);
+    const size_t elements =
+        UsesDoubleSum(dtype) ? double_sums_[i].size() : float_sums_[i].size();
+    const size_t per_block = kBlockBytes / element;
+    for (size_t first = 0; first < elements; first += per_block) {
+      size_t count = std::min(per_block, elements - first);
+      block.resize(count * element);
+      char* out = block.data();
+      for (size_t k = 0; k < count; ++k) {
+        switch (dtype) {
+          case FLOAT32: {
+            float value = static_cast<float>(float_sums_[i][first + k] * inverse);
+            std::memcpy(out + 4 * k, &value, 4);
+            break;
+          }
+          case FLOAT16:
+          case BFLOAT16: {
+            float value = static_cast<float>(float_sums_[i][first + k] * inverse);
+            uint16_t bits =
+                dtype == FLOAT16 ? FloatToHalf(value) : FloatToBf16(value);
+            std::memcpy(out + 2 * k, &bits, 2);
+            break;
+          }
+          case FLOAT64: {
+            double value = double_sums_[i][first + k] * inverse;
+            std::memcpy(out + 8 * k, &value, 8);
+            break;
+          }
+          case INT64: {
+            int64_t value =
+                static_cast<int64_t>(std::llround(double_sums_[i][first + k] * inverse));
+            std::memcpy(out + 8 * k, &value, 8);
+            break;
+          }
+          default:
+            return absl::InvalidArgumentError("unsupported dtype");
+        }
+      }
+      if (absl::Status status = sink(i, absl::string_view(block.data(), block.size()));
+          !status.ok()) {
+        return status;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> FedAvgAggregator::WriteAverage(
+    const std::string& path) const {
+  absl::StatusOr<std::unique_ptr<ModelFileWriter>> writer =
+      ModelFileWriter::Create(path, layout_);
+  if (!writer.ok()) return writer.status();
+  absl::Status status = EmitAverage([&](int, absl::string_view bytes) {
+    return (*writer)->Append(bytes);
+  });
+  if (!status.ok()) return status;
+  return (*writer)->Commit();
+}
+
+absl::StatusOr<TensorBundle> FedAvgAggregator::Average() const {
+  TensorBundle bundle;
+  bundle.manifest = layout_;
+  bundle.data.resize(layout_.tensors_size());
+  absl::Status status = EmitAverage([&](int index, absl::string_view bytes) {
+    bundle.data[index].append(bytes.data(), bytes.size());
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (absl::Status sealed = SealBundle(&bundle); !sealed.ok()) return sealed;
+  return bundle;
+}
+
+}  // namespace echofed

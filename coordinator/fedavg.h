@@ -1,0 +1,48 @@
+#ifndef ECHOFED_COORDINATOR_FEDAVG_H_
+#define ECHOFED_COORDINATOR_FEDAVG_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/tensor_bundle.h"
+
+namespace echofed {
+
+// Federated averaging, folded in as updates arrive: memory is one running
+// weighted sum (float32 for float tensors, float64 for integer buffers such
+// as BatchNorm's step counter), never one model per site. Updates are read
+// from a TensorSource block by block. Not thread-safe: the caller serialises.
+class FedAvgAggregator {
+ public:
+  // `layout` is the global model every update must match.
+  explicit FedAvgAggregator(ModelManifest layout);
+
+  // Adds weight * update. The update must have the layout (checked).
+  absl::Status Fold(TensorSource& update, double weight);
+
+  int contributions() const { return contributions_; }
+  double total_weight() const { return total_weight_; }
+
+  // Writes sum / total_weight as a model file and returns its digest.
+  absl::StatusOr<std::string> WriteAverage(const std::string& path) const;
+  // The same, in memory (tests).
+  absl::StatusOr<TensorBundle> Average() const;
+
+ private:
+  template <typename Sink>
+  absl::Status EmitAverage(Sink&& sink) const;
+
+  ModelManifest layout_;
+  // One of the two is used per tensor, by dtype.
+  std::vector<std::vector<float>> float_sums_;
+  std::vector<std::vector<double>> double_sums_;
+  double total_weight_ = 0;
+  int contributions_ = 0;
+};
+
+}  // namespace echofed
+
+#endif  // ECHOFED_COORDINATOR_FEDAVG_H_

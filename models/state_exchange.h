@@ -1,0 +1,27 @@
+#ifndef ECHOFED_MODELS_STATE_EXCHANGE_H_
+#define ECHOFED_MODELS_STATE_EXCHANGE_H_
+
+// A module's exchange state is named_parameters() then named_buffers(), as
+// raw little-endian tensors (common/tensor_bundle.h).
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/tensor_bundle.h"
+#include "torch/torch.h"
+
+namespace echofed {
+
+absl::StatusOr<DType> ToWireDType(torch::ScalarType type);
+absl::StatusOr<torch::ScalarType> ToTorchDType(DType dtype);
+
+// Copies parameters and buffers (on any device) into a sealed bundle.
+absl::StatusOr<TensorBundle> ExportState(const torch::nn::Module& module,
+                                         const std::string& model_name);
+
+// Loads a bundle into the module in place; names, shapes and dtypes must
+// match exactly.
+absl::Status ImportState(const TensorBundle& bundle, torch::nn::Module& module);
+
+}  // namespace echofed
+
+#endif  // ECHOFED_MODELS_STATE_EXCHANGE_H_

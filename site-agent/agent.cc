@@ -1,0 +1,376 @@
+#include "site-agent/agent.h"
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/sha256.h"
+#include "models/state_exchange.h"
+#include "site-agent/trainer.h"
+
+namespace echofed {
+namespace {
+
+bool IsRefusal(const absl::Status& status) {
+  return absl::IsUnauthenticated(status) || absl::IsPermissionDenied(status);
+}
+
+// Network trouble worth retrying (coordinator restarting, link down).
+bool IsTransient(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
+         absl::IsCancelled(status) || absl::IsAborted(status) ||
+         absl::IsResourceExhausted(status) || absl::IsUnknown(status) ||
+         absl::IsInternal(status);
+}
+
+std::vector<std::string> ClassNames(const Plan& plan) {
+  return {plan.class_names().begin(), plan.class_names().end()};
+}
+
+}  // namespace
+
+Agent::Agent(AgentOptions options)
+    : options_(std::move(options)), random_(std::random_device{}()) {}
+
+Agent::~Agent() = default;
+
+std::unique_ptr<grpc::ClientContext> Agent::NewContext(absl::Duration timeout) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        absl::ToChronoMilliseconds(timeout));
+  return context;
+}
+
+void Agent::Backoff(int attempt) {
+  absl::Duration cap = std::min(
+      options_.max_backoff,
+      options_.first_backoff * static_cast<double>(1 << std::min(attempt, 16)));
+  std::uniform_real_distribution<double> jitter(0.5, 1.0);
+  absl::Duration wait = cap * jitter(random_);
+  LogInfo("retrying in ", absl::FormatDuration(wait));
+  absl::Time until = absl::Now() + wait;
+  while (!stopping_ && absl::Now() < until) {
+    absl::SleepFor(std::min(absl::Milliseconds(100), until - absl::Now()));
+  }
+}
+
+absl::Status Agent::Run() {
+  absl::StatusOr<torch::Device> device = ResolveDevice(options_.device);
+  if (!device.ok()) return device.status();
+  device_ = *device;
+  absl::StatusOr<SiteManifest> manifest = LoadManifest(options_.data_dir);
+  if (!manifest.ok()) return manifest.status();
+  manifest_ = std::move(*manifest);
+  for (const RecordError& error : manifest_->errors) {
+    LogWarning("manifest line ", error.line, ": ", error.message);
+  }
+  LogInfo("data: ", manifest_->records.size(), " images usable, ",
+          manifest_->errors.size(), " manifest problems; device ",
+          device_.str());
+
+  std::string server_name = options_.coordinator_name.empty()
+                                ? HostOf(options_.coordinator_address)
+                                : options_.coordinator_name;
+  channel_ = grpc::CreateCustomChannel(options_.coordinator_address,
+                                       MakeChannelCredentials(options_.tls),
+                                       MakeChannelArguments(server_name));
+  stub_ = Federation::NewStub(channel_);
+
+  bool joined = false;
+  int failures = 0;
+  bool took_part = false;
+  while (!stopping_) {
+    if (!joined) {
+      absl::Status status = Join();
+      if (IsRefusal(status)) return status;
+      if (!status.ok()) {
+        LogWarning("cannot join ", options_.coordinator_address, ": ",
+                   status.ToString());
+        Backoff(failures++);
+        continue;
+      }
+      joined = true;
+      failures = 0;
+    }
+    NextTaskRequest request;
+    request.set_wait_seconds(options_.long_poll_seconds);
+    Task task;
+    auto context = NewContext(absl::Seconds(options_.long_poll_seconds + 15));
+    absl::Status status =
+        FromGrpcStatus(stub_->NextTask(context.get(), request, &task));
+    if (!status.ok()) {
+      if (IsRefusal(status)) return status;
+      LogWarning("lost the coordinator: ", status.ToString());
+      joined = false;
+      Backoff(failures++);
+      continue;
+    }
+    failures = 0;
+    if (task.kind() == Task::WAIT) continue;
+    if (task.kind() == Task::STOP) {
+      LogInfo("run ", task.run_id(), " is over");
+      run_.reset();
+      if (options_.exit_after_run && took_part) return absl::OkStatus();
+      continue;
+    }
+    took_part = true;
+    status = HandleTask(task);
+    if (!status.ok()) {
+      if (IsRefusal(status)) return status;
+      LogError("task ", Task::Kind_Name(task.kind()), " of run ", task.run_id(),
+               " round ", task.round(), " failed: ", status.ToString());
+      if (absl::IsFailedPrecondition(status) && !IsTransient(status)) {
+        // e.g. the round closed meanwhile: ask for the next task at once.
+        continue;
+      }
+      Backoff(failures++);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Agent::Join() {
+  JoinRequest request;
+  request.set_agent_version(ECHOFED_VERSION);
+  request.set_device(device_.str());
+  *request.mutable_data() = Summarize(*manifest_);
+  JoinResponse response;
+  auto context = NewContext(absl::Seconds(15));
+  context->set_wait_for_ready(false);
+  absl::Status status =
+      FromGrpcStatus(stub_->Join(context.get(), request, &response));
+  if (!status.ok()) return status;
+  site_ = response.site();
+  SetLogComponent(absl::StrCat("agent ", site_));
+  LogInfo("joined the coordinator at ", options_.coordinator_address, " as ",
+          site_);
+  return absl::OkStatus();
+}
+
+absl::Status Agent::HandleTask(const Task& task) {
+  switch (task.kind()) {
+    case Task::INITIALIZE:
+      return Initialize(task);
+    case Task::TRAIN:
+      return Train(task);
+    case Task::EVALUATE:
+      return Evaluate(task);
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown task kind ", task.kind()));
+  }
+}
+
+absl::StatusOr<Agent::RunData*> Agent::PrepareRun(const Task& task) {
+  if (run_ != nullptr && run_->run_id == task.run_id()) return run_.get();
+  auto run = std::make_unique<RunData>();
+  run->run_id = task.run_id();
+  run->plan = task.plan();
+  run->role = task.role();
+  const Plan& plan = run->plan;
+  ModelOptions model_options;
+  model_options.name = plan.model();
+  model_options.num_classes = plan.class_names_size();
+  torch::manual_seed(plan.seed());
+  absl::StatusOr<std::shared_ptr<ImageClassifierImpl>> model =
+      CreateClassifier(model_options);
+  if (!model.ok()) return model.status();
+  run->model = *model;
+
+  std::vector<ImageRecord> train_records, validation_records;
+  if (run->role == Plan::TRAIN) {
+    std::set<std::string> training = TrainingPatients(
+        manifest_->records, plan.train_fraction(), plan.split_seed());
+    for (const ImageRecord& record : manifest_->records) {
+      (training.count(record.patient_id) ? train_records : validation_records)
+          .push_back(record);
+    }
+  } else {
+    validation_records = manifest_->records;
+  }
+  run->train = LoadImageSet(train_records, ClassNames(plan), plan.image_size());
+  run->validation =
+      LoadImageSet(validation_records, ClassNames(plan), plan.image_size());
+  size_t problems = run->train.errors.size() + run->validation.errors.size();
+  for (const ImageSet* set : {&run->train, &run->validation}) {
+    for (size_t i = 0; i < set->errors.size() && i < 10; ++i) {
+      LogWarning("left out: ", set->errors[i].message);
+    }
+  }
+  LogInfo("run ", run->run_id, " (", Plan::Role_Name(run->role), "): ",
+          run->train.size(), " training images (", run->train.patients,
+          " patients), ", run->validation.size(), " validation images (",
+          run->validation.patients, " patients), ", problems, " left out");
+  run_ = std::move(run);
+  return run_.get();
+}
+
+absl::Status Agent::Initialize(const Task& task) {
+  absl::StatusOr<RunData*> run = PrepareRun(task);
+  if (!run.ok()) return run.status();
+  absl::StatusOr<TensorBundle> state =
+      ExportState(*(*run)->model, task.plan().model());
+  if (!state.ok()) return state.status();
+  UploadHeader header;
+  header.set_run_id(task.run_id());
+  header.set_round(0);
+  header.set_upload_id(absl::StrFormat("%s-init-%016x", site_, random_()));
+  return Upload(header, *state);
+}
+
+absl::Status Agent::Train(const Task& task) {
+  absl::StatusOr<RunData*> prepared = PrepareRun(task);
+  if (!prepared.ok()) return prepared.status();
+  RunData& run = **prepared;
+  absl::StatusOr<TensorBundle> global =
+      Download(task.run_id(), task.round() - 1, task.model_digest());
+  if (!global.ok()) return global.status();
+  if (absl::Status status = ImportState(*global, *run.model); !status.ok()) {
+    return status;
+  }
+  const Plan& plan = run.plan;
+  TrainOptions options;
+  options.trainer = plan.trainer();
+  options.class_count = plan.class_names_size();
+  options.epochs = plan.local_epochs();
+  options.batch_size = plan.batch_size();
+  options.learning_rate = plan.learning_rate();
+  options.seed = plan.seed() * 1000003 + static_cast<uint64_t>(task.round());
+  options.device = device_;
+  options.on_progress = [&](const TrainProgress& progress) {
+    if (progress.batch == progress.batches) {
+      LogInfo("round ", task.round(), " epoch ", progress.epoch, "/",
+              progress.epochs, ": ", progress.batches, " batches, loss ",
+              absl::StrFormat("%.4f", progress.loss));
+    }
+    SendHeartbeat(task.run_id(), task.round(), "training", progress.epoch,
+                  progress.batch, progress.loss);
+  };
+  absl::StatusOr<TrainResult> trained = TrainLocal(*run.model, run.train, options);
+  if (!trained.ok()) return trained.status();
+  absl::StatusOr<TensorBundle> update = ExportState(*run.model, plan.model());
+  if (!update.ok()) return update.status();
+  UploadHeader header;
+  header.set_run_id(task.run_id());
+  header.set_round(task.round());
+  header.set_num_samples(trained->num_samples);
+  header.set_mean_train_loss(trained->mean_loss);
+  header.set_upload_id(
+      absl::StrFormat("%s-r%d-%016x", site_, task.round(), random_()));
+  return Upload(header, *update);
+}
+
+absl::Status Agent::Evaluate(const Task& task) {
+  absl::StatusOr<RunData*> prepared = PrepareRun(task);
+  if (!prepared.ok()) return prepared.status();
+  RunData& run = **prepared;
+  absl::StatusOr<TensorBundle> global =
+      Download(task.run_id(), task.round(), task.model_digest());
+  if (!global.ok()) return global.status();
+  if (absl::Status status = ImportState(*global, *run.model); !status.ok()) {
+    return status;
+  }
+  EvalSplit split = run.role == Plan::TRAIN ? INTERNAL_VALIDATION
+                                            : EXTERNAL_VALIDATION;
+  EvaluationReport report;
+  report.set_run_id(task.run_id());
+  report.set_round(task.round());
+  *report.mutable_aggregate() = EvaluateLocal(
+      *run.model, run.validation, run.plan.class_names_size(), split, device_);
+  LogInfo("round ", task.round(), " ", EvalSplit_Name(split), ": accuracy ",
+          absl::StrFormat("%.3f", Accuracy(report.aggregate())), " on ",
+          report.aggregate().num_images(), " images");
+  ReportReceipt receipt;
+  auto context = NewContext(absl::Seconds(30));
+  return FromGrpcStatus(
+      stub_->ReportEvaluation(context.get(), report, &receipt));
+}
+
+absl::StatusOr<TensorBundle> Agent::Download(const std::string& run_id,
+                                             int round,
+                                             const std::string& expected_digest) {
+  DownloadRequest request;
+  request.set_run_id(run_id);
+  request.set_round(round);
+  auto context = NewContext(absl::Minutes(30));
+  std::unique_ptr<grpc::ClientReader<ModelChunk>> reader =
+      stub_->DownloadModel(context.get(), request);
+  BundleAssembler assembler;
+  ModelChunk chunk;
+  absl::Status failure;
+  while (reader->Read(&chunk)) {
+    if (failure.ok()) failure = assembler.Accept(chunk);
+    if (!failure.ok()) context->TryCancel();
+  }
+  absl::Status status = FromGrpcStatus(reader->Finish());
+  if (!failure.ok()) return failure;
+  if (!status.ok()) return status;
+  absl::StatusOr<TensorBundle> bundle = assembler.Finish();
+  if (!bundle.ok()) return bundle.status();
+  if (!expected_digest.empty() && ModelDigest(bundle->manifest) != expected_digest) {
+    return absl::DataLossError(
+        absl::StrCat("downloaded model of round ", round,
+                     " does not match the digest announced in the task"));
+  }
+  return bundle;
+}
+
+absl::Status Agent::Upload(const UploadHeader& header,
+                           const TensorBundle& model) {
+  // The same upload_id on every attempt: the coordinator counts it once.
+  for (int attempt = 0;; ++attempt) {
+    auto context = NewContext(absl::Minutes(30));
+    UploadReceipt receipt;
+    std::unique_ptr<grpc::ClientWriter<UploadChunk>> writer =
+        stub_->UploadUpdate(context.get(), &receipt);
+    UploadChunk first;
+    *first.mutable_header() = header;
+    bool open = writer->Write(first);
+    BundleSource source(&model);
+    ModelChunker chunker(&source);
+    UploadChunk chunk;
+    while (open) {
+      absl::StatusOr<bool> more = chunker.Next(chunk.mutable_chunk());
+      if (!more.ok()) return more.status();
+      if (!*more) break;
+      open = writer->Write(chunk);
+    }
+    writer->WritesDone();
+    absl::Status status = FromGrpcStatus(writer->Finish());
+    if (status.ok()) {
+      LogInfo("uploaded round ", header.round(), " (",
+              HexDigest(receipt.digest()).substr(0, 16),
+              receipt.duplicate() ? ", already counted)" : ")");
+      return absl::OkStatus();
+    }
+    if (!IsTransient(status) || attempt >= 4 || stopping_) return status;
+    LogWarning("upload failed: ", status.ToString());
+    Backoff(attempt);
+  }
+}
+
+void Agent::SendHeartbeat(const std::string& run_id, int round,
+                          const std::string& activity, int epoch, int batch,
+                          double loss) {
+  absl::Time now = absl::Now();
+  if (now - last_heartbeat_ < absl::Seconds(2)) return;
+  last_heartbeat_ = now;
+  HeartbeatRequest request;
+  request.set_run_id(run_id);
+  request.set_round(round);
+  request.set_activity(activity);
+  request.set_epoch(epoch);
+  request.set_batch(batch);
+  request.set_loss(loss);
+  HeartbeatResponse response;
+  auto context = NewContext(absl::Seconds(5));
+  grpc::Status status = stub_->Heartbeat(context.get(), request, &response);
+  if (!status.ok()) {
+    LogWarning("heartbeat failed: ", status.error_message());
+  }
+}
+
+}  // namespace echofed

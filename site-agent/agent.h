@@ -1,0 +1,91 @@
+#ifndef ECHOFED_SITE_AGENT_AGENT_H_
+#define ECHOFED_SITE_AGENT_AGENT_H_
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/grpc_util.h"
+#include "common/tensor_bundle.h"
+#include "models/classifier.h"
+#include "proto/federation.grpc.pb.h"
+#include "site-agent/dataset.h"
+#include "torch/torch.h"
+
+namespace echofed {
+
+struct AgentOptions {
+  std::string coordinator_address;
+  // Name expected in the coordinator's certificate (default: its host).
+  std::string coordinator_name;
+  TlsMaterial tls;
+  std::string data_dir;
+  std::string device = "auto";
+  // Leave after the first run this site took part in has ended (demo,
+  // tests); a service keeps waiting for the next run.
+  bool exit_after_run = false;
+  // Reconnect backoff: exponential from the first to the max, with full
+  // jitter so that many sites do not retry in step.
+  absl::Duration first_backoff = absl::Milliseconds(250);
+  absl::Duration max_backoff = absl::Seconds(30);
+  // How long one NextTask call may wait at the coordinator.
+  int long_poll_seconds = 20;
+};
+
+// The site daemon: dials out to the coordinator, joins, and works through
+// tasks (initialise, train, evaluate) on local data. Only weights and
+// aggregate counts leave the site. Reconnects with backoff after any
+// network failure; refusals of its certificate end it with a clear error.
+// Run() is blocking; Stop() may be called from another thread.
+class Agent {
+ public:
+  explicit Agent(AgentOptions options);
+  ~Agent();
+
+  absl::Status Run();
+  void Stop() { stopping_ = true; }
+
+ private:
+  struct RunData {
+    std::string run_id;
+    Plan plan;
+    Plan::Role role = Plan::ROLE_UNSPECIFIED;
+    ImageSet train;
+    ImageSet validation;
+    std::shared_ptr<ImageClassifierImpl> model;
+  };
+
+  absl::Status Join();
+  absl::Status HandleTask(const Task& task);
+  absl::StatusOr<RunData*> PrepareRun(const Task& task);
+  absl::Status Initialize(const Task& task);
+  absl::Status Train(const Task& task);
+  absl::Status Evaluate(const Task& task);
+  absl::StatusOr<TensorBundle> Download(const std::string& run_id, int round,
+                                        const std::string& expected_digest);
+  absl::Status Upload(const UploadHeader& header, const TensorBundle& model);
+  void SendHeartbeat(const std::string& run_id, int round,
+                     const std::string& activity, int epoch, int batch,
+                     double loss);
+  void Backoff(int attempt);
+  std::unique_ptr<grpc::ClientContext> NewContext(absl::Duration timeout);
+
+  AgentOptions options_;
+  torch::Device device_ = torch::kCPU;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<Federation::Stub> stub_;
+  std::optional<SiteManifest> manifest_;
+  std::string site_;
+  std::unique_ptr<RunData> run_;
+  std::mt19937_64 random_;
+  absl::Time last_heartbeat_ = absl::InfinitePast();
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace echofed
+
+#endif  // ECHOFED_SITE_AGENT_AGENT_H_

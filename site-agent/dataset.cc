@@ -1,0 +1,237 @@
+#include "site-agent/dataset.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/sha256.h"
+#include "site-agent/image_io.h"
+
+namespace echofed {
+namespace {
+
+// Splits one CSV line; supports double-quoted fields with "" escapes.
+std::vector<std::string> SplitCsvLine(const std::string& line) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        fields.back() += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        fields.back() += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.emplace_back();
+    } else {
+      fields.back() += c;
+    }
+  }
+  for (std::string& field : fields) {
+    field = std::string(absl::StripAsciiWhitespace(field));
+  }
+  return fields;
+}
+
+// True when `path` (resolved, following links) lies inside `root`.
+bool IsInside(const std::filesystem::path& root,
+              const std::filesystem::path& path) {
+  std::error_code error;
+  std::filesystem::path real = std::filesystem::weakly_canonical(path, error);
+  if (error) return false;
+  auto root_it = root.begin();
+  auto it = real.begin();
+  for (; root_it != root.end(); ++root_it, ++it) {
+    if (it == real.end() || *it != *root_it) return false;
+  }
+  return true;
+}
+
+uint64_t SplitKey(uint64_t seed, const std::string& patient_id) {
+  std::string digest = Sha256::Of(absl::StrCat(seed, ":", patient_id));
+  uint64_t key;
+  std::memcpy(&key, digest.data(), sizeof(key));
+  return key;
+}
+
+}  // namespace
+
+absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
+  std::error_code error;
+  std::filesystem::path root = std::filesystem::canonical(data_dir, error);
+  if (error) {
+    return absl::NotFoundError(
+        absl::StrCat("data folder ", data_dir, ": ", error.message()));
+  }
+  std::string manifest_path = (root / "manifest.csv").string();
+  std::ifstream in(manifest_path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(
+        "no manifest.csv in ", data_dir,
+        " (columns: patient_id,image,label; see README)"));
+  }
+  std::string line;
+  if (!std::getline(in, line)) {
+    return absl::InvalidArgumentError(absl::StrCat(manifest_path, " is empty"));
+  }
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  // Strip a UTF-8 byte-order mark, as spreadsheet exports often carry one.
+  if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
+  std::vector<std::string> header = SplitCsvLine(line);
+  int patient_col = -1, image_col = -1, label_col = -1;
+  for (int i = 0; i < static_cast<int>(header.size()); ++i) {
+    std::string name = absl::AsciiStrToLower(header[i]);
+    if (name == "patient_id") patient_col = i;
+    if (name == "image") image_col = i;
+    if (name == "label") label_col = i;
+  }
+  if (patient_col < 0 || image_col < 0 || label_col < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        manifest_path, ": header must name patient_id, image and label"));
+  }
+  SiteManifest manifest;
+  manifest.data_dir = root.string();
+  std::map<std::string, std::string> label_of_patient;
+  std::set<std::string> conflicting;
+  std::vector<std::pair<int, ImageRecord>> lines;
+  std::set<std::string> seen_images;
+  int line_number = 1;
+  int needed = std::max({patient_col, image_col, label_col}) + 1;
+  while (std::getline(in, line)) {
+    ++line_number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    std::vector<std::string> fields = SplitCsvLine(line);
+    if (static_cast<int>(fields.size()) < needed) {
+      manifest.errors.push_back({line_number, "too few columns"});
+      continue;
+    }
+    ImageRecord record{fields[patient_col], fields[image_col],
+                       fields[label_col]};
+    if (record.patient_id.empty() || record.image_path.empty() ||
+        record.label.empty()) {
+      manifest.errors.push_back({line_number, "empty patient_id, image or label"});
+      continue;
+    }
+    std::filesystem::path image(record.image_path);
+    if (image.is_absolute() || !IsInside(root, root / image)) {
+      manifest.errors.push_back(
+          {line_number, absl::StrCat("image path '", record.image_path,
+                                     "' leaves the data folder")});
+      continue;
+    }
+    record.image_path = (root / image).lexically_normal().string();
+    if (!seen_images.insert(record.image_path).second) {
+      manifest.errors.push_back(
+          {line_number, absl::StrCat("image '", fields[image_col],
+                                     "' is listed twice")});
+      continue;
+    }
+    auto [it, inserted] =
+        label_of_patient.emplace(record.patient_id, record.label);
+    if (!inserted && it->second != record.label) {
+      conflicting.insert(record.patient_id);
+    }
+    lines.emplace_back(line_number, std::move(record));
+  }
+  for (auto& [number, record] : lines) {
+    if (conflicting.count(record.patient_id)) {
+      manifest.errors.push_back(
+          {number, absl::StrCat("patient ", record.patient_id,
+                                " has images with different labels")});
+      continue;
+    }
+    manifest.records.push_back(std::move(record));
+  }
+  return manifest;
+}
+
+DataSummary Summarize(const SiteManifest& manifest) {
+  DataSummary summary;
+  std::set<std::string> patients;
+  for (const ImageRecord& record : manifest.records) {
+    patients.insert(record.patient_id);
+    (*summary.mutable_images_per_label())[record.label]++;
+  }
+  summary.set_patients(static_cast<int64_t>(patients.size()));
+  summary.set_images(static_cast<int64_t>(manifest.records.size()));
+  return summary;
+}
+
+std::set<std::string> TrainingPatients(const std::vector<ImageRecord>& records,
+                                       double train_fraction, uint64_t seed) {
+  std::map<std::string, std::set<std::string>> patients_by_label;
+  for (const ImageRecord& record : records) {
+    patients_by_label[record.label].insert(record.patient_id);
+  }
+  std::set<std::string> training;
+  for (const auto& [label, patients] : patients_by_label) {
+    std::vector<std::pair<uint64_t, std::string>> ordered;
+    for (const std::string& id : patients) {
+      ordered.emplace_back(SplitKey(seed, id), id);
+    }
+    std::sort(ordered.begin(), ordered.end());
+    size_t take = static_cast<size_t>(
+        std::llround(train_fraction * static_cast<double>(ordered.size())));
+    for (size_t i = 0; i < take && i < ordered.size(); ++i) {
+      training.insert(ordered[i].second);
+    }
+  }
+  return training;
+}
+
+ImageSet LoadImageSet(const std::vector<ImageRecord>& records,
+                      const std::vector<std::string>& class_names,
+                      int image_size) {
+  ImageSet set;
+  std::vector<torch::Tensor> images;
+  std::vector<int64_t> labels;
+  std::set<std::string> patients;
+  for (const ImageRecord& record : records) {
+    auto cls = std::find(class_names.begin(), class_names.end(), record.label);
+    if (cls == class_names.end()) {
+      set.errors.push_back({0, absl::StrCat("label '", record.label,
+                                            "' is not a class of the plan")});
+      continue;
+    }
+    absl::StatusOr<GrayImage> image = ReadGrayImage(record.image_path);
+    if (!image.ok()) {
+      set.errors.push_back({0, std::string(image.status().message())});
+      continue;
+    }
+    torch::Tensor pixels =
+        torch::from_blob(image->pixels.data(), {1, 1, image->height, image->width},
+                         torch::kUInt8)
+            .to(torch::kFloat32);
+    pixels = torch::nn::functional::interpolate(
+        pixels, torch::nn::functional::InterpolateFuncOptions()
+                    .size(std::vector<int64_t>{image_size, image_size})
+                    .mode(torch::kBilinear)
+                    .align_corners(false)
+                    .antialias(true));
+    torch::Tensor mean = pixels.mean();
+    torch::Tensor std = pixels.std().clamp_min(1e-3);
+    images.push_back(((pixels - mean) / std).squeeze(0));
+    labels.push_back(cls - class_names.begin());
+    patients.insert(record.patient_id);
+  }
+  if (!images.empty()) {
+    set.images = torch::stack(images);
+    set.labels = torch::tensor(labels, torch::kInt64);
+  }
+  set.patients = static_cast<int64_t>(patients.size());
+  return set;
+}
+
+}  // namespace echofed

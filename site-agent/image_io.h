@@ -1,0 +1,38 @@
+#ifndef ECHOFED_SITE_AGENT_IMAGE_IO_H_
+#define ECHOFED_SITE_AGENT_IMAGE_IO_H_
+
+// Grayscale images from the formats hospitals archive. PNG through libpng's
+// simplified API, JPEG through libjpeg-turbo. Colour images are converted to
+// luminance by the libraries (ITU-R BT.601/709 weights): B-mode ultrasound
+// is grayscale, and colour overlays are not used as signal.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace echofed {
+
+struct GrayImage {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> pixels;  // row-major, width * height
+};
+
+// Images larger than this in either dimension are refused (memory bombs).
+inline constexpr int kMaxImageSide = 16384;
+
+// Decodes by content (magic bytes), not by file name. Errors are
+// INVALID_ARGUMENT for unreadable content, NOT_FOUND for missing files.
+absl::StatusOr<GrayImage> ReadGrayImage(const std::string& path);
+absl::StatusOr<GrayImage> DecodeGrayImage(const std::string& bytes,
+                                          const std::string& origin);
+
+absl::Status WritePng(const std::string& path, const GrayImage& image);
+absl::Status WriteJpeg(const std::string& path, const GrayImage& image,
+                       int quality);
+
+}  // namespace echofed
+
+#endif  // ECHOFED_SITE_AGENT_IMAGE_IO_H_

@@ -1,0 +1,211 @@
+#include "site-agent/synthetic_cohort.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/files.h"
+#include "site-agent/image_io.h"
+
+namespace echofed {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+enum Subtype { kNB = 0, kGNB = 1, kGN = 2 };
+const char* const kSubtypeNames[] = {"NB", "GNB", "GN"};
+
+struct Appearance {
+  double echo;           // lesion mean echogenicity (0..1)
+  double heterogeneity;  // internal texture amplitude
+  double irregularity;   // margin lobulation
+  int min_calc, max_calc;
+  double capsule;        // bright rim strength
+};
+
+Appearance AppearanceOf(Subtype subtype) {
+  switch (subtype) {
+    case kNB:
+      return {0.26, 0.55, 0.22, 2, 7, 0.0};
+    case kGNB:
+      return {0.36, 0.35, 0.12, 0, 3, 0.15};
+    case kGN:
+      return {0.46, 0.12, 0.03, 0, 1, 0.35};
+  }
+  return {};
+}
+
+struct Scanner {
+  double gain;
+  double speckle;  // Rayleigh scale of multiplicative speckle
+  int blur;        // box-blur radius: lower resolution
+  bool jpeg;
+};
+
+// Smooth random field: sum of a few random cosines.
+struct Field {
+  std::vector<std::array<double, 4>> waves;  // kx, ky, phase, amplitude
+  double At(double x, double y) const {
+    double v = 0;
+    for (const auto& w : waves) v += w[3] * std::cos(w[0] * x + w[1] * y + w[2]);
+    return v;
+  }
+};
+
+Field RandomField(std::mt19937_64& rng, int waves, double max_frequency) {
+  std::uniform_real_distribution<double> unit(0, 1);
+  Field field;
+  for (int i = 0; i < waves; ++i) {
+    field.waves.push_back({(unit(rng) - 0.5) * 2 * max_frequency,
+                           (unit(rng) - 0.5) * 2 * max_frequency,
+                           unit(rng) * 2 * kPi, unit(rng) / waves});
+  }
+  return field;
+}
+
+GrayImage Render(Subtype subtype, const Scanner& scanner, int size,
+                 std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> unit(0, 1);
+  std::normal_distribution<double> normal(0, 1);
+  const Appearance look = AppearanceOf(subtype);
+  const double cx = size * (0.5 + 0.15 * (unit(rng) - 0.5));
+  const double cy = size * (0.52 + 0.15 * (unit(rng) - 0.5));
+  const double rx = size * (0.18 + 0.1 * unit(rng));
+  const double ry = size * (0.15 + 0.1 * unit(rng));
+  const double angle = unit(rng) * kPi;
+  std::vector<double> lobes(5);
+  for (double& lobe : lobes) lobe = normal(rng) * look.irregularity;
+  std::vector<double> lobe_phase(5);
+  for (double& phase : lobe_phase) phase = unit(rng) * 2 * kPi;
+  Field tissue = RandomField(rng, 6, 0.15);
+  Field inside = RandomField(rng, 8, 0.5);
+  struct Spot {
+    double x, y, r;
+  };
+  std::vector<Spot> calcifications;
+  int count = look.min_calc +
+              static_cast<int>(unit(rng) * (look.max_calc - look.min_calc + 1));
+  for (int i = 0; i < count; ++i) {
+    double a = unit(rng) * 2 * kPi;
+    double d = std::sqrt(unit(rng)) * 0.7;
+    calcifications.push_back({cx + d * rx * std::cos(a), cy + d * ry * std::sin(a),
+                              0.8 + 1.2 * unit(rng)});
+  }
+
+  std::vector<double> value(static_cast<size_t>(size) * size);
+  std::exponential_distribution<double> exponential(1.0);
+  for (int y = 0; y < size; ++y) {
+    for (int x = 0; x < size; ++x) {
+      // Depth attenuation, as in B-mode.
+      double background = 0.42 + 0.12 * tissue.At(x, y) - 0.15 * y / size;
+      double dx = x - cx, dy = y - cy;
+      double u = (dx * std::cos(angle) + dy * std::sin(angle)) / rx;
+      double v = (-dx * std::sin(angle) + dy * std::cos(angle)) / ry;
+      double theta = std::atan2(v, u);
+      double radius = 1.0;
+      for (int k = 0; k < 5; ++k) {
+        radius += lobes[k] * std::cos((k + 2) * theta + lobe_phase[k]) / (k + 1);
+      }
+      double r = std::sqrt(u * u + v * v) / std::max(0.4, radius);
+      double pixel = background;
+      if (r < 1.0) {
+        pixel = look.echo + look.heterogeneity * 0.5 * inside.At(x, y) * 2;
+      }
+      if (look.capsule > 0 && std::abs(r - 1.0) < 0.06) pixel += look.capsule;
+      for (const Spot& spot : calcifications) {
+        double d2 = (x - spot.x) * (x - spot.x) + (y - spot.y) * (y - spot.y);
+        if (d2 < spot.r * spot.r) pixel = 0.95;
+        // Acoustic shadow below a calcification.
+        if (y > spot.y && std::abs(x - spot.x) < spot.r) pixel *= 0.75;
+      }
+      // Multiplicative speckle (Rayleigh amplitude).
+      double speckle = std::sqrt(2 * exponential(rng)) * scanner.speckle +
+                       (1 - scanner.speckle * 1.2533);
+      value[static_cast<size_t>(y) * size + x] =
+          std::max(0.0, pixel * speckle * scanner.gain);
+    }
+  }
+  GrayImage image;
+  image.width = size;
+  image.height = size;
+  image.pixels.resize(value.size());
+  int b = scanner.blur;
+  for (int y = 0; y < size; ++y) {
+    for (int x = 0; x < size; ++x) {
+      double sum = 0;
+      int n = 0;
+      for (int yy = std::max(0, y - b); yy <= std::min(size - 1, y + b); ++yy) {
+        for (int xx = std::max(0, x - b); xx <= std::min(size - 1, x + b); ++xx) {
+          sum += value[static_cast<size_t>(yy) * size + xx];
+          ++n;
+        }
+      }
+      image.pixels[static_cast<size_t>(y) * size + x] =
+          static_cast<uint8_t>(std::clamp(sum / n * 255.0, 0.0, 255.0));
+    }
+  }
+  return image;
+}
+
+}  // namespace
+
+std::vector<std::string> SyntheticSiteNames(int sites) {
+  std::vector<std::string> names;
+  for (int i = 1; i <= sites; ++i) names.push_back(absl::StrCat("site-", i));
+  return names;
+}
+
+absl::Status WriteSyntheticCohort(const SyntheticCohortOptions& options) {
+  if (options.sites < 1 || options.patients_per_site < 3 ||
+      options.image_size < 32) {
+    return absl::InvalidArgumentError(
+        "synthetic cohort needs >= 1 site, >= 3 patients, images >= 32 px");
+  }
+  std::vector<std::string> names = SyntheticSiteNames(options.sites);
+  for (int s = 0; s < options.sites; ++s) {
+    std::mt19937_64 rng(options.seed * 7919 + static_cast<uint64_t>(s));
+    std::uniform_real_distribution<double> unit(0, 1);
+    Scanner scanner{0.85 + 0.3 * unit(rng), 0.25 + 0.2 * unit(rng),
+                    s % 3 == 2 ? 1 : 0, s % 2 == 1};
+    // Case mix: NB most common, GN rarest, shifted per hospital.
+    double nb = 0.5 + 0.15 * (unit(rng) - 0.5);
+    double gnb = 0.28 + 0.1 * (unit(rng) - 0.5);
+    std::string dir = absl::StrCat(options.out_dir, "/", names[s]);
+    if (absl::Status status = MakeDirectories(dir + "/images"); !status.ok()) {
+      return status;
+    }
+    std::string manifest = "patient_id,image,label\n";
+    for (int p = 0; p < options.patients_per_site; ++p) {
+      // The first three patients cover every subtype, so no site lacks one.
+      double draw = unit(rng);
+      Subtype subtype = p < 3 ? static_cast<Subtype>(p)
+                              : draw < nb         ? kNB
+                                : draw < nb + gnb ? kGNB
+                                                  : kGN;
+      std::string patient =
+          absl::StrFormat("S%dP%04d", s + 1, p + 1);
+      int images = 1 + (unit(rng) < 0.35 ? 1 : 0);
+      for (int k = 0; k < images; ++k) {
+        GrayImage image = Render(subtype, scanner, options.image_size, rng);
+        std::string file = absl::StrCat("images/", patient, "_", k,
+                                        scanner.jpeg ? ".jpg" : ".png");
+        std::string path = absl::StrCat(dir, "/", file);
+        absl::Status status = scanner.jpeg ? WriteJpeg(path, image, 92)
+                                           : WritePng(path, image);
+        if (!status.ok()) return status;
+        absl::StrAppend(&manifest, patient, ",", file, ",",
+                        kSubtypeNames[subtype], "\n");
+      }
+    }
+    if (absl::Status status =
+            WriteFileAtomically(dir + "/manifest.csv", manifest);
+        !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace echofed
