@@ -146,7 +146,7 @@ absl::StatusOr<PeerIdentity> Authenticator::Authenticate(
   if (status.ok() &&
       std::find(allowed.begin(), allowed.end(), peer->role) == allowed.end()) {
     status = absl::PermissionDeniedError(absl::StrCat(
-        "a ", RoleName(peer->role), " certificate may not call ", method));
+        "the role ", RoleName(peer->role), " may not call ", method));
   }
   if (!status.ok()) {
     LogWarning("refused ", method, " from ", context.peer(),

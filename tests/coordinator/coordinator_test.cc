@@ -1,0 +1,374 @@
+#include "coordinator/coordinator.h"
+
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <optional>
+
+#include "gtest/gtest.h"
+#include "tests/testing/fixtures.h"
+
+namespace echofed {
+namespace {
+
+using testing::MakeBundle;
+using testing::MakePlan;
+using testing::TempDir;
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Restart(); }
+
+  void Restart() {
+    coordinator_.reset();
+    CoordinatorOptions options;
+    options.state_dir = dir_.Join("state");
+    options.clock = &clock_;
+    absl::StatusOr<std::unique_ptr<Coordinator>> created =
+        Coordinator::Create(options);
+    ASSERT_TRUE(created.ok()) << created.status();
+    coordinator_ = std::move(*created);
+  }
+
+  void Join(const std::string& site, int64_t images = 100) {
+    JoinRequest request;
+    request.set_device("cpu");
+    request.mutable_data()->set_images(images);
+    request.mutable_data()->set_patients(images);
+    ASSERT_TRUE(coordinator_->Join(site, request).ok());
+  }
+
+  absl::StatusOr<Task> Poll(const std::string& site) {
+    std::optional<absl::StatusOr<Task>> result;
+    coordinator_->NextTask(site, absl::ZeroDuration(),
+                           [&](absl::StatusOr<Task> task) { result = task; });
+    EXPECT_TRUE(result.has_value());
+    return *result;
+  }
+
+  absl::StatusOr<UploadReceipt> Upload(const std::string& site,
+                                       const std::string& run_id, int round,
+                                       const TensorBundle& bundle,
+                                       int64_t samples = 10,
+                                       const std::string& upload_id = "") {
+    UploadHeader header;
+    header.set_run_id(run_id);
+    header.set_round(round);
+    header.set_num_samples(samples);
+    header.set_mean_train_loss(0.5);
+    header.set_upload_id(upload_id.empty()
+                             ? site + "-" + std::to_string(round)
+                             : upload_id);
+    absl::StatusOr<std::unique_ptr<UploadSession>> session =
+        coordinator_->BeginUpload(site, header);
+    if (!session.ok()) return session.status();
+    BundleSource source(&bundle);
+    ModelChunker chunker(&source, 16);
+    ModelChunk chunk;
+    while (*chunker.Next(&chunk)) {
+      if (absl::Status status = (*session)->Accept(chunk); !status.ok()) {
+        return status;
+      }
+    }
+    return (*session)->Finish();
+  }
+
+  absl::Status Report(const std::string& site, const std::string& run_id,
+                      int round, EvalSplit split, int correct = 4,
+                      int wrong = 1) {
+    EvaluationReport report;
+    report.set_run_id(run_id);
+    report.set_round(round);
+    EvalAggregate* a = report.mutable_aggregate();
+    a->set_split(split);
+    a->set_class_count(3);
+    for (int i = 0; i < 9; ++i) a->add_confusion(0);
+    a->set_confusion(0, correct);
+    a->set_confusion(1, wrong);
+    a->set_num_images(correct + wrong);
+    a->set_num_patients(correct + wrong);
+    a->set_loss_sum(1.0);
+    return coordinator_->ReportEvaluation(site, report);
+  }
+
+  // Starts a run and delivers the initial model from whoever is asked.
+  std::string StartAndInitialize(const Plan& plan) {
+    absl::StatusOr<std::string> run_id = coordinator_->StartRun(plan);
+    EXPECT_TRUE(run_id.ok()) << run_id.status();
+    for (const Plan::SiteRole& site : plan.sites()) {
+      absl::StatusOr<Task> task = Poll(site.site());
+      if (task.ok() && task->kind() == Task::INITIALIZE) {
+        EXPECT_TRUE(Upload(site.site(), *run_id, 0, MakeBundle("test_model", 0.0f)).ok());
+        return *run_id;
+      }
+    }
+    ADD_FAILURE() << "nobody was asked for the initial model";
+    return *run_id;
+  }
+
+  RunStatus Status(const std::string& run_id = "") {
+    return *coordinator_->GetRunStatus(run_id);
+  }
+
+  TempDir dir_;
+  FakeClock clock_;
+  std::unique_ptr<Coordinator> coordinator_;
+};
+
+TEST_F(CoordinatorTest, FullRunCommitsEveryRoundAndEvaluates) {
+  Join("a", 100);
+  Join("b", 100);
+  Join("x", 50);
+  std::string run = StartAndInitialize(MakePlan({"a", "b"}, {"x"}, 2));
+  EXPECT_EQ(Status().state(), RunStatus::TRAINING);
+
+  for (int round = 1; round <= 2; ++round) {
+    absl::StatusOr<Task> task_a = Poll("a");
+    ASSERT_TRUE(task_a.ok());
+    EXPECT_EQ(task_a->kind(), Task::TRAIN);
+    EXPECT_EQ(task_a->round(), round);
+    EXPECT_EQ(task_a->model_digest(), Status().rounds(round - 1).model_digest());
+    // The external site does not train.
+    EXPECT_EQ(Poll("x")->kind(), Task::WAIT);
+    ASSERT_TRUE(Upload("a", run, round, MakeBundle("test_model", 1.0f), 30).ok());
+    EXPECT_EQ(Status().state(), RunStatus::TRAINING);
+    ASSERT_TRUE(Upload("b", run, round, MakeBundle("test_model", 5.0f), 10).ok());
+
+    RunStatus status = Status();
+    EXPECT_EQ(status.state(), RunStatus::EVALUATING);
+    ASSERT_EQ(status.rounds_size(), round + 1);
+    EXPECT_EQ(status.rounds(round).total_weight(), 40);
+    // (30 * 1 + 10 * 5) / 40 = 2
+    absl::StatusOr<std::unique_ptr<ModelFileReader>> model =
+        coordinator_->OpenModel(run, round);
+    ASSERT_TRUE(model.ok());
+    TensorBundle average = *(*model)->ReadAll();
+    float value;
+    std::memcpy(&value, average.data[0].data(), 4);
+    EXPECT_FLOAT_EQ(value, 2.0f);
+
+    for (const std::string site : {"a", "b", "x"}) {
+      absl::StatusOr<Task> evaluate = Poll(site);
+      ASSERT_TRUE(evaluate.ok());
+      EXPECT_EQ(evaluate->kind(), Task::EVALUATE) << site;
+    }
+    ASSERT_TRUE(Report("a", run, round, INTERNAL_VALIDATION).ok());
+    ASSERT_TRUE(Report("b", run, round, INTERNAL_VALIDATION).ok());
+    ASSERT_TRUE(Report("x", run, round, EXTERNAL_VALIDATION).ok());
+  }
+  RunStatus done = Status();
+  EXPECT_EQ(done.state(), RunStatus::DONE);
+  EXPECT_EQ(done.rounds(2).evaluations_size(), 3);
+  EXPECT_EQ(Poll("a")->kind(), Task::STOP);
+  EXPECT_EQ(Poll("a")->kind(), Task::WAIT);  // told once
+}
+
+TEST_F(CoordinatorTest, RoundClosesAtDeadlineOnceMinimumIsMet) {
+  for (const char* site : {"a", "b", "c"}) Join(site);
+  Plan plan = MakePlan({"a", "b", "c"}, {}, 2);
+  plan.set_min_sites(2);
+  plan.set_round_deadline_seconds(30);
+  std::string run = StartAndInitialize(plan);
+  ASSERT_TRUE(Upload("a", run, 1, MakeBundle("test_model", 1.0f)).ok());
+  ASSERT_TRUE(Upload("b", run, 1, MakeBundle("test_model", 1.0f)).ok());
+  coordinator_->Tick();
+  EXPECT_EQ(Status().state(), RunStatus::TRAINING);  // c still has time
+  clock_.Advance(absl::Seconds(31));
+  coordinator_->Tick();
+  RunStatus status = Status();
+  EXPECT_EQ(status.state(), RunStatus::EVALUATING);
+  EXPECT_EQ(status.rounds(1).contributors_size(), 2);
+  // The straggler's update arrives after the round closed.
+  absl::StatusOr<UploadReceipt> late =
+      Upload("c", run, 1, MakeBundle("test_model", 1.0f));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CoordinatorTest, RoundWaitsBeyondDeadlineBelowMinimum) {
+  for (const char* site : {"a", "b", "c"}) Join(site);
+  Plan plan = MakePlan({"a", "b", "c"}, {}, 1);
+  plan.set_min_sites(2);
+  plan.set_round_deadline_seconds(30);
+  std::string run = StartAndInitialize(plan);
+  ASSERT_TRUE(Upload("a", run, 1, MakeBundle("test_model", 1.0f)).ok());
+  clock_.Advance(absl::Seconds(31));
+  coordinator_->Tick();
+  EXPECT_EQ(Status().state(), RunStatus::TRAINING);
+  ASSERT_TRUE(Upload("b", run, 1, MakeBundle("test_model", 1.0f)).ok());
+  clock_.Advance(absl::Seconds(31));
+  coordinator_->Tick();
+  EXPECT_EQ(Status().state(), RunStatus::EVALUATING);
+}
+
+TEST_F(CoordinatorTest, BadUpdatesAreRefusedAndTheRoundGoesOn) {
+  Join("a");
+  Join("b");
+  Join("outsider");
+  std::string run = StartAndInitialize(MakePlan({"a", "b"}, {}, 1));
+
+  // Wrong shapes.
+  EXPECT_EQ(Upload("a", run, 1, MakeBundle("test_model", 1.0f, 3, 11)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Wrong number of tensors.
+  EXPECT_EQ(Upload("a", run, 1, MakeBundle("test_model", 1.0f, 2, 10)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Another model.
+  EXPECT_EQ(Upload("a", run, 1, MakeBundle("other_model", 1.0f)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // NaN.
+  TensorBundle poisoned = MakeBundle("test_model", 1.0f);
+  float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(poisoned.data[0].data(), &nan, 4);
+  ASSERT_TRUE(SealBundle(&poisoned).ok());
+  EXPECT_EQ(Upload("a", run, 1, poisoned).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A round that is not open, and a site that is not in the plan.
+  EXPECT_EQ(Upload("a", run, 2, MakeBundle("test_model", 1.0f)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Upload("a", "run-other", 1, MakeBundle("test_model", 1.0f)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Upload("outsider", run, 1, MakeBundle("test_model", 1.0f)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Status().rounds_size(), 1);
+
+  // Nothing of the above counted: good updates still make the round.
+  ASSERT_TRUE(Upload("a", run, 1, MakeBundle("test_model", 2.0f)).ok());
+  ASSERT_TRUE(Upload("b", run, 1, MakeBundle("test_model", 4.0f)).ok());
+  RunStatus status = Status();
+  ASSERT_EQ(status.rounds_size(), 2);
+  TensorBundle average = *(*coordinator_->OpenModel(run, 1))->ReadAll();
+  float value;
+  std::memcpy(&value, average.data[2].data(), 4);
+  EXPECT_FLOAT_EQ(value, 3.0f);
+  // No spool files are left behind by the refused uploads.
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.Join("state/incoming")));
+}
+
+TEST_F(CoordinatorTest, RetriedUploadIsCountedOnce) {
+  Join("a");
+  Join("b");
+  std::string run = StartAndInitialize(MakePlan({"a", "b"}, {}, 1));
+  ASSERT_TRUE(Upload("a", run, 1, MakeBundle("test_model", 1.0f), 10, "u1").ok());
+  absl::StatusOr<UploadReceipt> again =
+      Upload("a", run, 1, MakeBundle("test_model", 1.0f), 10, "u1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->duplicate());
+  EXPECT_EQ(Upload("a", run, 1, MakeBundle("test_model", 9.0f), 10, "u2")
+                .status()
+                .code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(Status().state(), RunStatus::TRAINING);
+}
+
+TEST_F(CoordinatorTest, ClaimedSampleCountIsCapped) {
+  Join("small", 10);
+  Join("big", 1000);
+  std::string run = StartAndInitialize(MakePlan({"small", "big"}, {}, 1));
+  // "small" declared 10 images but claims a million.
+  ASSERT_TRUE(Upload("small", run, 1, MakeBundle("test_model", 0.0f), 1000000).ok());
+  ASSERT_TRUE(Upload("big", run, 1, MakeBundle("test_model", 11.0f), 1000).ok());
+  TensorBundle average = *(*coordinator_->OpenModel(run, 1))->ReadAll();
+  float value;
+  std::memcpy(&value, average.data[0].data(), 4);
+  EXPECT_NEAR(value, 11.0f * 1000 / 1010, 1e-4);
+  EXPECT_EQ(Status().rounds(1).total_weight(), 1010);
+}
+
+TEST_F(CoordinatorTest, RestartKeepsCommittedRoundsAndResumes) {
+  Join("a");
+  Join("b");
+  std::string run = StartAndInitialize(MakePlan({"a", "b"}, {}, 3));
+  ASSERT_TRUE(Upload("a", run, 1, MakeBundle("test_model", 1.0f)).ok());
+  ASSERT_TRUE(Upload("b", run, 1, MakeBundle("test_model", 3.0f)).ok());
+  std::string digest = Status().rounds(1).model_digest();
+  // Round 2 was open when the coordinator went away.
+  Restart();
+  RunStatus status = Status(run);
+  EXPECT_EQ(status.state(), RunStatus::WAITING_FOR_SITES);
+  ASSERT_EQ(status.rounds_size(), 2);
+  EXPECT_EQ(status.rounds(1).model_digest(), digest);
+  // Agents that poll before joining again are told to join.
+  EXPECT_EQ(Poll("a").status().code(), absl::StatusCode::kFailedPrecondition);
+  Join("a");
+  Join("b");
+  status = Status(run);
+  EXPECT_EQ(status.state(), RunStatus::TRAINING);
+  EXPECT_EQ(status.round(), 2);
+  absl::StatusOr<Task> task = Poll("a");
+  ASSERT_TRUE(task.ok());
+  EXPECT_EQ(task->kind(), Task::TRAIN);
+  EXPECT_EQ(task->model_digest(), digest);
+}
+
+TEST_F(CoordinatorTest, LongPollIsAnsweredWhenWorkAppearsOrTimeRunsOut) {
+  Join("a");
+  std::optional<absl::StatusOr<Task>> answer;
+  coordinator_->NextTask("a", absl::Seconds(10),
+                         [&](absl::StatusOr<Task> task) { answer = task; });
+  EXPECT_FALSE(answer.has_value());
+  ASSERT_TRUE(coordinator_->StartRun(MakePlan({"a"}, {}, 1)).ok());
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_EQ((*answer)->kind(), Task::INITIALIZE);
+
+  Join("idle");
+  std::optional<absl::StatusOr<Task>> idle;
+  coordinator_->NextTask("idle", absl::Seconds(10),
+                         [&](absl::StatusOr<Task> task) { idle = task; });
+  clock_.Advance(absl::Seconds(5));
+  coordinator_->Tick();
+  EXPECT_FALSE(idle.has_value());
+  clock_.Advance(absl::Seconds(6));
+  coordinator_->Tick();
+  ASSERT_TRUE(idle.has_value());
+  EXPECT_EQ((*idle)->kind(), Task::WAIT);
+}
+
+TEST_F(CoordinatorTest, BadEvaluationReportsAreRefused) {
+  Join("a");
+  Join("x");
+  std::string run = StartAndInitialize(MakePlan({"a"}, {"x"}, 1));
+  ASSERT_TRUE(Upload("a", run, 1, MakeBundle("test_model", 1.0f)).ok());
+  // A training site reporting as external, and counts that do not add up.
+  EXPECT_EQ(Report("a", run, 1, EXTERNAL_VALIDATION).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Report("a", run, 1, INTERNAL_VALIDATION, -1, 3).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Report("a", run, 7, INTERNAL_VALIDATION).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(Report("a", run, 1, INTERNAL_VALIDATION).ok());
+  EXPECT_EQ(Report("a", run, 1, INTERNAL_VALIDATION).code(),
+            absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(CoordinatorTest, InvalidPlansAndSecondActiveRunAreRefused) {
+  Plan no_classes = MakePlan({"a"});
+  no_classes.clear_class_names();
+  EXPECT_EQ(coordinator_->StartRun(no_classes).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  Plan too_few = MakePlan({"a"});
+  too_few.set_min_sites(2);
+  EXPECT_EQ(coordinator_->StartRun(too_few).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(coordinator_->StartRun(MakePlan({"a"})).ok());
+  EXPECT_EQ(coordinator_->StartRun(MakePlan({"a"})).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CoordinatorTest, StoppedRunTellsSitesToStop) {
+  Join("a");
+  absl::StatusOr<std::string> run = coordinator_->StartRun(MakePlan({"a"}));
+  ASSERT_TRUE(run.ok());
+  ASSERT_TRUE(coordinator_->StopRun(*run).ok());
+  EXPECT_EQ(Status().state(), RunStatus::STOPPED);
+  EXPECT_EQ(Poll("a")->kind(), Task::STOP);
+  EXPECT_EQ(coordinator_->StopRun(*run).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CoordinatorTest, PollBeforeJoinAsksToJoin) {
+  EXPECT_EQ(Poll("stranger").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace echofed

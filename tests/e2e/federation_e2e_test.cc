@@ -1,0 +1,246 @@
+// Real processes: echofed-coordinator and echofed-agent binaries talking
+// mutual TLS over loopback, driven through the Admin API as an operator.
+
+#include <signal.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/files.h"
+#include "common/subprocess.h"
+#include "coordinator/cli/admin_client.h"
+#include "coordinator/cli/kits.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fixtures.h"
+
+namespace echofed {
+namespace {
+
+using testing::BinaryPath;
+using testing::TempDir;
+
+class FederationE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    pki_ = dir_.Join("pki");
+    ASSERT_TRUE(InitStudyPki(pki_, "e2e", 2).ok());
+    ASSERT_TRUE(IssueKit(pki_, {"coordinator", Role::kCoordinator,
+                                {"localhost", "127.0.0.1"}, 2})
+                    .ok());
+    ASSERT_TRUE(IssueKit(pki_, {"operator", Role::kOperator, {}, 2}).ok());
+    for (const std::string& site : sites_) {
+      ASSERT_TRUE(IssueKit(pki_, {site, Role::kSite, {}, 2}).ok());
+    }
+    absl::StatusOr<Subprocess> synth = Subprocess::Start(
+        {BinaryPath("echofed-agent"), "synth", "--out", dir_.Join("data"),
+         "--sites", "3", "--patients", "30", "--image-size", "64"},
+        dir_.Join("synth.log"));
+    ASSERT_TRUE(synth.ok());
+    ASSERT_EQ(synth->Wait(absl::Seconds(60)), 0);
+
+    ASSERT_TRUE(WriteFileAtomically(
+                    dir_.Join("coordinator.textproto"),
+                    "listen_address: \"127.0.0.1:0\"\n"
+                    "tls { ca_cert: \"pki/coordinator/ca.pem\" cert: "
+                    "\"pki/coordinator/cert.pem\" key: \"pki/coordinator/key.pem\" }\n"
+                    "state_dir: \"state\"\n"
+                    "enrolment_file: \"pki/enrolment.textproto\"\n")
+                    .ok());
+    absl::StatusOr<Subprocess> coordinator = Subprocess::Start(
+        {BinaryPath("echofed-coordinator"), "--config",
+         dir_.Join("coordinator.textproto"), "--port-file", dir_.Join("port")},
+        dir_.Join("coordinator.log"));
+    ASSERT_TRUE(coordinator.ok());
+    coordinator_ = std::make_unique<Subprocess>(std::move(*coordinator));
+    int port = 0;
+    for (int i = 0; i < 200 && port == 0; ++i) {
+      absl::StatusOr<std::string> text = ReadFileToString(dir_.Join("port"));
+      if (!text.ok() ||
+          !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port)) {
+        absl::SleepFor(absl::Milliseconds(50));
+      }
+    }
+    ASSERT_NE(port, 0) << *ReadFileToString(dir_.Join("coordinator.log"));
+    address_ = absl::StrCat("127.0.0.1:", port);
+    admin_ = std::make_unique<AdminClient>(
+        address_, *LoadKit(pki_ + "/operator"), "localhost");
+    for (size_t i = 0; i < sites_.size(); ++i) StartAgent(i);
+  }
+
+  void TearDown() override {
+    for (auto& agent : agents_) {
+      if (agent) agent->Terminate(absl::Seconds(3));
+    }
+    if (coordinator_) coordinator_->Terminate();
+    if (HasFailure()) {
+      std::cerr << "--- coordinator log\n"
+                << ReadFileToString(dir_.Join("coordinator.log")).value_or("");
+      for (const std::string& site : sites_) {
+        std::cerr << "--- " << site << " log\n"
+                  << ReadFileToString(dir_.Join(site + ".log")).value_or("");
+      }
+    }
+  }
+
+  void StartAgent(size_t index) {
+    const std::string& site = sites_[index];
+    std::string config = dir_.Join(site + ".textproto");
+    ASSERT_TRUE(WriteFileAtomically(
+                    config, absl::StrCat("coordinator_address: \"", address_,
+                                         "\"\ncoordinator_name: \"localhost\"\n",
+                                         "tls { ca_cert: \"pki/", site,
+                                         "/ca.pem\" cert: \"pki/", site,
+                                         "/cert.pem\" key: \"pki/", site,
+                                         "/key.pem\" }\n", "data_dir: \"data/",
+                                         site, "\"\n"))
+                    .ok());
+    absl::StatusOr<Subprocess> agent = Subprocess::Start(
+        {BinaryPath("echofed-agent"), "run", "--config", config,
+         "--exit-after-run", "--threads", "1"},
+        dir_.Join(site + ".log"));
+    ASSERT_TRUE(agent.ok());
+    if (agents_.size() <= index) agents_.resize(index + 1);
+    agents_[index] = std::make_unique<Subprocess>(std::move(*agent));
+  }
+
+  Plan MakeRunPlan(int rounds, int min_sites, int deadline_seconds) {
+    Plan plan = testing::MakePlan(sites_, {}, rounds);
+    plan.set_model("small_cnn");
+    plan.set_image_size(64);
+    plan.set_local_epochs(2);
+    plan.set_learning_rate(0.02);
+    plan.set_min_sites(min_sites);
+    plan.set_round_deadline_seconds(deadline_seconds);
+    return plan;
+  }
+
+  // Polls until `done` holds for the run status or the time is up.
+  template <typename Predicate>
+  absl::StatusOr<RunStatus> WaitFor(const std::string& run_id, Predicate done,
+                                    absl::Duration timeout) {
+    absl::Time until = absl::Now() + timeout;
+    absl::StatusOr<RunStatus> status;
+    while (absl::Now() < until) {
+      status = admin_->GetRunStatus(run_id);
+      if (status.ok() && done(*status)) return status;
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    return absl::DeadlineExceededError(
+        absl::StrCat("timed out; last state ",
+                     status.ok() ? RunStatus::State_Name(status->state())
+                                 : status.status().ToString()));
+  }
+
+  bool AllJoined() {
+    absl::StatusOr<ListRunsResponse> runs = admin_->ListRuns();
+    return runs.ok();
+  }
+
+  TempDir dir_;
+  std::string pki_;
+  std::vector<std::string> sites_ = {"site-1", "site-2", "site-3"};
+  std::string address_;
+  std::unique_ptr<Subprocess> coordinator_;
+  std::vector<std::unique_ptr<Subprocess>> agents_;
+  std::unique_ptr<AdminClient> admin_;
+};
+
+TEST_F(FederationE2eTest, ThreeHospitalsTrainTogetherOverMutualTls) {
+  absl::StatusOr<std::string> run_id = admin_->StartRun(MakeRunPlan(2, 3, 60));
+  ASSERT_TRUE(run_id.ok()) << run_id.status();
+  absl::StatusOr<RunStatus> status = WaitFor(
+      *run_id, [](const RunStatus& s) { return s.state() == RunStatus::DONE; },
+      absl::Seconds(150));
+  ASSERT_TRUE(status.ok()) << status.status();
+  ASSERT_EQ(status->rounds_size(), 3);  // initial model + 2 rounds
+  // The global model changed.
+  EXPECT_NE(status->rounds(0).model_digest(), status->rounds(1).model_digest());
+  EXPECT_NE(status->rounds(1).model_digest(), status->rounds(2).model_digest());
+  for (int round = 1; round <= 2; ++round) {
+    const RoundRecord& record = status->rounds(round);
+    EXPECT_EQ(record.contributors_size(), 3);
+    EXPECT_GT(record.total_weight(), 0);
+    // Every site evaluated the new model, on its own internal split.
+    ASSERT_EQ(record.evaluations_size(), 3);
+    for (const SiteEvaluation& evaluation : record.evaluations()) {
+      EXPECT_EQ(evaluation.aggregate().split(), INTERNAL_VALIDATION);
+      EXPECT_GT(evaluation.aggregate().num_images(), 0);
+    }
+  }
+  // The final model downloads intact.
+  absl::StatusOr<std::string> digest =
+      admin_->DownloadModel(*run_id, -1, dir_.Join("final.efm"));
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  EXPECT_EQ(*digest, status->rounds(2).model_digest());
+  // Agents leave once the run is over.
+  for (auto& agent : agents_) EXPECT_EQ(agent->Wait(absl::Seconds(30)), 0);
+}
+
+TEST_F(FederationE2eTest, KilledAgentRoundClosesAtDeadlineAndAgentRejoins) {
+  // Wait until every agent has joined (its log says so), then kill one.
+  absl::Time until = absl::Now() + absl::Seconds(60);
+  for (const std::string& site : sites_) {
+    while (absl::Now() < until &&
+           ReadFileToString(dir_.Join(site + ".log")).value_or("").find("joined") ==
+               std::string::npos) {
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  }
+  agents_[2]->Signal(SIGKILL);
+  agents_[2]->Wait(absl::Seconds(5));
+
+  absl::StatusOr<std::string> run_id = admin_->StartRun(MakeRunPlan(3, 2, 6));
+  ASSERT_TRUE(run_id.ok()) << run_id.status();
+  // Round 1 closes at its deadline with the two live sites.
+  absl::StatusOr<RunStatus> status = WaitFor(
+      *run_id, [](const RunStatus& s) { return s.rounds_size() >= 2; },
+      absl::Seconds(90));
+  ASSERT_TRUE(status.ok()) << status.status();
+  const RoundRecord& first = status->rounds(1);
+  EXPECT_EQ(first.contributors_size(), 2);
+  for (const std::string& contributor : first.contributors()) {
+    EXPECT_NE(contributor, "site-3");
+  }
+  // The hospital's IT restarts the agent; it rejoins and contributes again.
+  StartAgent(2);
+  status = WaitFor(
+      *run_id, [](const RunStatus& s) { return s.state() == RunStatus::DONE; },
+      absl::Seconds(150));
+  ASSERT_TRUE(status.ok()) << status.status();
+  bool rejoined = false;
+  for (int round = 2; round < status->rounds_size(); ++round) {
+    for (const std::string& contributor : status->rounds(round).contributors()) {
+      rejoined |= contributor == "site-3";
+    }
+  }
+  EXPECT_TRUE(rejoined);
+}
+
+TEST_F(FederationE2eTest, AgentWithWrongCaCertificateGivesUpWithClearError) {
+  // A kit from another study's CA.
+  std::string other = dir_.Join("other-pki");
+  ASSERT_TRUE(InitStudyPki(other, "other", 2).ok());
+  ASSERT_TRUE(IssueKit(other, {"site-1", Role::kSite, {}, 2}).ok());
+  std::string config = dir_.Join("stranger.textproto");
+  ASSERT_TRUE(WriteFileAtomically(
+                  config, absl::StrCat("coordinator_address: \"", address_,
+                                       "\"\ncoordinator_name: \"localhost\"\n"
+                                       "tls { ca_cert: \"pki/site-1/ca.pem\" "
+                                       "cert: \"other-pki/site-1/cert.pem\" "
+                                       "key: \"other-pki/site-1/key.pem\" }\n"
+                                       "data_dir: \"data/site-1\"\n"))
+                  .ok());
+  absl::StatusOr<Subprocess> stranger = Subprocess::Start(
+      {BinaryPath("echofed-agent"), "run", "--config", config},
+      dir_.Join("stranger.log"));
+  ASSERT_TRUE(stranger.ok());
+  EXPECT_EQ(stranger->Wait(absl::Seconds(30)), 1);
+  std::string log = ReadFileToString(dir_.Join("stranger.log")).value_or("");
+  EXPECT_NE(log.find("UNAUTHENTICATED"), std::string::npos) << log;
+  std::string server_log =
+      ReadFileToString(dir_.Join("coordinator.log")).value_or("");
+  EXPECT_NE(server_log.find("refused Join"), std::string::npos) << server_log;
+}
+
+}  // namespace
+}  // namespace echofed
