@@ -61,15 +61,20 @@ absl::Status Agent::Run() {
   absl::StatusOr<torch::Device> device = ResolveDevice(options_.device);
   if (!device.ok()) return device.status();
   device_ = *device;
-  absl::StatusOr<SiteManifest> manifest = LoadManifest(options_.data_dir);
-  if (!manifest.ok()) return manifest.status();
-  manifest_ = std::move(*manifest);
-  for (const RecordError& error : manifest_->errors) {
+  absl::StatusOr<SiteInputs> inputs = LoadSiteInputs(options_.data_dir);
+  if (!inputs.ok()) return inputs.status();
+  inputs_ = std::move(*inputs);
+  for (const RecordError& error : inputs_->manifest.errors) {
     LogWarning("manifest line ", error.line, ": ", error.message);
   }
-  LogInfo("data: ", manifest_->records.size(), " images usable, ",
-          manifest_->errors.size(), " manifest problems; device ",
-          device_.str());
+  if (inputs_->clinical) {
+    for (const ClinicalRowError& error : inputs_->clinical->errors) {
+      LogWarning("clinical.csv line ", error.line, ": ", error.message);
+    }
+  }
+  LogInfo("data: ", inputs_->manifest.records.size(), " images listed, ",
+          inputs_->manifest.errors.size(), " manifest problems, clinical table ",
+          inputs_->clinical ? "present" : "absent", "; device ", device_.str());
 
   std::string server_name = options_.coordinator_name.empty()
                                 ? HostOf(options_.coordinator_address)
@@ -136,7 +141,7 @@ absl::Status Agent::Join() {
   JoinRequest request;
   request.set_agent_version(ECHOFED_VERSION);
   request.set_device(device_.str());
-  *request.mutable_data() = Summarize(*manifest_);
+  *request.mutable_data() = Summarize(inputs_->manifest);
   JoinResponse response;
   auto context = NewContext(absl::Seconds(15));
   context->set_wait_for_ready(false);
@@ -180,16 +185,25 @@ absl::StatusOr<Agent::RunData*> Agent::PrepareRun(const Task& task) {
   if (!model.ok()) return model.status();
   run->model = *model;
 
+  // The protocol's cohort rules first, then the patient-level split of
+  // what qualifies.
+  CohortOptions cohort_options;
+  cohort_options.class_names = ClassNames(plan);
+  Cohort cohort = SelectCohort(
+      inputs_->manifest, inputs_->clinical ? &*inputs_->clinical : nullptr,
+      cohort_options);
+  LogInfo("cohort for run ", run->run_id, ":\n", FormatFlow(cohort.flow));
+  std::vector<ImageRecord> included = cohort.Records();
   std::vector<ImageRecord> train_records, validation_records;
   if (run->role == Plan::TRAIN) {
-    std::set<std::string> training = TrainingPatients(
-        manifest_->records, plan.train_fraction(), plan.split_seed());
-    for (const ImageRecord& record : manifest_->records) {
+    std::set<std::string> training =
+        TrainingPatients(included, plan.train_fraction(), plan.split_seed());
+    for (const ImageRecord& record : included) {
       (training.count(record.patient_id) ? train_records : validation_records)
           .push_back(record);
     }
   } else {
-    validation_records = manifest_->records;
+    validation_records = included;
   }
   run->train = LoadImageSet(train_records, ClassNames(plan), plan.image_size());
   run->validation =

@@ -13,6 +13,7 @@
 #include "common/tensor_bundle.h"
 #include "models/classifier.h"
 #include "proto/federation.grpc.pb.h"
+#include "site-agent/cohort.h"
 #include "site-agent/dataset.h"
 #include "torch/torch.h"
 
@@ -78,7 +79,7 @@ class Agent {
   torch::Device device_ = torch::kCPU;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<Federation::Stub> stub_;
-  std::optional<SiteManifest> manifest_;
+  std::optional<SiteInputs> inputs_;
   std::string site_;
   std::unique_ptr<RunData> run_;
   std::mt19937_64 random_;

@@ -7,42 +7,15 @@
 #include <fstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/sha256.h"
+#include "site-agent/csv.h"
 #include "site-agent/image_io.h"
 
 namespace echofed {
 namespace {
-
-// Splits one CSV line; supports double-quoted fields with "" escapes.
-std::vector<std::string> SplitCsvLine(const std::string& line) {
-  std::vector<std::string> fields(1);
-  bool quoted = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    char c = line[i];
-    if (quoted) {
-      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-        fields.back() += '"';
-        ++i;
-      } else if (c == '"') {
-        quoted = false;
-      } else {
-        fields.back() += c;
-      }
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ',') {
-      fields.emplace_back();
-    } else {
-      fields.back() += c;
-    }
-  }
-  for (std::string& field : fields) {
-    field = std::string(absl::StripAsciiWhitespace(field));
-  }
-  return fields;
-}
 
 // True when `path` (resolved, following links) lies inside `root`.
 bool IsInside(const std::filesystem::path& root,
@@ -90,12 +63,19 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
   if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
   std::vector<std::string> header = SplitCsvLine(line);
   int patient_col = -1, image_col = -1, label_col = -1;
+  int roi_cols[4] = {-1, -1, -1, -1};
+  const char* roi_names[4] = {"roi_x", "roi_y", "roi_w", "roi_h"};
   for (int i = 0; i < static_cast<int>(header.size()); ++i) {
     std::string name = absl::AsciiStrToLower(header[i]);
     if (name == "patient_id") patient_col = i;
     if (name == "image") image_col = i;
     if (name == "label") label_col = i;
+    for (int k = 0; k < 4; ++k) {
+      if (name == roi_names[k]) roi_cols[k] = i;
+    }
   }
+  bool has_roi = roi_cols[0] >= 0 && roi_cols[1] >= 0 && roi_cols[2] >= 0 &&
+                 roi_cols[3] >= 0;
   if (patient_col < 0 || image_col < 0 || label_col < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         manifest_path, ": header must name patient_id, image and label"));
@@ -118,7 +98,34 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
       continue;
     }
     ImageRecord record{fields[patient_col], fields[image_col],
-                       fields[label_col]};
+                       fields[label_col], std::nullopt};
+    if (has_roi) {
+      std::string roi_problem;
+      bool any = false, all = true;
+      int values[4] = {0, 0, 0, 0};
+      for (int k = 0; k < 4; ++k) {
+        const std::string& text =
+            roi_cols[k] < static_cast<int>(fields.size()) ? fields[roi_cols[k]] : "";
+        if (text.empty()) {
+          all = false;
+          continue;
+        }
+        any = true;
+        if (!absl::SimpleAtoi(text, &values[k]) || values[k] < 0) {
+          roi_problem = absl::StrCat(roi_names[k], " '", text,
+                                     "' is not a non-negative integer");
+        }
+      }
+      if (any && !all) roi_problem = "ROI needs all of roi_x, roi_y, roi_w, roi_h";
+      if (all && roi_problem.empty() && (values[2] == 0 || values[3] == 0)) {
+        roi_problem = "ROI is empty";
+      }
+      if (!roi_problem.empty()) {
+        manifest.errors.push_back({line_number, roi_problem});
+        continue;
+      }
+      if (all) record.roi = RegionOfInterest{values[0], values[1], values[2], values[3]};
+    }
     if (record.patient_id.empty() || record.image_path.empty() ||
         record.label.empty()) {
       manifest.errors.push_back({line_number, "empty patient_id, image or label"});
@@ -214,6 +221,22 @@ ImageSet LoadImageSet(const std::vector<ImageRecord>& records,
         torch::from_blob(image->pixels.data(), {1, 1, image->height, image->width},
                          torch::kUInt8)
             .to(torch::kFloat32);
+    if (record.roi) {
+      const RegionOfInterest& roi = *record.roi;
+      int margin_x = static_cast<int>(kRoiMargin * roi.width);
+      int margin_y = static_cast<int>(kRoiMargin * roi.height);
+      int x0 = std::max(0, roi.x - margin_x);
+      int y0 = std::max(0, roi.y - margin_y);
+      int x1 = std::min(image->width, roi.x + roi.width + margin_x);
+      int y1 = std::min(image->height, roi.y + roi.height + margin_y);
+      if (x1 - x0 < 2 || y1 - y0 < 2) {
+        set.errors.push_back(
+            {0, absl::StrCat(record.image_path, ": ROI lies outside the ",
+                             image->width, "x", image->height, " image")});
+        continue;
+      }
+      pixels = pixels.slice(2, y0, y1).slice(3, x0, x1);
+    }
     pixels = torch::nn::functional::interpolate(
         pixels, torch::nn::functional::InterpolateFuncOptions()
                     .size(std::vector<int64_t>{image_size, image_size})

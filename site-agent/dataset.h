@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -16,11 +17,21 @@
 
 namespace echofed {
 
+// A region of interest in image pixels (origin top left).
+struct RegionOfInterest {
+  int x = 0, y = 0, width = 0, height = 0;
+};
+
 struct ImageRecord {
   std::string patient_id;
   std::string image_path;  // resolved, inside the data folder
   std::string label;
+  // Optional ROI (manifest columns roi_x, roi_y, roi_w, roi_h): the image is
+  // cropped to it with a margin of kRoiMargin of its size on each side.
+  std::optional<RegionOfInterest> roi;
 };
+
+inline constexpr double kRoiMargin = 0.1;
 
 // A problem with one manifest line or image: counted and reported, never a
 // crash and never silent.
@@ -35,8 +46,9 @@ struct SiteManifest {
   std::vector<RecordError> errors;
 };
 
-// Reads `data_dir/manifest.csv` with columns patient_id,image,label (header
-// required, extra columns ignored). Image paths are relative to data_dir
+// Reads `data_dir/manifest.csv` with columns patient_id,image,label and
+// optionally roi_x,roi_y,roi_w,roi_h (header required, other columns
+// ignored). Image paths are relative to data_dir
 // and may not leave it. A patient whose images carry different labels is an
 // error for all of its lines.
 absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir);

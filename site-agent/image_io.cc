@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "site-agent/dicom_reader.h"
 
 namespace echofed {
 namespace {
@@ -105,8 +106,9 @@ absl::StatusOr<GrayImage> DecodeGrayImage(const std::string& bytes,
                                           const std::string& origin) {
   if (StartsWith(bytes, "\x89PNG\r\n\x1a\n", 8)) return DecodePng(bytes, origin);
   if (StartsWith(bytes, "\xFF\xD8\xFF", 3)) return DecodeJpeg(bytes, origin);
+  if (LooksLikeDicom(bytes)) return DecodeDicomGray(bytes, origin);
   return absl::InvalidArgumentError(
-      absl::StrCat(origin, ": not a PNG or JPEG image"));
+      absl::StrCat(origin, ": not a PNG, JPEG or DICOM image"));
 }
 
 absl::StatusOr<GrayImage> ReadGrayImage(const std::string& path) {

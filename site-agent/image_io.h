@@ -2,9 +2,11 @@
 #define ECHOFED_SITE_AGENT_IMAGE_IO_H_
 
 // Grayscale images from the formats hospitals archive. PNG through libpng's
-// simplified API, JPEG through libjpeg-turbo. Colour images are converted to
-// luminance by the libraries (ITU-R BT.601/709 weights): B-mode ultrasound
-// is grayscale, and colour overlays are not used as signal.
+// simplified API, JPEG through libjpeg-turbo, DICOM through DCMTK
+// (site-agent/dicom_reader.h: its transfer syntaxes, windowing and the
+// middle-frame policy for multi-frame objects). Colour images are converted
+// to luminance by the libraries (ITU-R BT.601/709 weights): B-mode
+// ultrasound is grayscale, and colour overlays are not used as signal.
 
 #include <cstdint>
 #include <string>
@@ -23,8 +25,10 @@ struct GrayImage {
 // Images larger than this in either dimension are refused (memory bombs).
 inline constexpr int kMaxImageSide = 16384;
 
-// Decodes by content (magic bytes), not by file name. Errors are
-// INVALID_ARGUMENT for unreadable content, NOT_FOUND for missing files.
+// Decodes by content (magic bytes: PNG signature, JPEG SOI, "DICM" at byte
+// 128), not by file name. Errors are INVALID_ARGUMENT for unreadable content,
+// UNIMPLEMENTED for DICOM in a transfer syntax without a decoder here (e.g.
+// JPEG 2000), NOT_FOUND for missing files.
 absl::StatusOr<GrayImage> ReadGrayImage(const std::string& path);
 absl::StatusOr<GrayImage> DecodeGrayImage(const std::string& bytes,
                                           const std::string& origin);

@@ -4,15 +4,19 @@
 //   check-data  read the site's manifest and images, print what qualifies
 
 #include <csignal>
+#include <filesystem>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "proto/config.pb.h"
 #include "site-agent/agent.h"
+#include "site-agent/cohort.h"
 #include "site-agent/dataset.h"
 #include "site-agent/synthetic_cohort.h"
 #include "torch/torch.h"
@@ -71,38 +75,56 @@ int RunAgent(const std::string& config_path, bool exit_after_run,
   return 0;
 }
 
-int CheckData(const std::string& data_dir) {
-  absl::StatusOr<echofed::SiteManifest> manifest =
-      echofed::LoadManifest(data_dir);
-  if (!manifest.ok()) {
-    std::cerr << manifest.status().message() << "\n";
+int CheckData(const std::string& data_dir, std::vector<std::string> classes,
+              std::string exclusions_path) {
+  absl::StatusOr<echofed::SiteInputs> inputs = echofed::LoadSiteInputs(data_dir);
+  if (!inputs.ok()) {
+    std::cerr << "check-data: " << inputs.status().message() << "\n";
     return 1;
   }
-  std::map<std::string, int> labels;
-  int unreadable = 0;
-  for (const echofed::ImageRecord& record : manifest->records) {
-    std::vector<std::string> classes = {record.label};
-    echofed::ImageSet set = echofed::LoadImageSet({record}, classes, 32);
-    if (set.size() == 1) {
-      labels[record.label]++;
-    } else {
-      ++unreadable;
-      for (const auto& error : set.errors) std::cout << "  " << error.message << "\n";
+  if (classes.empty()) {
+    // Without a plan, every label present is a class.
+    std::set<std::string> labels;
+    for (const echofed::ImageRecord& record : inputs->manifest.records) {
+      labels.insert(record.label);
+    }
+    if (inputs->clinical) labels = {"NB", "GNB", "GN"};
+    classes.assign(labels.begin(), labels.end());
+  }
+  std::cout << "data folder: " << inputs->manifest.data_dir << "\n"
+            << "classes: " << absl::StrJoin(classes, ", ") << "\n"
+            << "clinical table: "
+            << (inputs->clinical ? "clinical.csv" : "none") << "\n\n";
+  for (const echofed::RecordError& error : inputs->manifest.errors) {
+    std::cout << "manifest.csv line " << error.line << ": " << error.message
+              << "\n";
+  }
+  if (inputs->clinical) {
+    for (const echofed::ClinicalRowError& error : inputs->clinical->errors) {
+      std::cout << "clinical.csv line " << error.line << ": " << error.message
+                << "\n";
     }
   }
-  echofed::DataSummary summary = echofed::Summarize(*manifest);
-  std::cout << absl::StrFormat(
-      "%s: %d manifest lines with problems, %d images listed, %d unreadable, "
-      "%d patients\n",
-      data_dir, manifest->errors.size(), manifest->records.size(), unreadable,
-      summary.patients());
-  for (const auto& error : manifest->errors) {
-    std::cout << "  line " << error.line << ": " << error.message << "\n";
+  echofed::CohortOptions options;
+  options.class_names = classes;
+  echofed::Cohort cohort = echofed::SelectCohort(
+      inputs->manifest, inputs->clinical ? &*inputs->clinical : nullptr, options);
+  std::cout << "\n" << echofed::FormatFlow(cohort.flow);
+  if (exclusions_path.empty()) {
+    exclusions_path = "echofed-excluded-" +
+                      std::filesystem::path(inputs->manifest.data_dir)
+                          .filename()
+                          .string() +
+                      ".csv";
   }
-  for (const auto& [label, count] : labels) {
-    std::cout << absl::StrFormat("  %-12s %5d readable images\n", label, count);
+  absl::Status written = echofed::WriteExclusions(exclusions_path, cohort.exclusions);
+  if (!written.ok()) {
+    std::cerr << "check-data: " << written.message() << "\n";
+    return 1;
   }
-  return unreadable == 0 && manifest->errors.empty() ? 0 : 3;
+  std::cout << "\nexcluded patients with reasons: " << exclusions_path
+            << " (mode 0600; it identifies patients and must stay at the site)\n";
+  return cohort.flow.included > 0 ? 0 : 3;
 }
 
 }  // namespace
@@ -135,7 +157,15 @@ int main(int argc, char** argv) {
   CLI::App* check = app.add_subcommand(
       "check-data", "read the manifest and every image; print what qualifies");
   std::string data_dir;
+  std::vector<std::string> classes;
+  std::string exclusions_path;
   check->add_option("data_dir", data_dir, "site data folder")->required();
+  check->add_option("--classes", classes,
+                    "the plan's classes (default: NB,GNB,GN with a clinical "
+                    "table, else every label present)")
+      ->delimiter(',');
+  check->add_option("--excluded-out", exclusions_path,
+                    "where to write the excluded patients (site-local file)");
 
   CLI11_PARSE(app, argc, argv);
   echofed::SetLogComponent("agent");
@@ -151,6 +181,6 @@ int main(int argc, char** argv) {
               << " SYNTHETIC hospitals to " << synth_options.out_dir << "\n";
     return 0;
   }
-  if (check->parsed()) return CheckData(data_dir);
+  if (check->parsed()) return CheckData(data_dir, classes, exclusions_path);
   return 2;
 }

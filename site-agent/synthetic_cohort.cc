@@ -6,7 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/files.h"
+#include "site-agent/clinical.h"
 #include "site-agent/image_io.h"
 
 namespace echofed {
@@ -149,6 +151,95 @@ GrayImage Render(Subtype subtype, const Scanner& scanner, int size,
   return image;
 }
 
+// Clinical variables with the dependencies the literature describes: NB in
+// younger children and GN in older ones; MYCN amplification in about a
+// fifth of NB; stage M mostly NB; marrow metastasis tied to stage M; NSE,
+// LDH and ferritin raised with NB and metastatic disease; response and
+// event-free survival worse with higher risk. The risk group here is a
+// simplified INRG-like rule, good enough for phantom data only.
+ClinicalRecord SynthesizeClinical(const std::string& patient, Subtype subtype,
+                                  std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> unit(0, 1);
+  std::normal_distribution<double> normal(0, 1);
+  ClinicalRecord r;
+  r.patient_id = patient;
+  const double median_age[] = {18, 42, 84};  // months
+  r.age_months = std::round(10 * std::min(215.0, std::max(0.5, median_age[subtype] *
+                                                   std::exp(0.6 * normal(rng))))) / 10;
+  r.sex = unit(rng) < 0.55 ? Sex::kMale : Sex::kFemale;
+  r.histology = subtype == kNB    ? Histology::kNB
+                : subtype == kGNB ? Histology::kGNB
+                                  : Histology::kGN;
+  if (subtype == kNB) {
+    double d = unit(rng);
+    r.differentiation = d < 0.2   ? Differentiation::kUndifferentiated
+                        : d < 0.8 ? Differentiation::kPoorlyDifferentiated
+                                  : Differentiation::kDifferentiating;
+    double m = unit(rng);
+    r.mki = m < 0.5 ? Mki::kLow : m < 0.8 ? Mki::kIntermediate : Mki::kHigh;
+  }
+  const double stage_m[] = {0.40, 0.15, 0.0};
+  const double stage_l1[] = {0.2, 0.45, 0.6};
+  double s = unit(rng);
+  if (subtype == kNB && *r.age_months < 18 && s < 0.1) {
+    r.inrg_stage = InrgStage::kMS;
+  } else if (s < stage_m[subtype]) {
+    r.inrg_stage = InrgStage::kM;
+  } else {
+    r.inrg_stage = unit(rng) < stage_l1[subtype] ? InrgStage::kL1 : InrgStage::kL2;
+  }
+  bool metastatic = r.inrg_stage == InrgStage::kM || r.inrg_stage == InrgStage::kMS;
+  r.mycn_amplified = subtype == kNB   ? unit(rng) < (metastatic ? 0.3 : 0.12)
+                     : subtype == kGNB ? unit(rng) < 0.02
+                                       : false;
+  r.chr11q_aberration = subtype == kNB && unit(rng) < 0.25;
+  r.ploidy = unit(rng) < (subtype == kNB ? 0.55 : 0.7) ? Ploidy::kHyperdiploid
+                                                       : Ploidy::kDiploid;
+  r.bone_marrow_metastasis =
+      r.inrg_stage == InrgStage::kM    ? unit(rng) < 0.7
+      : r.inrg_stage == InrgStage::kMS ? unit(rng) < 0.3
+                                       : false;
+  double burden = (subtype == kNB ? 1.0 : 0.0) + (metastatic ? 1.0 : 0.0);
+  r.ldh = std::round(250 * std::exp(0.35 * burden + 0.3 * normal(rng)));
+  r.nse = std::round(10 * (15 * std::exp(0.5 * burden + 0.4 * normal(rng)))) / 10;
+  r.ferritin = std::round(60 * std::exp(0.4 * burden + 0.5 * normal(rng)));
+  r.vma = std::round(10 * (8 * std::exp(0.6 * burden + 0.5 * normal(rng)))) / 10;
+  r.hva = std::round(10 * (10 * std::exp(0.5 * burden + 0.5 * normal(rng)))) / 10;
+  RiskGroup risk;
+  if (*r.mycn_amplified && r.inrg_stage != InrgStage::kL1) {
+    risk = RiskGroup::kHigh;
+  } else if (r.inrg_stage == InrgStage::kM && *r.age_months >= 18) {
+    risk = RiskGroup::kHigh;
+  } else if (r.inrg_stage == InrgStage::kL1 || subtype == kGN) {
+    risk = RiskGroup::kVeryLow;
+  } else if (r.inrg_stage == InrgStage::kMS || subtype == kGNB) {
+    risk = RiskGroup::kLow;
+  } else {
+    risk = RiskGroup::kIntermediate;
+  }
+  r.inrg_risk = risk;
+  const double good_response[] = {0.95, 0.9, 0.75, 0.5};
+  const Response good[] = {Response::kCR, Response::kPR};
+  const Response poor[] = {Response::kMR, Response::kSD, Response::kPD};
+  r.response = unit(rng) < good_response[static_cast<int>(risk)]
+                   ? good[unit(rng) < 0.5 ? 0 : 1]
+                   : poor[static_cast<int>(unit(rng) * 3) % 3];
+  const double hazard_per_month[] = {0.002, 0.004, 0.01, 0.04};
+  double event_time = std::exponential_distribution<double>(
+      hazard_per_month[static_cast<int>(risk)])(rng);
+  double follow_up = 6 + 90 * unit(rng);
+  r.efs_event = event_time < follow_up;
+  r.efs_months = std::round(10 * std::min(event_time, follow_up)) / 10;
+  r.prior_resection_elsewhere = unit(rng) < 0.03;
+  r.image_quality = unit(rng) < 0.03 ? ImageQuality::kPoor : ImageQuality::kGood;
+  // Real tables have gaps: some labs missing, now and then a key field.
+  if (unit(rng) < 0.08) r.ferritin.reset();
+  if (unit(rng) < 0.05) r.vma.reset(), r.hva.reset();
+  if (unit(rng) < 0.02) r.histology.reset();
+  if (unit(rng) < 0.02) r.age_months.reset();
+  return r;
+}
+
 }  // namespace
 
 std::vector<std::string> SyntheticSiteNames(int sites) {
@@ -177,6 +268,7 @@ absl::Status WriteSyntheticCohort(const SyntheticCohortOptions& options) {
       return status;
     }
     std::string manifest = "patient_id,image,label\n";
+    std::string clinical = absl::StrCat(absl::StrJoin(ClinicalColumns(), ","), "\n");
     for (int p = 0; p < options.patients_per_site; ++p) {
       // The first three patients cover every subtype, so no site lacks one.
       double draw = unit(rng);
@@ -186,6 +278,9 @@ absl::Status WriteSyntheticCohort(const SyntheticCohortOptions& options) {
                                                   : kGN;
       std::string patient =
           absl::StrFormat("S%dP%04d", s + 1, p + 1);
+      absl::StrAppend(&clinical,
+                      ClinicalCsvLine(SynthesizeClinical(patient, subtype, rng)),
+                      "\n");
       int images = 1 + (unit(rng) < 0.35 ? 1 : 0);
       for (int k = 0; k < images; ++k) {
         GrayImage image = Render(subtype, scanner, options.image_size, rng);
@@ -201,6 +296,11 @@ absl::Status WriteSyntheticCohort(const SyntheticCohortOptions& options) {
     }
     if (absl::Status status =
             WriteFileAtomically(dir + "/manifest.csv", manifest);
+        !status.ok()) {
+      return status;
+    }
+    if (absl::Status status =
+            WriteFileAtomically(dir + "/clinical.csv", clinical);
         !status.ok()) {
       return status;
     }

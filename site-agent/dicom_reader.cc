@@ -1,0 +1,425 @@
+#include "site-agent/dicom_reader.h"
+
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/files.h"
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dccodec.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcdict.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcistrmb.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcrledrg.h"
+#include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmdata/dcxfer.h"
+#include "dcmtk/dcmimage/diregist.h"  // colour support for DicomImage
+#include "dcmtk/dcmimgle/dcmimage.h"
+#include "dcmtk/dcmjpeg/djdecode.h"
+#include "dcmtk/dcmjpls/djdecode.h"
+#include "dcmtk/oflog/oflog.h"
+
+namespace echofed {
+namespace {
+
+constexpr size_t kDicmOffset = 128;
+
+// DCMTK's codec registry is a process-wide list and registerCodecs() is not
+// safe to race, so every entry point goes through this once.
+void InitializeDcmtkOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // DCMTK's parser and renderer log through oflog to stderr. Their
+    // messages can quote element values, and a header value may be a
+    // patient's name; everything we need from a failure ends up in the
+    // returned status instead, so the library stays silent.
+    OFLog::configure(OFLogger::OFF_LOG_LEVEL);
+    DJDecoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();
+    DcmRLEDecoderRegistration::registerCodecs();
+  });
+}
+
+std::string GetString(DcmItem* item, const DcmTagKey& key) {
+  OFString value;
+  if (item == nullptr || item->findAndGetOFString(key, value).bad()) return "";
+  return std::string(value.c_str());
+}
+
+// DCMTK names UIDs in CamelCase ("BasicTextSRStorage"); site IT reads
+// "Basic Text SR Storage" more easily.
+std::string HumanUidName(const char* camel) {
+  std::string name;
+  const size_t n = std::strlen(camel);
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char c = camel[i];
+    if (i > 0 && std::isupper(c)) {
+      const unsigned char before = camel[i - 1];
+      const bool word_start =
+          std::islower(before) || std::isdigit(before) ||
+          (std::isupper(before) && i + 1 < n &&
+           std::islower(static_cast<unsigned char>(camel[i + 1])));
+      if (word_start) name.push_back(' ');
+    }
+    name.push_back(static_cast<char>(c));
+  }
+  return name;
+}
+
+std::string SopClassDescription(const std::string& uid) {
+  const char* name = dcmFindNameOfUID(uid.c_str(), nullptr);
+  if (name == nullptr) return absl::StrCat("SOP class ", uid);
+  return absl::StrCat(HumanUidName(name), " (", uid, ")");
+}
+
+// Names for transfer syntaxes newer than DCMTK 3.6.7's table, so that the
+// error for them says what they are rather than "unknown".
+std::string TransferSyntaxName(const std::string& uid, E_TransferSyntax xfer) {
+  if (xfer != EXS_Unknown) return DcmXfer(xfer).getXferName();
+  if (uid.rfind("1.2.840.10008.1.2.4.20", 0) == 0) {
+    return "High-Throughput JPEG 2000";
+  }
+  if (uid.rfind("1.2.840.10008.1.2.4.11", 0) == 0) return "JPEG XL";
+  return "unknown transfer syntax";
+}
+
+bool CanDecode(E_TransferSyntax xfer) {
+  if (xfer == EXS_Unknown) return false;
+  // Native (and deflated) data needs no codec.
+  if (DcmXfer(xfer).isNotEncapsulated()) return true;
+  return DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit);
+}
+
+absl::Status UndecodableSyntax(const std::string& origin,
+                               const DicomImageInfo& info) {
+  return absl::UnimplementedError(absl::StrCat(
+      origin, ": transfer syntax ", info.transfer_syntax_name, " (",
+      info.transfer_syntax_uid,
+      ") cannot be decoded here; supported: uncompressed, JPEG baseline, "
+      "extended and lossless, JPEG-LS and RLE (export the image from the "
+      "PACS or scanner in one of these)"));
+}
+
+// Spacing from the Sequence of Ultrasound Regions. A 2D tissue region
+// (Region Spatial Format 1) is the B-mode image; M-mode and Doppler strips
+// have time on one axis, so they only count when no 2D region is calibrated.
+void ReadRegionSpacing(DcmDataset* dataset, DicomImageInfo* info) {
+  DcmSequenceOfItems* regions = nullptr;
+  if (dataset->findAndGetSequence(DCM_SequenceOfUltrasoundRegions, regions)
+          .bad() ||
+      regions == nullptr) {
+    return;
+  }
+  constexpr Uint16 kCentimetre = 3;
+  auto delta_mm = [](DcmItem* item, const DcmTagKey& units_key,
+                     const DcmTagKey& delta_key) -> std::optional<double> {
+    Uint16 units = 0;
+    Float64 delta = 0;
+    if (item->findAndGetUint16(units_key, units).bad() ||
+        units != kCentimetre ||
+        item->findAndGetFloat64(delta_key, delta).bad() ||
+        !std::isfinite(delta) || delta == 0) {
+      return std::nullopt;
+    }
+    return std::fabs(delta) * 10.0;
+  };
+  for (const bool want_2d : {true, false}) {
+    for (unsigned long i = 0; i < regions->card(); ++i) {
+      DcmItem* item = regions->getItem(i);
+      if (item == nullptr) continue;
+      Uint16 format = 0;
+      item->findAndGetUint16(DCM_RegionSpatialFormat, format);
+      if (want_2d && format != 1) continue;
+      std::optional<double> x =
+          delta_mm(item, DCM_PhysicalUnitsXDirection, DCM_PhysicalDeltaX);
+      std::optional<double> y =
+          delta_mm(item, DCM_PhysicalUnitsYDirection, DCM_PhysicalDeltaY);
+      if (x || y) {
+        info->spacing_x_mm = x;
+        info->spacing_y_mm = y;
+        return;
+      }
+    }
+  }
+}
+
+absl::Status CheckDimensions(int columns, int rows, const std::string& origin) {
+  if (columns <= 0 || rows <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": DICOM image has no pixels (", columns, "x", rows, ")"));
+  }
+  if (columns > kMaxImageSide || rows > kMaxImageSide) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": DICOM image of ", columns, "x", rows,
+                     " exceeds ", kMaxImageSide, " pixels per side"));
+  }
+  return absl::OkStatus();
+}
+
+// DicomImage fills missing native pixel data with zeros (and only logs it),
+// which would turn a truncated file into a silently black image; the length
+// is therefore checked against what the header declares.
+absl::Status CheckNativeLength(DcmDataset* dataset, DcmElement* pixel_data,
+                               const DicomImageInfo& info,
+                               const std::string& origin) {
+  Uint16 samples = 1, bits_allocated = 0;
+  dataset->findAndGetUint16(DCM_SamplesPerPixel, samples);
+  if (dataset->findAndGetUint16(DCM_BitsAllocated, bits_allocated).bad() ||
+      bits_allocated == 0 || samples == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": DICOM image lacks Bits Allocated or Samples per Pixel"));
+  }
+  // 4:2:2 keeps one Cb and one Cr for every two pixels.
+  const uint64_t samples_per_pixel_x2 =
+      (info.photometric == "YBR_FULL_422" ||
+       info.photometric == "YBR_PARTIAL_422")
+          ? 4
+          : 2 * static_cast<uint64_t>(samples);
+  const uint64_t frame_bits = static_cast<uint64_t>(info.rows) * info.columns *
+                              samples_per_pixel_x2 * bits_allocated / 2;
+  const uint64_t stored = pixel_data->getLengthField();
+  // Compared in frames, since frames * frame_bits could overflow for a
+  // corrupt Number of Frames.
+  if (static_cast<uint64_t>(info.frames) > stored * 8 / frame_bits) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": DICOM Pixel Data holds ", stored, " bytes, less than ",
+        info.frames, " frame(s) of ", info.columns, "x", info.rows, "x",
+        samples, " at ", bits_allocated, " bits (truncated or corrupt)"));
+  }
+  return absl::OkStatus();
+}
+
+// DicomImage reports a failed decompression only as a generic status (the
+// codec's words go to the silenced log), so on failure the frame is decoded
+// once more through dcmdata to put the codec's reason into the error.
+std::string CodecDiagnosis(DcmDataset* dataset, DcmElement* pixel_data,
+                           int frame) {
+  Uint32 frame_size = 0;
+  OFCondition status =
+      pixel_data->getUncompressedFrameSize(dataset, frame_size);
+  if (status.bad()) return status.text();
+  // dcmdata wants an even buffer size so that it can swap bytes in place.
+  std::vector<uint8_t> buffer(frame_size + (frame_size & 1));
+  Uint32 start_fragment = 0;
+  OFString colour_model;
+  status = pixel_data->getUncompressedFrame(
+      dataset, static_cast<Uint32>(frame), start_fragment, buffer.data(),
+      static_cast<Uint32>(buffer.size()), colour_model);
+  return status.bad() ? status.text() : "";
+}
+
+}  // namespace
+
+bool LooksLikeDicom(const std::string& bytes) {
+  return bytes.size() >= kDicmOffset + 4 &&
+         std::memcmp(bytes.data() + kDicmOffset, "DICM", 4) == 0;
+}
+
+absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
+                                          const std::string& origin,
+                                          DicomImageInfo* info_out) {
+  DicomImageInfo local_info;
+  DicomImageInfo& info = info_out != nullptr ? *info_out : local_info;
+  info = DicomImageInfo();
+  if (!LooksLikeDicom(bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": not a DICOM file (no \"DICM\" marker at byte 128)"));
+  }
+  InitializeDcmtkOnce();
+  if (!dcmDataDict.isDictionaryLoaded()) {
+    // Without the dictionary implicit-VR files parse as unknown elements.
+    return absl::FailedPreconditionError(
+        "DCMTK's DICOM data dictionary is not loaded (install libdcmtk's "
+        "dicom.dic or set DCMDICTPATH)");
+  }
+
+  // Parsed straight from memory: the bytes are already here, and a temporary
+  // copy on disk would be one more place for patient data to linger.
+  DcmFileFormat file;
+  DcmInputBufferStream stream;
+  stream.setBuffer(bytes.data(), static_cast<offile_off_t>(bytes.size()));
+  stream.setEos();
+  file.transferInit();
+  const OFCondition parsed = file.read(stream);
+  file.transferEnd();
+  stream.releaseBuffer();
+
+  DcmMetaInfo* meta = file.getMetaInfo();
+  DcmDataset* dataset = file.getDataset();
+  info.transfer_syntax_uid = GetString(meta, DCM_TransferSyntaxUID);
+  E_TransferSyntax xfer = dataset->getOriginalXfer();
+  if (!info.transfer_syntax_uid.empty()) {
+    xfer = DcmXfer(info.transfer_syntax_uid.c_str()).getXfer();
+  } else if (xfer != EXS_Unknown) {
+    info.transfer_syntax_uid = DcmXfer(xfer).getXferID();
+  }
+  info.transfer_syntax_name =
+      TransferSyntaxName(info.transfer_syntax_uid, xfer);
+  info.sop_class_uid = GetString(dataset, DCM_SOPClassUID);
+  if (info.sop_class_uid.empty()) {
+    info.sop_class_uid = GetString(meta, DCM_MediaStorageSOPClassUID);
+  }
+  info.modality = GetString(dataset, DCM_Modality);
+  info.photometric = GetString(dataset, DCM_PhotometricInterpretation);
+  Uint16 rows = 0, columns = 0;
+  dataset->findAndGetUint16(DCM_Rows, rows);
+  dataset->findAndGetUint16(DCM_Columns, columns);
+  info.rows = rows;
+  info.columns = columns;
+  info.frames = 1;
+  if (dataset->tagExistsWithValue(DCM_NumberOfFrames)) {
+    Sint32 frames = 0;
+    if (dataset->findAndGetSint32(DCM_NumberOfFrames, frames).bad() ||
+        frames < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin,
+                       ": DICOM Number of Frames (0028,0008) is not a positive "
+                       "number"));
+    }
+    info.frames = frames;
+  }
+  ReadRegionSpacing(dataset, &info);
+
+  const bool decodable = CanDecode(xfer);
+  if (parsed.bad()) {
+    if (!decodable && !info.transfer_syntax_uid.empty()) {
+      return UndecodableSyntax(origin, info);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": DICOM is truncated or corrupt (", parsed.text(), ")"));
+  }
+
+  DcmElement* pixel_data = nullptr;
+  if (dataset->findAndGetElement(DCM_PixelData, pixel_data).bad() ||
+      pixel_data == nullptr) {
+    if (dataset->tagExists(DCM_FloatPixelData) ||
+        dataset->tagExists(DCM_DoubleFloatPixelData)) {
+      return absl::UnimplementedError(absl::StrCat(
+          origin, ": ", SopClassDescription(info.sop_class_uid),
+          " holds floating-point pixel data, which is not read here"));
+    }
+    if (!info.sop_class_uid.empty() &&
+        !dcmIsImageStorageSOPClassUID(info.sop_class_uid.c_str())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, ": DICOM object is a ",
+          SopClassDescription(info.sop_class_uid),
+          info.modality.empty() ? ""
+                                : absl::StrCat(", modality ", info.modality),
+          ", not an image: it has no Pixel Data (7FE0,0010)"));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": DICOM has no Pixel Data (7FE0,0010)"));
+  }
+  if (pixel_data->getLengthField() == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": DICOM Pixel Data (7FE0,0010) is empty"));
+  }
+  if (!decodable) return UndecodableSyntax(origin, info);
+  if (absl::Status status = CheckDimensions(info.columns, info.rows, origin);
+      !status.ok()) {
+    return status;
+  }
+  if (DcmXfer(dataset->getOriginalXfer()).isNotEncapsulated()) {
+    if (absl::Status status =
+            CheckNativeLength(dataset, pixel_data, info, origin);
+        !status.ok()) {
+      return status;
+    }
+  }
+
+  info.frame_used = info.frames / 2;
+  // Partial access decompresses only the frame we keep; embedded overlays
+  // would force the whole pixel data to be decoded and are not signal.
+  const unsigned long flags =
+      CIF_UsePartialAccessToPixelData | CIF_NeverAccessEmbeddedOverlays;
+  auto image = std::make_unique<DicomImage>(
+      dataset, dataset->getOriginalXfer(), flags,
+      static_cast<unsigned long>(info.frame_used), 1UL);
+  if (image->getStatus() != EIS_Normal) {
+    std::string why = DicomImage::getString(image->getStatus());
+    if (DcmXfer(dataset->getOriginalXfer()).isEncapsulated()) {
+      const std::string codec =
+          CodecDiagnosis(dataset, pixel_data, info.frame_used);
+      if (!codec.empty()) why = codec;
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": DICOM pixel data cannot be decoded (", why, "; ",
+        info.photometric.empty() ? "no photometric interpretation"
+                                 : info.photometric,
+        ", ", info.transfer_syntax_name, "): truncated or corrupt"));
+  }
+  std::unique_ptr<DicomImage> gray;
+  if (!image->isMonochrome()) {
+    // Default weights are ITU-R BT.601 luma, as in image_io's PNG/JPEG path.
+    gray.reset(image->createMonochromeImage());
+    if (gray == nullptr || gray->getStatus() != EIS_Normal) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ": DICOM ", info.photometric,
+                       " image cannot be converted to grayscale"));
+    }
+  } else {
+    gray = std::move(image);
+  }
+
+  // An 8-bit image is already display-ready; wider data (12 or 16 bits)
+  // needs a window, and the one chosen at the scanner is the best guess.
+  Uint16 bits_stored = 8;
+  dataset->findAndGetUint16(DCM_BitsStored, bits_stored);
+  if (bits_stored > 8) {
+    const bool windowed = (gray->getWindowCount() > 0 && gray->setWindow(0)) ||
+                          (gray->getVoiLutCount() > 0 && gray->setVoiLut(0));
+    if (!windowed) gray->setMinMaxWindow(0);
+  }
+
+  // DCMTK inverts MONOCHROME1 through its presentation LUT in floating
+  // point, which lands some values one off (128 stays 128, not 127).
+  // Rendering uninverted and flipping the 8-bit result is exact.
+  const bool invert = gray->getPhotometricInterpretation() == EPI_Monochrome1;
+  if (invert && !gray->setPresentationLutShape(ESP_Identity)) {
+    return absl::InternalError(absl::StrCat(
+        origin, ": cannot render the MONOCHROME1 image uninverted"));
+  }
+
+  const unsigned long width = gray->getWidth();
+  const unsigned long height = gray->getHeight();
+  if (width != static_cast<unsigned long>(info.columns) ||
+      height != static_cast<unsigned long>(info.rows)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": DICOM decoded to ", width, "x", height,
+                     " instead of ", info.columns, "x", info.rows));
+  }
+  GrayImage out;
+  out.width = info.columns;
+  out.height = info.rows;
+  const unsigned long size = gray->getOutputDataSize(8);
+  if (size != static_cast<unsigned long>(out.width) * out.height) {
+    return absl::InternalError(absl::StrCat(origin, ": DICOM renderer gave ",
+                                            size, " bytes for ", out.width, "x",
+                                            out.height, " 8-bit pixels"));
+  }
+  out.pixels.resize(size);
+  if (!gray->getOutputData(out.pixels.data(), size, 8, 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": DICOM pixel data cannot be rendered"));
+  }
+  if (invert) {
+    for (uint8_t& value : out.pixels) value = static_cast<uint8_t>(255 - value);
+  }
+  return out;
+}
+
+absl::StatusOr<GrayImage> ReadDicomGray(const std::string& path,
+                                        DicomImageInfo* info) {
+  absl::StatusOr<std::string> bytes = ReadFileToString(path);
+  if (!bytes.ok()) return bytes.status();
+  return DecodeDicomGray(*bytes, path, info);
+}
+
+}  // namespace echofed
