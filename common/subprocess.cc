@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,13 +42,18 @@ absl::StatusOr<Subprocess> Subprocess::Start(
 }
 
 Subprocess::Subprocess(Subprocess&& other) noexcept
-    : pid_(other.pid_), exit_code_(other.exit_code_) {
+    : pid_(other.pid_),
+      exit_code_(other.exit_code_),
+      max_rss_bytes_(other.max_rss_bytes_),
+      cpu_seconds_(other.cpu_seconds_) {
   other.pid_ = -1;
 }
 
 Subprocess& Subprocess::operator=(Subprocess&& other) noexcept {
   std::swap(pid_, other.pid_);
   std::swap(exit_code_, other.exit_code_);
+  std::swap(max_rss_bytes_, other.max_rss_bytes_);
+  std::swap(cpu_seconds_, other.cpu_seconds_);
   return *this;
 }
 
@@ -72,8 +78,12 @@ std::optional<int> Subprocess::Wait(absl::Duration timeout) {
   absl::Time until = absl::Now() + timeout;
   while (true) {
     int status = 0;
-    pid_t done = ::waitpid(pid_, &status, WNOHANG);
+    struct rusage usage {};
+    pid_t done = ::wait4(pid_, &status, WNOHANG, &usage);
     if (done == pid_) {
+      max_rss_bytes_ = static_cast<int64_t>(usage.ru_maxrss) * 1024;
+      cpu_seconds_ = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
+                     usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
       exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status)
                                      : 128 + WTERMSIG(status);
       return exit_code_;

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,10 +34,17 @@ class Subprocess {
   // SIGTERM, then SIGKILL after `grace`.
   int Terminate(absl::Duration grace = absl::Seconds(5));
 
+  // Resource use of the finished child (zero while it runs): peak resident
+  // memory and user + system CPU time.
+  int64_t max_rss_bytes() const { return max_rss_bytes_; }
+  double cpu_seconds() const { return cpu_seconds_; }
+
  private:
   Subprocess() = default;
   pid_t pid_ = -1;
   std::optional<int> exit_code_;
+  int64_t max_rss_bytes_ = 0;
+  double cpu_seconds_ = 0;
 };
 
 // The folder holding the running executable (to find sibling binaries).

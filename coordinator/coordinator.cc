@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <random>
 
@@ -328,6 +329,9 @@ absl::StatusOr<std::unique_ptr<UploadSession>> Coordinator::BeginUpload(
     if (header.num_samples() <= 0) {
       return absl::InvalidArgumentError("num_samples must be positive");
     }
+    if (!std::isfinite(header.mean_train_loss())) {
+      return absl::InvalidArgumentError("mean_train_loss is not finite");
+    }
     // A site cannot weigh more than the data it declared, nor than the
     // plan's cap.
     int64_t declared = std::max<int64_t>(1, site_it->second.join.data().images());
@@ -502,7 +506,8 @@ absl::Status Coordinator::Heartbeat(const std::string& site,
   }
   SiteState& state = it->second;
   state.last_seen = options_.clock->Now();
-  if (!request.activity().empty()) state.activity = request.activity();
+  // Shown to operators; a short free-text word from the agent.
+  if (!request.activity().empty()) state.activity = request.activity().substr(0, 32);
   state.epoch = request.epoch();
   state.batch = request.batch();
   state.loss = request.loss();

@@ -1,28 +1,23 @@
 // echofed-coordinator: the study's server. Agents dial in over mutual TLS;
 // operators and statisticians use the `echofed` command.
 
+#include <malloc.h>
+
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 
 #include "CLI/CLI.hpp"
-#include "absl/synchronization/notification.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "coordinator/server.h"
 
-namespace {
-
-absl::Notification* g_stop = nullptr;
-
-void OnSignal(int) {
-  // Notify is not async-signal-safe in general; a dedicated thread waits on
-  // sigwait instead (see main).
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
+  // gRPC serves each stream from whichever thread is free, and glibc gives
+  // threads their own malloc arenas; with 1 MiB slices passing through many
+  // threads, freed memory then lingers in many arenas (measured: peak RSS
+  // 374 MiB instead of 209 MiB for an 11M-parameter model and 4 sites).
+  mallopt(M_ARENA_MAX, 2);
   CLI::App app{"echofed coordinator: federated training server (mutual TLS)"};
   std::string config_path;
   std::string listen_override;
@@ -37,14 +32,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   echofed::SetLogComponent("coordinator");
 
-  // Block SIGINT/SIGTERM in every thread; one thread waits for them.
+  // Block SIGINT/SIGTERM in every thread; main waits for them (sigwait).
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  (void)OnSignal;
-  (void)g_stop;
 
   absl::StatusOr<echofed::CoordinatorServerOptions> options =
       echofed::CoordinatorServer::OptionsFromConfigFile(config_path);

@@ -1,7 +1,9 @@
 #include "models/classifier.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 
 namespace echofed {
 namespace {
@@ -34,16 +36,43 @@ torch::Tensor SmallCnnImpl::forward(torch::Tensor images) {
   return head_->forward(dropout_->forward(x));
 }
 
-std::vector<std::string> RegisteredModels() { return {"small_cnn"}; }
+BlobImpl::BlobImpl(int64_t parameters, int num_classes) {
+  head_ = register_module("head", torch::nn::Linear(16, num_classes));
+  int64_t left = std::max<int64_t>(0, parameters - 16 * num_classes - num_classes);
+  constexpr int64_t kPerTensor = int64_t{4} << 20;
+  for (int index = 0; left > 0; ++index) {
+    int64_t size = std::min(left, kPerTensor);
+    blobs_.push_back(register_parameter(absl::StrCat("blob", index),
+                                        torch::randn({size}) * 0.01));
+    left -= size;
+  }
+}
+
+torch::Tensor BlobImpl::forward(torch::Tensor images) {
+  torch::Tensor pooled = torch::adaptive_avg_pool2d(images, {4, 4}).flatten(1);
+  return head_->forward(pooled);
+}
+
+std::vector<std::string> RegisteredModels() {
+  return {"small_cnn", "bench_blob_<parameters>"};
+}
 
 absl::StatusOr<std::shared_ptr<ImageClassifierImpl>> CreateClassifier(
     const ModelOptions& options) {
   if (options.num_classes < 2) {
     return absl::InvalidArgumentError("a classifier needs at least 2 classes");
   }
-  if (options.name == "small_cnn") {
+  absl::string_view name = options.name;
+  if (name == "small_cnn") {
     return std::static_pointer_cast<ImageClassifierImpl>(
         std::make_shared<SmallCnnImpl>(options.num_classes));
+  }
+  int64_t parameters = 0;
+  if (absl::ConsumePrefix(&name, "bench_blob_") &&
+      absl::SimpleAtoi(name, &parameters) && parameters > 0 &&
+      parameters <= (int64_t{1} << 32)) {
+    return std::static_pointer_cast<ImageClassifierImpl>(
+        std::make_shared<BlobImpl>(parameters, options.num_classes));
   }
   return absl::NotFoundError(absl::StrCat("unknown model '", options.name,
                                           "'; known models: ",

@@ -30,6 +30,21 @@ class SmallCnnImpl : public ImageClassifierImpl {
 };
 TORCH_MODULE(SmallCnn);
 
+// Benchmark model: `parameters` float32 weights in tensors of at most 4M
+// values that play no part in the prediction, plus a tiny head so that it
+// still classifies. Measures federation overhead for a given model size
+// ("bench_blob_<parameters>" in plans).
+class BlobImpl : public ImageClassifierImpl {
+ public:
+  BlobImpl(int64_t parameters, int num_classes);
+  torch::Tensor forward(torch::Tensor images) override;
+
+ private:
+  std::vector<torch::Tensor> blobs_;
+  torch::nn::Linear head_{nullptr};
+};
+TORCH_MODULE(Blob);
+
 struct ModelOptions {
   std::string name;
   int num_classes = 3;

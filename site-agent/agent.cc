@@ -85,7 +85,8 @@ absl::Status Agent::Run() {
   stub_ = Federation::NewStub(channel_);
 
   bool joined = false;
-  int failures = 0;
+  int failures = 0;       // network: reset once the coordinator answers
+  int task_failures = 0;  // work: reset once a task succeeds
   bool took_part = false;
   while (!stopping_) {
     if (!joined) {
@@ -108,8 +109,13 @@ absl::Status Agent::Run() {
         FromGrpcStatus(stub_->NextTask(context.get(), request, &task));
     if (!status.ok()) {
       if (IsRefusal(status)) return status;
-      LogWarning("lost the coordinator: ", status.ToString());
       joined = false;
+      if (absl::IsFailedPrecondition(status)) {
+        // The coordinator restarted and no longer knows us.
+        LogInfo("the coordinator asks us to join again");
+        continue;
+      }
+      LogWarning("lost the coordinator: ", status.ToString());
       Backoff(failures++);
       continue;
     }
@@ -127,11 +133,11 @@ absl::Status Agent::Run() {
       if (IsRefusal(status)) return status;
       LogError("task ", Task::Kind_Name(task.kind()), " of run ", task.run_id(),
                " round ", task.round(), " failed: ", status.ToString());
-      if (absl::IsFailedPrecondition(status) && !IsTransient(status)) {
-        // e.g. the round closed meanwhile: ask for the next task at once.
-        continue;
-      }
-      Backoff(failures++);
+      // Back off whatever the cause: a site that cannot do its task (no
+      // usable data, say) must not hammer the coordinator.
+      Backoff(task_failures++);
+    } else {
+      task_failures = 0;
     }
   }
   return absl::OkStatus();

@@ -19,7 +19,7 @@
 
 #include "absl/status/status.h"
 #include "site-agent/clinical.h"
-#include "site-agent/dataset.h"
+#include "site-agent/manifest.h"
 
 namespace echofed {
 

@@ -1,5 +1,8 @@
 #include "site-agent/dicom_reader.h"
 
+#include <turbojpeg.h>
+
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdint>
@@ -15,9 +18,13 @@
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcdict.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
-#include "dcmtk/dcmdata/dcistrmb.h"
+#include "dcmtk/dcmdata/dcistrma.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcpixel.h"
+#include "dcmtk/dcmdata/dcpixseq.h"
+#include "dcmtk/dcmdata/dcpxitem.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
+#include "dcmtk/dcmdata/dcstack.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmimage/diregist.h"  // colour support for DicomImage
@@ -45,6 +52,139 @@ void InitializeDcmtkOnce() {
     DJLSDecoderRegistration::registerCodecs();
     DcmRLEDecoderRegistration::registerCodecs();
   });
+}
+
+// DICOM bytes in memory for DCMTK. DcmInputBufferStream cannot hand out a
+// stream factory, so DCMTK allocates every element value at the length its
+// header declares before reading it: a corrupt length field made a 1 KiB
+// file allocate up to 4 GiB (found by tests/fuzz/dicom_fuzz). With a factory
+// DCMTK defers values longer than its read limit and first skips over them,
+// which fails, without allocating, when the bytes are not there; the
+// deferred values that are there are read from `bytes` when used, so the
+// frames of a cine loop that are not decoded are never copied either.
+class MemoryProducer : public DcmProducer {
+ public:
+  explicit MemoryProducer(const std::string& bytes) : bytes_(bytes) {}
+  OFBool good() const override { return OFTrue; }
+  OFCondition status() const override { return EC_Normal; }
+  OFBool eos() override { return position_ == bytes_.size(); }
+  offile_off_t avail() override {
+    return static_cast<offile_off_t>(bytes_.size() - position_);
+  }
+  offile_off_t read(void* buffer, offile_off_t length) override {
+    const size_t count = Clamp(length);
+    std::memcpy(buffer, bytes_.data() + position_, count);
+    position_ += count;
+    return static_cast<offile_off_t>(count);
+  }
+  offile_off_t skip(offile_off_t length) override {
+    const size_t count = Clamp(length);
+    position_ += count;
+    return static_cast<offile_off_t>(count);
+  }
+  void putback(offile_off_t length) override {
+    position_ -= std::min(
+        position_, static_cast<size_t>(std::max(length, offile_off_t{0})));
+  }
+
+ private:
+  size_t Clamp(offile_off_t length) const {
+    if (length <= 0) return 0;
+    return std::min(static_cast<size_t>(length), bytes_.size() - position_);
+  }
+
+  const std::string& bytes_;
+  size_t position_ = 0;
+};
+
+class MemoryInputStream : public DcmInputStream {
+ public:
+  // `bytes` must outlive the stream and every object read through it.
+  explicit MemoryInputStream(const std::string& bytes)
+      : DcmInputStream(&producer_), bytes_(bytes), producer_(bytes) {}
+
+  DcmInputStreamFactory* newFactory() const override;
+
+  // Deflated data sets: deferred values are found again by inflating from
+  // where the compressed part begins.
+  OFCondition installCompressionFilter(E_StreamCompression filter) override {
+    const offile_off_t start = tell();
+    OFCondition result = DcmInputStream::installCompressionFilter(filter);
+    if (result.good()) {
+      compression_ = filter;
+      compressed_from_ = start;
+    }
+    return result;
+  }
+
+  // A short skip means an element declared more bytes than the file has.
+  offile_off_t skip(offile_off_t length) override {
+    const offile_off_t skipped = DcmInputStream::skip(length);
+    if (skipped < length) overrun_ = true;
+    return skipped;
+  }
+  bool overrun() const { return overrun_; }
+
+ private:
+  const std::string& bytes_;
+  MemoryProducer producer_;
+  E_StreamCompression compression_ = ESC_none;
+  offile_off_t compressed_from_ = 0;
+  bool overrun_ = false;
+};
+
+class MemoryStreamFactory : public DcmInputStreamFactory {
+ public:
+  MemoryStreamFactory(const std::string& bytes, E_StreamCompression compression,
+                      offile_off_t compressed_from, offile_off_t offset)
+      : bytes_(bytes),
+        compression_(compression),
+        compressed_from_(compressed_from),
+        offset_(offset) {}
+
+  DcmInputStream* create() const override {
+    auto* stream = new MemoryInputStream(bytes_);
+    offile_off_t position = 0;
+    if (compression_ != ESC_none) {
+      stream->skip(compressed_from_);
+      stream->installCompressionFilter(compression_);
+      position = compressed_from_;
+    }
+    stream->skip(offset_ - position);
+    return stream;
+  }
+  DcmInputStreamFactory* clone() const override {
+    return new MemoryStreamFactory(*this);
+  }
+  // DCMTK only tells file factories from temporary-file ones (which delete
+  // their file); memory behaves as a file that stays.
+  DcmInputStreamFactoryType ident() const override {
+    return DFT_DcmInputFileStreamFactory;
+  }
+
+ private:
+  const std::string& bytes_;
+  E_StreamCompression compression_;
+  offile_off_t compressed_from_;
+  offile_off_t offset_;
+};
+
+DcmInputStreamFactory* MemoryInputStream::newFactory() const {
+  return new MemoryStreamFactory(bytes_, compression_, compressed_from_,
+                                 tell());
+}
+
+// After a failed parse the deferred values may be the ones whose length
+// lied; reading one would allocate what it claims. Nothing on the error
+// path needs a large value, so they are all dropped.
+void DropDeferredValues(DcmFileFormat* file) {
+  DcmStack stack;
+  while (file->nextObject(stack, OFTrue).good()) {
+    DcmObject* object = stack.top();
+    if (object == nullptr || !object->isLeaf()) continue;
+    auto* element = static_cast<DcmElement*>(object);
+    if (!element->valueLoaded()) element->clear();
+  }
 }
 
 std::string GetString(DcmItem* item, const DcmTagKey& key) {
@@ -196,6 +336,164 @@ absl::Status CheckNativeLength(DcmDataset* dataset, DcmElement* pixel_data,
   return absl::OkStatus();
 }
 
+// DCMTK 3.6.7's RLE decoder takes the segment offsets of the RLE header on
+// trust: an offset past the end of the fragment made it read far outside
+// the buffer (SEGV, found by tests/fuzz/dicom_fuzz), and a segment that
+// decodes to fewer bytes than the frame needs is padded with its last value
+// (read from before the decoder's buffer when the segment gave nothing). So
+// the fragment of the frame that is decoded is checked first: one fragment
+// per frame (PS3.5 Annex G), a sane header, segments inside the fragment and
+// in order, and each long enough to fill the frame.
+absl::Status CheckRleFrame(DcmElement* pixel_data, const DicomImageInfo& info,
+                           int frame, const std::string& origin) {
+  auto corrupt = [&origin](const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": DICOM RLE pixel data is corrupt (", why, ")"));
+  };
+  if (pixel_data->ident() != EVR_PixelData) return corrupt("no pixel data");
+  auto* pixels = static_cast<DcmPixelData*>(pixel_data);
+  E_TransferSyntax xfer = EXS_Unknown;
+  const DcmRepresentationParameter* parameter = nullptr;
+  pixels->getOriginalRepresentationKey(xfer, parameter);
+  DcmPixelSequence* sequence = nullptr;
+  if (pixels->getEncapsulatedRepresentation(xfer, parameter, sequence).bad() ||
+      sequence == nullptr) {
+    return corrupt("not encapsulated");
+  }
+  // Item 0 is the Basic Offset Table.
+  if (sequence->card() != static_cast<unsigned long>(info.frames) + 1) {
+    return corrupt(absl::StrCat(sequence->card() - 1, " fragments for ",
+                                info.frames, " frame(s)"));
+  }
+  DcmPixelItem* fragment = nullptr;
+  Uint8* data = nullptr;
+  if (sequence->getItem(fragment, static_cast<unsigned long>(frame) + 1)
+          .bad() ||
+      fragment == nullptr || fragment->getUint8Array(data).bad()) {
+    return corrupt("unreadable fragment");
+  }
+  const size_t length = fragment->getLength();
+  constexpr size_t kHeaderSize = 64;  // 16 little-endian 32-bit words
+  if (data == nullptr || length < kHeaderSize) return corrupt("no header");
+  auto word = [data](int index) {
+    const Uint8* p = data + 4 * index;
+    return static_cast<size_t>(p[0]) | static_cast<size_t>(p[1]) << 8 |
+           static_cast<size_t>(p[2]) << 16 | static_cast<size_t>(p[3]) << 24;
+  };
+  const size_t segments = word(0);
+  if (segments < 1 || segments > 15) {
+    return corrupt(absl::StrCat(segments, " segments"));
+  }
+  const size_t per_segment =
+      static_cast<size_t>(info.rows) * static_cast<size_t>(info.columns);
+  for (size_t k = 0; k < segments; ++k) {
+    const size_t begin = word(static_cast<int>(k) + 1);
+    const size_t end =
+        k + 1 < segments ? word(static_cast<int>(k) + 2) : length;
+    if (begin < kHeaderSize || begin > end || end > length) {
+      return corrupt(absl::StrCat("segment ", k + 1, " lies outside its ",
+                                  length, "-byte fragment"));
+    }
+    // Output length of the PackBits runs, counted as DCMTK decodes them:
+    // n < 128 copies n + 1 bytes, otherwise one byte repeats 257 - n times.
+    size_t produced = 0;
+    for (size_t i = begin; i < end && produced < per_segment;) {
+      const Uint8 code = data[i++];
+      if (code < 128) {
+        const size_t literal = std::min<size_t>(code + 1u, end - i);
+        produced += literal;
+        i += literal;
+      } else if (i < end) {
+        produced += 257u - code;
+        ++i;
+      } else {
+        break;
+      }
+    }
+    if (produced < per_segment) {
+      return corrupt(absl::StrCat("segment ", k + 1, " decodes to ", produced,
+                                  " of ", per_segment, " bytes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// DCMTK's JPEG and JPEG-LS decoders write the codestream's own frame size
+// into a buffer sized from Rows and Columns, and report success: a stream
+// of fewer lines left the rest of the image as uninitialised heap memory,
+// which could hold pixels of an image read before (found by
+// tests/fuzz/dicom_fuzz as two decodes of one file that differed). So the
+// start-of-frame header of the frame that is decoded must agree with the
+// DICOM header before DCMTK sees it. Only the marker segment headers are
+// read, not the fragment.
+absl::Status CheckJpegFrame(DcmElement* pixel_data, const DicomImageInfo& info,
+                            Uint16 samples, int frame,
+                            const std::string& origin) {
+  auto corrupt = [&origin](const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ": DICOM JPEG pixel data is corrupt (", why, ")"));
+  };
+  if (pixel_data->ident() != EVR_PixelData) return corrupt("no pixel data");
+  auto* pixels = static_cast<DcmPixelData*>(pixel_data);
+  E_TransferSyntax xfer = EXS_Unknown;
+  const DcmRepresentationParameter* parameter = nullptr;
+  pixels->getOriginalRepresentationKey(xfer, parameter);
+  DcmPixelSequence* sequence = nullptr;
+  if (pixels->getEncapsulatedRepresentation(xfer, parameter, sequence).bad() ||
+      sequence == nullptr) {
+    return corrupt("not encapsulated");
+  }
+  Uint32 item = 0;
+  DcmPixelItem* fragment = nullptr;
+  if (DcmCodec::determineStartFragment(static_cast<Uint32>(frame),
+                                       static_cast<Sint32>(info.frames),
+                                       sequence, item)
+          .bad() ||
+      sequence->getItem(fragment, item).bad() || fragment == nullptr) {
+    return corrupt(absl::StrCat("no fragment for frame ", frame + 1));
+  }
+  const Uint32 length = fragment->getLength();
+  auto read = [fragment, length](Uint32 offset, Uint32 count, Uint8* out) {
+    return offset <= length && count <= length - offset &&
+           fragment->getPartialValue(out, offset, count).good();
+  };
+  Uint8 soi[2];
+  if (!read(0, 2, soi) || soi[0] != 0xFF || soi[1] != 0xD8) {
+    return corrupt("the frame does not start with a JPEG SOI marker");
+  }
+  Uint32 offset = 2;
+  while (true) {
+    Uint8 marker[4];
+    if (!read(offset, 4, marker) || marker[0] != 0xFF) {
+      return corrupt("no JPEG frame header");
+    }
+    if (marker[1] == 0xFF) {  // fill byte before a marker
+      ++offset;
+      continue;
+    }
+    const Uint8 code = marker[1];
+    // SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC); SOF55 is JPEG-LS.
+    const bool frame_header = (code >= 0xC0 && code <= 0xCF && code != 0xC4 &&
+                               code != 0xC8 && code != 0xCC) ||
+                              code == 0xF7;
+    if (frame_header) {
+      Uint8 sof[6];  // precision, lines, samples per line, components
+      if (!read(offset + 4, 6, sof)) return corrupt("truncated frame header");
+      const int lines = sof[1] << 8 | sof[2];
+      const int columns = sof[3] << 8 | sof[4];
+      if (lines != info.rows || columns != info.columns || sof[5] != samples) {
+        return corrupt(absl::StrCat("the codestream holds ", columns, "x",
+                                    lines, "x", int{sof[5]},
+                                    ", the DICOM header says ", info.columns,
+                                    "x", info.rows, "x", samples));
+      }
+      return absl::OkStatus();
+    }
+    if (code == 0xDA || code == 0xD9) return corrupt("no JPEG frame header");
+    offset += 2 + (static_cast<Uint32>(marker[2]) << 8 | marker[3]);
+  }
+}
+
 // DicomImage reports a failed decompression only as a generic status (the
 // codec's words go to the silenced log), so on failure the frame is decoded
 // once more through dcmdata to put the codec's reason into the error.
@@ -215,6 +513,123 @@ std::string CodecDiagnosis(DcmDataset* dataset, DcmElement* pixel_data,
   return status.bad() ? status.text() : "";
 }
 
+// The commonest hospital encoding, 8-bit JPEG baseline, decoded with
+// libjpeg-turbo instead of the IJG 6b code inside DCMTK: its SIMD IDCT and
+// Huffman decoder make the decode several times faster, and from a YCbCr
+// stream it returns the luminance plane without a colour round trip.
+// Returns nullopt whenever the object is outside what this path reproduces
+// (see dicom_reader.h) or libjpeg-turbo reports anything at all; DCMTK then
+// decodes the object and words any error, so errors read the same either
+// way.
+std::optional<GrayImage> DecodeJpegBaselineFast(DcmDataset* dataset,
+                                                DcmElement* pixel_data,
+                                                const DicomImageInfo& info) {
+  if (dataset->getOriginalXfer() != EXS_JPEGProcess1 || info.frames != 1) {
+    return std::nullopt;
+  }
+  Uint16 samples = 0, bits_allocated = 0, bits_stored = 0, representation = 1;
+  dataset->findAndGetUint16(DCM_SamplesPerPixel, samples);
+  dataset->findAndGetUint16(DCM_BitsAllocated, bits_allocated);
+  dataset->findAndGetUint16(DCM_BitsStored, bits_stored);
+  dataset->findAndGetUint16(DCM_PixelRepresentation, representation);
+  if (bits_allocated != 8 || bits_stored != 8 || representation != 0) {
+    return std::nullopt;
+  }
+  const bool monochrome =
+      info.photometric == "MONOCHROME1" || info.photometric == "MONOCHROME2";
+  const bool ybr =
+      info.photometric == "YBR_FULL_422" || info.photometric == "YBR_FULL";
+  if (!((samples == 1 && monochrome) || (samples == 3 && ybr))) {
+    return std::nullopt;
+  }
+  // DCMTK would let these change 8-bit values on rendering; such objects
+  // keep going through DCMTK.
+  for (const DcmTagKey& key :
+       {DCM_ModalityLUTSequence, DCM_PresentationLUTShape,
+        DCM_PixelPaddingValue}) {
+    if (dataset->tagExists(key)) return std::nullopt;
+  }
+  // Absent is the identity; findAndGetFloat64 zeroes its output when the
+  // element is missing, so absence is tested separately.
+  Float64 slope = 1, intercept = 0;
+  if (dataset->tagExists(DCM_RescaleSlope) &&
+      (dataset->findAndGetFloat64(DCM_RescaleSlope, slope).bad() ||
+       slope != 1)) {
+    return std::nullopt;
+  }
+  if (dataset->tagExists(DCM_RescaleIntercept) &&
+      (dataset->findAndGetFloat64(DCM_RescaleIntercept, intercept).bad() ||
+       intercept != 0)) {
+    return std::nullopt;
+  }
+
+  E_TransferSyntax representation_xfer = EXS_Unknown;
+  const DcmRepresentationParameter* parameter = nullptr;
+  auto* pixels = static_cast<DcmPixelData*>(pixel_data);
+  pixels->getOriginalRepresentationKey(representation_xfer, parameter);
+  DcmPixelSequence* sequence = nullptr;
+  if (pixels
+          ->getEncapsulatedRepresentation(representation_xfer, parameter,
+                                          sequence)
+          .bad() ||
+      sequence == nullptr || sequence->card() < 2) {
+    return std::nullopt;
+  }
+  // Item 0 is the offset table; a single frame may still span fragments.
+  std::vector<uint8_t> joined;
+  const uint8_t* stream = nullptr;
+  size_t stream_size = 0;
+  for (unsigned long i = 1; i < sequence->card(); ++i) {
+    DcmPixelItem* fragment = nullptr;
+    Uint8* data = nullptr;
+    if (sequence->getItem(fragment, i).bad() || fragment == nullptr ||
+        fragment->getUint8Array(data).bad() || data == nullptr) {
+      return std::nullopt;
+    }
+    const size_t length = fragment->getLength();
+    if (sequence->card() == 2) {
+      stream = data;
+      stream_size = length;
+    } else {
+      joined.insert(joined.end(), data, data + length);
+    }
+  }
+  if (stream == nullptr) {
+    stream = joined.data();
+    stream_size = joined.size();
+  }
+
+  std::unique_ptr<void, int (*)(tjhandle)> handle(tjInitDecompress(),
+                                                  tjDestroy);
+  if (handle == nullptr) return std::nullopt;
+  int width = 0, height = 0, subsampling = 0, colorspace = 0;
+  if (tjDecompressHeader3(handle.get(), stream,
+                          static_cast<unsigned long>(stream_size), &width,
+                          &height, &subsampling, &colorspace) != 0 ||
+      width != info.columns || height != info.rows ||
+      colorspace != (samples == 1 ? TJCS_GRAY : TJCS_YCbCr)) {
+    return std::nullopt;
+  }
+  GrayImage image;
+  image.width = width;
+  image.height = height;
+  image.pixels.resize(static_cast<size_t>(width) * height);
+  // The accurate integer IDCT is the one DCMTK's decoder uses, which keeps
+  // monochrome output bit-identical to the DCMTK path.
+  if (tjDecompress2(handle.get(), stream,
+                    static_cast<unsigned long>(stream_size),
+                    image.pixels.data(), width, 0, height, TJPF_GRAY,
+                    TJFLAG_ACCURATEDCT) != 0) {
+    return std::nullopt;
+  }
+  if (info.photometric == "MONOCHROME1") {
+    for (uint8_t& value : image.pixels) {
+      value = static_cast<uint8_t>(255 - value);
+    }
+  }
+  return image;
+}
+
 }  // namespace
 
 bool LooksLikeDicom(const std::string& bytes) {
@@ -224,7 +639,8 @@ bool LooksLikeDicom(const std::string& bytes) {
 
 absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
                                           const std::string& origin,
-                                          DicomImageInfo* info_out) {
+                                          DicomImageInfo* info_out,
+                                          DicomDecodePath path) {
   DicomImageInfo local_info;
   DicomImageInfo& info = info_out != nullptr ? *info_out : local_info;
   info = DicomImageInfo();
@@ -243,13 +659,14 @@ absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
   // Parsed straight from memory: the bytes are already here, and a temporary
   // copy on disk would be one more place for patient data to linger.
   DcmFileFormat file;
-  DcmInputBufferStream stream;
-  stream.setBuffer(bytes.data(), static_cast<offile_off_t>(bytes.size()));
-  stream.setEos();
+  MemoryInputStream stream(bytes);
   file.transferInit();
   const OFCondition parsed = file.read(stream);
   file.transferEnd();
-  stream.releaseBuffer();
+  // An element longer than what is left of the file is truncation, also
+  // where DCMTK's parser lets it pass.
+  const bool broken = parsed.bad() || stream.overrun();
+  if (broken) DropDeferredValues(&file);
 
   DcmMetaInfo* meta = file.getMetaInfo();
   DcmDataset* dataset = file.getDataset();
@@ -288,12 +705,14 @@ absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
   ReadRegionSpacing(dataset, &info);
 
   const bool decodable = CanDecode(xfer);
-  if (parsed.bad()) {
+  if (broken) {
     if (!decodable && !info.transfer_syntax_uid.empty()) {
       return UndecodableSyntax(origin, info);
     }
     return absl::InvalidArgumentError(absl::StrCat(
-        origin, ": DICOM is truncated or corrupt (", parsed.text(), ")"));
+        origin, ": DICOM is truncated or corrupt (",
+        parsed.bad() ? parsed.text() : "an element is longer than the file",
+        ")"));
   }
 
   DcmElement* pixel_data = nullptr;
@@ -326,15 +745,35 @@ absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
       !status.ok()) {
     return status;
   }
+  info.frame_used = info.frames / 2;
   if (DcmXfer(dataset->getOriginalXfer()).isNotEncapsulated()) {
     if (absl::Status status =
             CheckNativeLength(dataset, pixel_data, info, origin);
         !status.ok()) {
       return status;
     }
+  } else if (dataset->getOriginalXfer() == EXS_RLELossless) {
+    if (absl::Status status =
+            CheckRleFrame(pixel_data, info, info.frame_used, origin);
+        !status.ok()) {
+      return status;
+    }
+  } else {
+    // The other decoders registered here are JPEG and JPEG-LS.
+    Uint16 samples = 1;
+    dataset->findAndGetUint16(DCM_SamplesPerPixel, samples);
+    if (absl::Status status =
+            CheckJpegFrame(pixel_data, info, samples, info.frame_used, origin);
+        !status.ok()) {
+      return status;
+    }
   }
-
-  info.frame_used = info.frames / 2;
+  if (path == DicomDecodePath::kAuto) {
+    if (std::optional<GrayImage> fast =
+            DecodeJpegBaselineFast(dataset, pixel_data, info)) {
+      return *std::move(fast);
+    }
+  }
   // Partial access decompresses only the frame we keep; embedded overlays
   // would force the whole pixel data to be decoded and are not signal.
   const unsigned long flags =

@@ -2,7 +2,9 @@
 #define ECHOFED_SITE_AGENT_DICOM_READER_H_
 
 // DICOM image objects to 8-bit grayscale, through DCMTK (dcmdata, dcmimgle,
-// dcmimage and the JPEG, JPEG-LS and RLE decoders).
+// dcmimage and the JPEG, JPEG-LS and RLE decoders); the pixel data of 8-bit
+// JPEG baseline, the commonest hospital export, is decoded by libjpeg-turbo
+// for speed (DicomDecodePath below).
 //
 // What is decoded: uncompressed MONOCHROME1/2 (8 to 16 bits), RGB in either
 // planar configuration, PALETTE COLOR and YBR_FULL/YBR_FULL_422, in little or
@@ -52,13 +54,26 @@ struct DicomImageInfo {
   std::optional<double> spacing_x_mm, spacing_y_mm;
 };
 
+// Which decoder turns the pixel data into gray values.
+//   kAuto: single-frame 8-bit JPEG baseline (MONOCHROME1/2, YBR_FULL_422,
+//     YBR_FULL) without Modality LUT, rescale, Presentation LUT Shape or
+//     pixel padding goes through libjpeg-turbo, several times faster than
+//     DCMTK's bundled IJG decoder; everything else, and anything libjpeg-
+//     turbo objects to, through DCMTK. Monochrome results are bit-identical
+//     to DCMTK's. For YBR the luminance plane Y is taken directly, where
+//     DCMTK converts to RGB and back to luma; the two differ by rounding
+//     (at most a few levels, e.g. where chroma pushed RGB out of range).
+//   kDcmtkOnly: always DCMTK, for tests and benchmarks that compare.
+enum class DicomDecodePath { kAuto, kDcmtkOnly };
+
 // Decodes a DICOM image object (Part 10 file content, with the 128-byte
 // preamble and "DICM") to 8-bit grayscale. `origin` names the source in
 // errors. `info`, when given, is filled as far as the header could be read,
 // also when an error is returned.
-absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
-                                          const std::string& origin,
-                                          DicomImageInfo* info = nullptr);
+absl::StatusOr<GrayImage> DecodeDicomGray(
+    const std::string& bytes, const std::string& origin,
+    DicomImageInfo* info = nullptr,
+    DicomDecodePath path = DicomDecodePath::kAuto);
 absl::StatusOr<GrayImage> ReadDicomGray(const std::string& path,
                                         DicomImageInfo* info = nullptr);
 

@@ -7,8 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/civil_time.h"
 #include "common/files.h"
 #include "site-agent/clinical.h"
+#include "site-agent/dicom_writer.h"
 #include "site-agent/image_io.h"
 
 namespace echofed {
@@ -43,8 +45,73 @@ struct Scanner {
   double gain;
   double speckle;  // Rayleigh scale of multiplicative speckle
   int blur;        // box-blur radius: lower resolution
-  bool jpeg;
 };
+
+// How a hospital's archive hands its images over. Each virtual hospital
+// exports differently, as real ones do (PACS exports, scanner USB exports,
+// screenshots), so that every reader path is used by the demo and tests.
+enum class FileKind { kDicom, kJpeg, kPng };
+
+struct Archive {
+  FileKind kind;
+  DicomEncoding encoding;
+  DicomPhotometric photometric;
+  int jpeg_quality;
+  // PACS exports often name files without an extension (IM00001); the
+  // reader goes by content, and one site checks that it does.
+  const char* extension;
+};
+
+// site-1, site-2, ... take these in turn.
+constexpr Archive kArchives[] = {
+    {FileKind::kDicom, DicomEncoding::kExplicitLittleEndian,
+     DicomPhotometric::kMonochrome2, 0, ".dcm"},
+    {FileKind::kJpeg, DicomEncoding::kExplicitLittleEndian,
+     DicomPhotometric::kMonochrome2, 92, ".jpg"},
+    {FileKind::kDicom, DicomEncoding::kJpegBaseline,
+     DicomPhotometric::kYbrFull422, 90, ".dcm"},
+    {FileKind::kPng, DicomEncoding::kExplicitLittleEndian,
+     DicomPhotometric::kMonochrome2, 0, ".png"},
+    {FileKind::kDicom, DicomEncoding::kRleLossless,
+     DicomPhotometric::kMonochrome1, 0, ".dcm"},
+    {FileKind::kDicom, DicomEncoding::kJpegLsLossless,
+     DicomPhotometric::kMonochrome2, 0, ""},
+    {FileKind::kDicom, DicomEncoding::kJpegBaseline,
+     DicomPhotometric::kMonochrome2, 85, ".dcm"},
+};
+constexpr int kArchiveCount = sizeof(kArchives) / sizeof(kArchives[0]);
+
+// The synthetic patient's DICOM header. The identifiers are recognisable
+// on purpose ("SYNTHETIC^S1P0001"): privacy tests look for them in
+// everything that leaves a site.
+struct DicomPatient {
+  std::string study_date;
+  std::string study_time;
+  std::string birth_date;
+  std::string sex;
+};
+
+DicomPatient SynthesizeDicomPatient(const ClinicalRecord& clinical,
+                                    std::mt19937_64& rng) {
+  std::uniform_int_distribution<int> day(0, 5 * 365);
+  std::uniform_int_distribution<int> second(8 * 3600, 18 * 3600);
+  DicomPatient patient;
+  const absl::CivilDay study = absl::CivilDay(2019, 1, 1) + day(rng);
+  patient.study_date =
+      absl::StrFormat("%04d%02d%02d", study.year(), study.month(), study.day());
+  const int time = second(rng);
+  patient.study_time =
+      absl::StrFormat("%02d%02d%02d", time / 3600, time / 60 % 60, time % 60);
+  // Missing from the clinical table means missing from the header too.
+  if (clinical.age_months) {
+    const absl::CivilDay birth =
+        study - static_cast<int>(std::lround(*clinical.age_months * 30.4375));
+    patient.birth_date = absl::StrFormat("%04d%02d%02d", birth.year(),
+                                         birth.month(), birth.day());
+  }
+  if (clinical.sex) patient.sex = *clinical.sex == Sex::kMale ? "M" : "F";
+  return patient;
+}
 
 // Smooth random field: sum of a few random cosines.
 struct Field {
@@ -259,7 +326,15 @@ absl::Status WriteSyntheticCohort(const SyntheticCohortOptions& options) {
     std::mt19937_64 rng(options.seed * 7919 + static_cast<uint64_t>(s));
     std::uniform_real_distribution<double> unit(0, 1);
     Scanner scanner{0.85 + 0.3 * unit(rng), 0.25 + 0.2 * unit(rng),
-                    s % 3 == 2 ? 1 : 0, s % 2 == 1};
+                    s % 3 == 2 ? 1 : 0};
+    const Archive& archive = kArchives[s % kArchiveCount];
+    // Headers come from a stream of their own, so the pixels stay those of
+    // the seed whatever the archive writes around them.
+    std::mt19937_64 header_rng(options.seed * 104729 +
+                               static_cast<uint64_t>(s));
+    // Field of view 40 to 64 mm deep across the image: scanners and probes
+    // differ in resolution, and the DICOM sites say so in their headers.
+    const double spacing_mm = (40.0 + 8.0 * (s % 4)) / options.image_size;
     // Case mix: NB most common, GN rarest, shifted per hospital.
     double nb = 0.5 + 0.15 * (unit(rng) - 0.5);
     double gnb = 0.28 + 0.1 * (unit(rng) - 0.5);
@@ -278,17 +353,54 @@ absl::Status WriteSyntheticCohort(const SyntheticCohortOptions& options) {
                                                   : kGN;
       std::string patient =
           absl::StrFormat("S%dP%04d", s + 1, p + 1);
-      absl::StrAppend(&clinical,
-                      ClinicalCsvLine(SynthesizeClinical(patient, subtype, rng)),
-                      "\n");
+      const ClinicalRecord record = SynthesizeClinical(patient, subtype, rng);
+      absl::StrAppend(&clinical, ClinicalCsvLine(record), "\n");
+      const DicomPatient header = SynthesizeDicomPatient(record, header_rng);
+      const std::string uid_key = absl::StrCat(
+          "echofed-synthetic/", options.seed, "/", names[s], "/", patient);
       int images = 1 + (unit(rng) < 0.35 ? 1 : 0);
       for (int k = 0; k < images; ++k) {
         GrayImage image = Render(subtype, scanner, options.image_size, rng);
-        std::string file = absl::StrCat("images/", patient, "_", k,
-                                        scanner.jpeg ? ".jpg" : ".png");
+        std::string file =
+            absl::StrCat("images/", patient, "_", k, archive.extension);
         std::string path = absl::StrCat(dir, "/", file);
-        absl::Status status = scanner.jpeg ? WriteJpeg(path, image, 92)
-                                           : WritePng(path, image);
+        absl::Status status;
+        switch (archive.kind) {
+          case FileKind::kJpeg:
+            status = WriteJpeg(path, image, archive.jpeg_quality);
+            break;
+          case FileKind::kPng:
+            status = WritePng(path, image);
+            break;
+          case FileKind::kDicom: {
+            DicomWriteOptions dicom;
+            dicom.encoding = archive.encoding;
+            dicom.photometric = archive.photometric;
+            dicom.jpeg_quality = archive.jpeg_quality;
+            dicom.spacing_x_mm = spacing_mm;
+            dicom.spacing_y_mm = spacing_mm;
+            dicom.patient_id = patient;
+            dicom.patient_name = absl::StrCat("SYNTHETIC^", patient);
+            dicom.patient_birth_date = header.birth_date;
+            dicom.patient_sex = header.sex;
+            dicom.study_date = header.study_date;
+            dicom.study_time = header.study_time;
+            dicom.accession_number = absl::StrFormat("SYN%d%05d", s + 1, p + 1);
+            dicom.institution_name =
+                absl::StrCat("SYNTHETIC HOSPITAL ", names[s]);
+            dicom.manufacturer = "echofed phantom";
+            dicom.manufacturer_model_name = absl::StrCat("phantom-", s + 1);
+            dicom.instance_number = k + 1;
+            dicom.study_instance_uid =
+                DeterministicDicomUid(absl::StrCat(uid_key, "/study"));
+            dicom.series_instance_uid =
+                DeterministicDicomUid(absl::StrCat(uid_key, "/series"));
+            dicom.sop_instance_uid =
+                DeterministicDicomUid(absl::StrCat(uid_key, "/image/", k));
+            status = WriteDicomUltrasound(path, image, dicom);
+            break;
+          }
+        }
         if (!status.ok()) return status;
         absl::StrAppend(&manifest, patient, ",", file, ",",
                         kSubtypeNames[subtype], "\n");

@@ -2,8 +2,11 @@
 
 #include <filesystem>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "gtest/gtest.h"
+#include "site-agent/dicom_reader.h"
 #include "site-agent/image_io.h"
 #include "site-agent/synthetic_cohort.h"
 #include "tests/testing/fixtures.h"
@@ -153,25 +156,115 @@ TEST(SplitTest, PatientLevelStratifiedAndStable) {
   EXPECT_LE(moved, 2 * 5);  // images, i.e. at most a handful of patients
 }
 
+// How each virtual hospital archives its images (synthetic_cohort.h).
+struct ExpectedArchive {
+  const char* kind;  // "DICOM", "JPEG" or "PNG", by content
+  const char* transfer_syntax;
+  const char* photometric;
+};
+
+const ExpectedArchive kExpectedArchives[] = {
+    {"DICOM", "1.2.840.10008.1.2.1", "MONOCHROME2"},      // explicit VR LE
+    {"JPEG", "", ""},                                     // .jpg files
+    {"DICOM", "1.2.840.10008.1.2.4.50", "YBR_FULL_422"},  // JPEG baseline
+    {"PNG", "", ""},                                      // .png files
+    {"DICOM", "1.2.840.10008.1.2.5", "MONOCHROME1"},      // RLE lossless
+    {"DICOM", "1.2.840.10008.1.2.4.80", "MONOCHROME2"},   // JPEG-LS lossless
+};
+
+std::string KindOf(const std::string& bytes) {
+  if (bytes.rfind("\x89PNG\r\n\x1a\n", 0) == 0) return "PNG";
+  if (bytes.rfind("\xFF\xD8\xFF", 0) == 0) return "JPEG";
+  if (LooksLikeDicom(bytes)) return "DICOM";
+  return "unknown";
+}
+
 TEST(SyntheticCohortTest, WritesReadableSitesWithEverySubtype) {
   TempDir dir;
   SyntheticCohortOptions options;
   options.out_dir = dir.path();
-  options.sites = 2;
+  options.sites = 6;
   options.patients_per_site = 12;
   options.image_size = 48;
   ASSERT_TRUE(WriteSyntheticCohort(options).ok());
-  for (const std::string& site : SyntheticSiteNames(2)) {
+  const std::vector<std::string> sites = SyntheticSiteNames(6);
+  std::set<std::string> archives;
+  for (size_t s = 0; s < sites.size(); ++s) {
+    const std::string& site = sites[s];
+    const ExpectedArchive& want = kExpectedArchives[s];
     absl::StatusOr<SiteManifest> manifest = LoadManifest(dir.Join(site));
     ASSERT_TRUE(manifest.ok()) << manifest.status();
     EXPECT_TRUE(manifest->errors.empty());
+    ASSERT_FALSE(manifest->records.empty());
+    for (const ImageRecord& record : manifest->records) {
+      absl::StatusOr<std::string> bytes = ReadFileToString(record.image_path);
+      ASSERT_TRUE(bytes.ok()) << bytes.status();
+      const std::string kind = KindOf(*bytes);
+      EXPECT_EQ(kind, want.kind) << record.image_path;
+      if (kind != "DICOM") {
+        absl::StatusOr<GrayImage> image = DecodeGrayImage(*bytes, site);
+        ASSERT_TRUE(image.ok()) << image.status();
+        EXPECT_EQ(image->width, 48);
+        archives.insert(kind);
+        continue;
+      }
+      DicomImageInfo info;
+      absl::StatusOr<GrayImage> image =
+          DecodeDicomGray(*bytes, record.image_path, &info);
+      ASSERT_TRUE(image.ok()) << image.status();
+      EXPECT_EQ(image->width, 48);
+      EXPECT_EQ(image->height, 48);
+      EXPECT_EQ(info.transfer_syntax_uid, want.transfer_syntax)
+          << record.image_path;
+      EXPECT_EQ(info.photometric, want.photometric) << record.image_path;
+      EXPECT_EQ(info.modality, "US");
+      EXPECT_EQ(info.sop_class_uid, "1.2.840.10008.5.1.4.1.1.6.1");
+      ASSERT_TRUE(info.spacing_x_mm.has_value()) << record.image_path;
+      ASSERT_TRUE(info.spacing_y_mm.has_value()) << record.image_path;
+      EXPECT_GT(*info.spacing_x_mm, 0.1);  // mm, a 40-64 mm field of view
+      EXPECT_LT(*info.spacing_x_mm, 2.0);
+      // Recognisable identifiers in the header, for the privacy tests.
+      EXPECT_TRUE(absl::StrContains(
+          *bytes, absl::StrCat("SYNTHETIC^", record.patient_id)))
+          << record.image_path;
+      archives.insert(absl::StrCat(kind, " ", info.transfer_syntax_uid, " ",
+                                   info.photometric));
+    }
     ImageSet set = LoadImageSet(manifest->records, {"NB", "GNB", "GN"}, 32);
     EXPECT_TRUE(set.errors.empty());
+    EXPECT_EQ(set.size(), static_cast<int64_t>(manifest->records.size()));
     EXPECT_EQ(set.patients, 12);
     for (int64_t label = 0; label < 3; ++label) {
       EXPECT_GT((set.labels == label).sum().item<int64_t>(), 0) << site;
     }
   }
+  // Six hospitals, six different ways of storing an image.
+  EXPECT_EQ(archives.size(), 6u);
+}
+
+TEST(SyntheticCohortTest, SameSeedWritesTheSameFiles) {
+  TempDir first, second;
+  SyntheticCohortOptions options;
+  options.sites = 7;  // every archive once
+  options.patients_per_site = 4;
+  options.image_size = 40;
+  options.out_dir = first.path();
+  ASSERT_TRUE(WriteSyntheticCohort(options).ok());
+  options.out_dir = second.path();
+  ASSERT_TRUE(WriteSyntheticCohort(options).ok());
+  size_t compared = 0;
+  for (const auto& entry :
+       std::filesystem::recursive_directory_iterator(first.path())) {
+    if (!entry.is_regular_file()) continue;
+    const std::string relative =
+        std::filesystem::relative(entry.path(), first.path()).string();
+    absl::StatusOr<std::string> a = ReadFileToString(entry.path().string());
+    absl::StatusOr<std::string> b = ReadFileToString(second.Join(relative));
+    ASSERT_TRUE(a.ok() && b.ok()) << relative;
+    EXPECT_TRUE(*a == *b) << relative << " differs between runs";
+    ++compared;
+  }
+  EXPECT_GT(compared, 7u * 6);
 }
 
 }  // namespace

@@ -1,0 +1,200 @@
+#include "site-agent/manifest.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/sha256.h"
+#include "site-agent/csv.h"
+
+namespace echofed {
+namespace {
+
+// True when `path` (resolved, following links) lies inside `root`.
+bool IsInside(const std::filesystem::path& root,
+              const std::filesystem::path& path) {
+  std::error_code error;
+  std::filesystem::path real = std::filesystem::weakly_canonical(path, error);
+  if (error) return false;
+  auto root_it = root.begin();
+  auto it = real.begin();
+  for (; root_it != root.end(); ++root_it, ++it) {
+    if (it == real.end() || *it != *root_it) return false;
+  }
+  return true;
+}
+
+uint64_t SplitKey(uint64_t seed, const std::string& patient_id) {
+  std::string digest = Sha256::Of(absl::StrCat(seed, ":", patient_id));
+  uint64_t key;
+  std::memcpy(&key, digest.data(), sizeof(key));
+  return key;
+}
+
+}  // namespace
+
+absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
+  std::error_code error;
+  std::filesystem::path root = std::filesystem::canonical(data_dir, error);
+  if (error) {
+    return absl::NotFoundError(
+        absl::StrCat("data folder ", data_dir, ": ", error.message()));
+  }
+  std::string manifest_path = (root / "manifest.csv").string();
+  std::ifstream in(manifest_path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(
+        "no manifest.csv in ", data_dir,
+        " (columns: patient_id,image,label; see README)"));
+  }
+  std::string line;
+  if (!std::getline(in, line)) {
+    return absl::InvalidArgumentError(absl::StrCat(manifest_path, " is empty"));
+  }
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  // Strip a UTF-8 byte-order mark, as spreadsheet exports often carry one.
+  if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
+  std::vector<std::string> header = SplitCsvLine(line);
+  int patient_col = -1, image_col = -1, label_col = -1;
+  int roi_cols[4] = {-1, -1, -1, -1};
+  const char* roi_names[4] = {"roi_x", "roi_y", "roi_w", "roi_h"};
+  for (int i = 0; i < static_cast<int>(header.size()); ++i) {
+    std::string name = absl::AsciiStrToLower(header[i]);
+    if (name == "patient_id") patient_col = i;
+    if (name == "image") image_col = i;
+    if (name == "label") label_col = i;
+    for (int k = 0; k < 4; ++k) {
+      if (name == roi_names[k]) roi_cols[k] = i;
+    }
+  }
+  bool has_roi = roi_cols[0] >= 0 && roi_cols[1] >= 0 && roi_cols[2] >= 0 &&
+                 roi_cols[3] >= 0;
+  if (patient_col < 0 || image_col < 0 || label_col < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        manifest_path, ": header must name patient_id, image and label"));
+  }
+  SiteManifest manifest;
+  manifest.data_dir = root.string();
+  std::map<std::string, std::string> label_of_patient;
+  std::set<std::string> conflicting;
+  std::vector<std::pair<int, ImageRecord>> lines;
+  std::set<std::string> seen_images;
+  int line_number = 1;
+  int needed = std::max({patient_col, image_col, label_col}) + 1;
+  while (std::getline(in, line)) {
+    ++line_number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    std::vector<std::string> fields = SplitCsvLine(line);
+    if (static_cast<int>(fields.size()) < needed) {
+      manifest.errors.push_back({line_number, "too few columns"});
+      continue;
+    }
+    ImageRecord record{fields[patient_col], fields[image_col],
+                       fields[label_col], std::nullopt};
+    if (has_roi) {
+      std::string roi_problem;
+      bool any = false, all = true;
+      int values[4] = {0, 0, 0, 0};
+      for (int k = 0; k < 4; ++k) {
+        const std::string& text =
+            roi_cols[k] < static_cast<int>(fields.size()) ? fields[roi_cols[k]] : "";
+        if (text.empty()) {
+          all = false;
+          continue;
+        }
+        any = true;
+        if (!absl::SimpleAtoi(text, &values[k]) || values[k] < 0) {
+          roi_problem = absl::StrCat(roi_names[k], " '", text,
+                                     "' is not a non-negative integer");
+        }
+      }
+      if (any && !all) roi_problem = "ROI needs all of roi_x, roi_y, roi_w, roi_h";
+      if (all && roi_problem.empty() && (values[2] == 0 || values[3] == 0)) {
+        roi_problem = "ROI is empty";
+      }
+      if (!roi_problem.empty()) {
+        manifest.errors.push_back({line_number, roi_problem});
+        continue;
+      }
+      if (all) record.roi = RegionOfInterest{values[0], values[1], values[2], values[3]};
+    }
+    if (record.patient_id.empty() || record.image_path.empty() ||
+        record.label.empty()) {
+      manifest.errors.push_back({line_number, "empty patient_id, image or label"});
+      continue;
+    }
+    std::filesystem::path image(record.image_path);
+    if (image.is_absolute() || !IsInside(root, root / image)) {
+      manifest.errors.push_back(
+          {line_number, absl::StrCat("image path '", record.image_path,
+                                     "' leaves the data folder")});
+      continue;
+    }
+    record.image_path = (root / image).lexically_normal().string();
+    if (!seen_images.insert(record.image_path).second) {
+      manifest.errors.push_back(
+          {line_number, absl::StrCat("image '", fields[image_col],
+                                     "' is listed twice")});
+      continue;
+    }
+    auto [it, inserted] =
+        label_of_patient.emplace(record.patient_id, record.label);
+    if (!inserted && it->second != record.label) {
+      conflicting.insert(record.patient_id);
+    }
+    lines.emplace_back(line_number, std::move(record));
+  }
+  for (auto& [number, record] : lines) {
+    if (conflicting.count(record.patient_id)) {
+      manifest.errors.push_back(
+          {number, absl::StrCat("patient ", record.patient_id,
+                                " has images with different labels")});
+      continue;
+    }
+    manifest.records.push_back(std::move(record));
+  }
+  return manifest;
+}
+
+DataSummary Summarize(const SiteManifest& manifest) {
+  DataSummary summary;
+  std::set<std::string> patients;
+  for (const ImageRecord& record : manifest.records) {
+    patients.insert(record.patient_id);
+    (*summary.mutable_images_per_label())[record.label]++;
+  }
+  summary.set_patients(static_cast<int64_t>(patients.size()));
+  summary.set_images(static_cast<int64_t>(manifest.records.size()));
+  return summary;
+}
+
+std::set<std::string> TrainingPatients(const std::vector<ImageRecord>& records,
+                                       double train_fraction, uint64_t seed) {
+  std::map<std::string, std::set<std::string>> patients_by_label;
+  for (const ImageRecord& record : records) {
+    patients_by_label[record.label].insert(record.patient_id);
+  }
+  std::set<std::string> training;
+  for (const auto& [label, patients] : patients_by_label) {
+    std::vector<std::pair<uint64_t, std::string>> ordered;
+    for (const std::string& id : patients) {
+      ordered.emplace_back(SplitKey(seed, id), id);
+    }
+    std::sort(ordered.begin(), ordered.end());
+    size_t take = static_cast<size_t>(
+        std::llround(train_fraction * static_cast<double>(ordered.size())));
+    for (size_t i = 0; i < take && i < ordered.size(); ++i) {
+      training.insert(ordered[i].second);
+    }
+  }
+  return training;
+}
+
+}  // namespace echofed
