@@ -24,6 +24,11 @@ void ApplyPlanDefaults(Plan* plan) {
     plan->set_max_samples_per_site(1000000);
   }
   if (plan->trainer() == Plan::TRAINER_UNSPECIFIED) plan->set_trainer(Plan::SGD);
+  if (plan->normalization() == Plan::NORMALIZATION_UNSPECIFIED) {
+    plan->set_normalization(Plan::PER_IMAGE_ZSCORE);
+  }
+  if (!plan->has_roi_margin()) plan->set_roi_margin(0.1);
+  if (plan->min_cell_count() == 0) plan->set_min_cell_count(5);
 }
 
 absl::Status ValidatePlan(const Plan& plan) {
@@ -61,6 +66,12 @@ absl::Status ValidatePlan(const Plan& plan) {
   }
   if (plan.max_samples_per_site() < 1) {
     return bad("max_samples_per_site", "must be at least 1");
+  }
+  if (!(plan.roi_margin() >= 0 && plan.roi_margin() <= 1)) {
+    return bad("roi_margin", "must be between 0 and 1");
+  }
+  if (plan.min_cell_count() < 1) {
+    return bad("min_cell_count", "must be at least 1");
   }
   std::set<std::string> sites;
   int train_sites = 0;

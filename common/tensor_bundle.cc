@@ -236,9 +236,10 @@ absl::StatusOr<TensorBundle> ModelFileReader::ReadAll() {
 }
 
 absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
-    const std::string& path, ModelManifest layout, bool digests_verified) {
+    const std::string& path, ModelManifest layout, ModelFileOptions options) {
   std::unique_ptr<ModelFileWriter> writer(new ModelFileWriter);
-  writer->compute_digests_ = !digests_verified;
+  writer->compute_digests_ = !options.digests_verified;
+  writer->durable_ = options.durable;
   writer->path_ = path;
   writer->temp_path_ = absl::StrCat(path, ".partial.", ::getpid());
   writer->manifest_ = std::move(layout);
@@ -319,8 +320,13 @@ absl::StatusOr<std::string> ModelFileWriter::Commit() {
     return absl::ResourceExhaustedError(absl::StrCat(
         "cannot write model file ", temp_path_, ": ", std::strerror(errno)));
   }
-  if (absl::Status status = SyncAndRename(temp_path_, path_); !status.ok()) {
-    return status;
+  if (durable_) {
+    if (absl::Status status = SyncAndRename(temp_path_, path_); !status.ok()) {
+      return status;
+    }
+  } else if (::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename to ", path_, ": ",
+                                            std::strerror(errno)));
   }
   committed_ = true;
   return ModelDigest(manifest_);

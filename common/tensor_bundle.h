@@ -96,14 +96,21 @@ class ModelFileReader : public TensorSource {
   std::string digest_;
 };
 
+struct ModelFileOptions {
+  // Keep the layout's digests instead of computing them, for bytes a
+  // ChunkAssembler has already checked (saves hashing twice).
+  bool digests_verified = false;
+  // fsync before the rename. Off for scratch files (incoming updates) that
+  // need not survive a crash; a committed model is always durable.
+  bool durable = true;
+};
+
 class ModelFileWriter {
  public:
-  // `layout` gives names, dtypes and shapes. Digests are computed here,
-  // unless `digests_verified`: then the layout's digests are kept, for bytes
-  // a ChunkAssembler has already checked (saves hashing twice).
+  // `layout` gives names, dtypes and shapes.
   static absl::StatusOr<std::unique_ptr<ModelFileWriter>> Create(
       const std::string& path, ModelManifest layout,
-      bool digests_verified = false);
+      ModelFileOptions options = {});
   ~ModelFileWriter();
 
   // Tensor bytes in manifest order, in pieces of any size.
@@ -124,6 +131,7 @@ class ModelFileWriter {
   uint64_t written_in_current_ = 0;
   std::unique_ptr<Sha256> sha_;
   bool compute_digests_ = true;
+  bool durable_ = true;
   bool committed_ = false;
 };
 

@@ -903,9 +903,11 @@ UploadSession::UploadSession(Coordinator* coordinator, std::string site,
                            "'"));
         }
         if (duplicate_) return absl::OkStatus();
+        ModelFileOptions spool_options;
+        spool_options.digests_verified = true;  // by the assembler
+        spool_options.durable = false;          // scratch until folded
         absl::StatusOr<std::unique_ptr<ModelFileWriter>> writer =
-            ModelFileWriter::Create(spool_path_, manifest,
-                                    /*digests_verified=*/true);
+            ModelFileWriter::Create(spool_path_, manifest, spool_options);
         if (!writer.ok()) return writer.status();
         spool_ = std::move(*writer);
         return absl::OkStatus();

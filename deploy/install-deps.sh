@@ -12,6 +12,11 @@ packages=(
   libpng-dev libturbojpeg0-dev
   libcli11-dev
   libgtest-dev libgmock-dev
+  python3-sklearn
+  # The fuzz test (tests/fuzz): clang with libFuzzer and the sanitizer
+  # runtimes (only recommended by clang, so named here), and llvm-14 for
+  # llvm-symbolizer, which puts function names into sanitizer reports.
+  clang libclang-rt-14-dev llvm-14
 )
 
 run_as_root() {

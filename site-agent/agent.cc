@@ -211,9 +211,10 @@ absl::StatusOr<Agent::RunData*> Agent::PrepareRun(const Task& task) {
   } else {
     validation_records = included;
   }
-  run->train = LoadImageSet(train_records, ClassNames(plan), plan.image_size());
+  Preprocessing preprocessing = PreprocessingFromPlan(plan);
+  run->train = LoadImageSet(train_records, ClassNames(plan), preprocessing);
   run->validation =
-      LoadImageSet(validation_records, ClassNames(plan), plan.image_size());
+      LoadImageSet(validation_records, ClassNames(plan), preprocessing);
   size_t problems = run->train.errors.size() + run->validation.errors.size();
   for (const ImageSet* set : {&run->train, &run->validation}) {
     for (size_t i = 0; i < set->errors.size() && i < 10; ++i) {
@@ -245,12 +246,14 @@ absl::Status Agent::Train(const Task& task) {
   absl::StatusOr<RunData*> prepared = PrepareRun(task);
   if (!prepared.ok()) return prepared.status();
   RunData& run = **prepared;
+  absl::Time start = absl::Now();
   absl::StatusOr<TensorBundle> global =
       Download(task.run_id(), task.round() - 1, task.model_digest());
   if (!global.ok()) return global.status();
   if (absl::Status status = ImportState(*global, *run.model); !status.ok()) {
     return status;
   }
+  absl::Time downloaded = absl::Now();
   const Plan& plan = run.plan;
   TrainOptions options;
   options.trainer = plan.trainer();
@@ -271,6 +274,7 @@ absl::Status Agent::Train(const Task& task) {
   };
   absl::StatusOr<TrainResult> trained = TrainLocal(*run.model, run.train, options);
   if (!trained.ok()) return trained.status();
+  absl::Time trained_at = absl::Now();
   absl::StatusOr<TensorBundle> update = ExportState(*run.model, plan.model());
   if (!update.ok()) return update.status();
   UploadHeader header;
@@ -280,7 +284,14 @@ absl::Status Agent::Train(const Task& task) {
   header.set_mean_train_loss(trained->mean_loss);
   header.set_upload_id(
       absl::StrFormat("%s-r%d-%016x", site_, task.round(), random_()));
-  return Upload(header, *update);
+  absl::Status uploaded = Upload(header, *update);
+  LogInfo(absl::StrFormat(
+      "round %d timing: download+load %.3f s, train %.3f s, export+upload "
+      "%.3f s",
+      task.round(), absl::ToDoubleSeconds(downloaded - start),
+      absl::ToDoubleSeconds(trained_at - downloaded),
+      absl::ToDoubleSeconds(absl::Now() - trained_at)));
+  return uploaded;
 }
 
 absl::Status Agent::Evaluate(const Task& task) {
@@ -303,6 +314,19 @@ absl::Status Agent::Evaluate(const Task& task) {
   LogInfo("round ", task.round(), " ", EvalSplit_Name(split), ": accuracy ",
           absl::StrFormat("%.3f", Accuracy(report.aggregate())), " on ",
           report.aggregate().num_images(), " images");
+  if (run.validation.patients < run.plan.min_cell_count()) {
+    // Too few patients to release even counts: report the set as suppressed.
+    LogInfo("evaluation set has ", run.validation.patients,
+            " patients, below the plan's minimum cell count of ",
+            run.plan.min_cell_count(), "; reporting it as suppressed");
+    EvalAggregate suppressed;
+    suppressed.set_split(split);
+    suppressed.set_class_count(run.plan.class_names_size());
+    suppressed.mutable_confusion()->Resize(
+        run.plan.class_names_size() * run.plan.class_names_size(), 0);
+    suppressed.set_suppressed(true);
+    *report.mutable_aggregate() = suppressed;
+  }
   ReportReceipt receipt;
   auto context = NewContext(absl::Seconds(30));
   return FromGrpcStatus(

@@ -12,14 +12,15 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "proto/plan.pb.h"
 #include "site-agent/manifest.h"
 #include "torch/torch.h"
 
 namespace echofed {
 
-// Images as the model sees them: [N, 1, size, size] float, each image
-// standardised to zero mean and unit variance (removes scanner gain), and
-// labels [N] int64 indexing class_names.
+// Images as the model sees them: [N, 1, size, size] float, cropped to the
+// ROI (with margin) when there is one, resized, and normalised as the plan
+// says; labels [N] int64 indexing class_names.
 struct ImageSet {
   torch::Tensor images;
   torch::Tensor labels;
@@ -30,6 +31,19 @@ struct ImageSet {
 
 // Loads the records whose label is one of class_names (others are reported
 // as errors). Unreadable images are reported and left out.
+// How every site turns an image into model input; from the plan, so that
+// all sites preprocess identically.
+struct Preprocessing {
+  int image_size = 64;
+  Plan::Normalization normalization = Plan::PER_IMAGE_ZSCORE;
+  double roi_margin = 0.1;
+};
+Preprocessing PreprocessingFromPlan(const Plan& plan);
+
+ImageSet LoadImageSet(const std::vector<ImageRecord>& records,
+                      const std::vector<std::string>& class_names,
+                      const Preprocessing& preprocessing);
+// Default preprocessing at the given size.
 ImageSet LoadImageSet(const std::vector<ImageRecord>& records,
                       const std::vector<std::string>& class_names,
                       int image_size);

@@ -362,8 +362,8 @@ absl::Status CheckRleFrame(DcmElement* pixel_data, const DicomImageInfo& info,
   }
   // Item 0 is the Basic Offset Table.
   if (sequence->card() != static_cast<unsigned long>(info.frames) + 1) {
-    return corrupt(absl::StrCat(sequence->card() - 1, " fragments for ",
-                                info.frames, " frame(s)"));
+    return corrupt(absl::StrCat(static_cast<long>(sequence->card()) - 1,
+                                " fragments for ", info.frames, " frame(s)"));
   }
   DcmPixelItem* fragment = nullptr;
   Uint8* data = nullptr;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/sha256.h"
 #include "site-agent/csv.h"
+#include "site-agent/image_io.h"
 
 namespace echofed {
 namespace {
@@ -75,6 +76,10 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
   }
   bool has_roi = roi_cols[0] >= 0 && roi_cols[1] >= 0 && roi_cols[2] >= 0 &&
                  roi_cols[3] >= 0;
+  int mask_col = -1;
+  for (int i = 0; i < static_cast<int>(header.size()); ++i) {
+    if (absl::AsciiStrToLower(header[i]) == "roi_mask") mask_col = i;
+  }
   if (patient_col < 0 || image_col < 0 || label_col < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         manifest_path, ": header must name patient_id, image and label"));
@@ -113,6 +118,12 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
         if (!absl::SimpleAtoi(text, &values[k]) || values[k] < 0) {
           roi_problem = absl::StrCat(roi_names[k], " '", text,
                                      "' is not a non-negative integer");
+        } else if (values[k] > kMaxImageSide) {
+          // No readable image is larger, and the crop adds a margin to
+          // x + w in int (dataset.cc), which overflowed near INT_MAX.
+          roi_problem =
+              absl::StrCat(roi_names[k], " ", values[k], " exceeds ",
+                           kMaxImageSide, ", the largest image side read");
         }
       }
       if (any && !all) roi_problem = "ROI needs all of roi_x, roi_y, roi_w, roi_h";
@@ -124,6 +135,22 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
         continue;
       }
       if (all) record.roi = RegionOfInterest{values[0], values[1], values[2], values[3]};
+    }
+    if (mask_col >= 0 && mask_col < static_cast<int>(fields.size()) &&
+        !fields[mask_col].empty()) {
+      std::filesystem::path mask(fields[mask_col]);
+      if (mask.is_absolute() || !IsInside(root, root / mask)) {
+        manifest.errors.push_back(
+            {line_number, absl::StrCat("ROI mask path '", fields[mask_col],
+                                       "' leaves the data folder")});
+        continue;
+      }
+      if (record.roi) {
+        manifest.errors.push_back(
+            {line_number, "give an ROI box or an ROI mask, not both"});
+        continue;
+      }
+      record.roi_mask_path = (root / mask).lexically_normal().string();
     }
     if (record.patient_id.empty() || record.image_path.empty() ||
         record.label.empty()) {

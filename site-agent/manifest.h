@@ -24,12 +24,12 @@ struct ImageRecord {
   std::string patient_id;
   std::string image_path;  // resolved, inside the data folder
   std::string label;
-  // Optional ROI (manifest columns roi_x, roi_y, roi_w, roi_h): the image is
-  // cropped to it with a margin of kRoiMargin of its size on each side.
+  // Optional ROI, either a box (manifest columns roi_x, roi_y, roi_w, roi_h)
+  // or a mask image (column roi_mask: non-zero pixels mark the lesion, same
+  // size as the image). The image is cropped to it with the plan's margin.
   std::optional<RegionOfInterest> roi;
+  std::string roi_mask_path;  // resolved, inside the data folder
 };
-
-inline constexpr double kRoiMargin = 0.1;
 
 // A problem with one manifest line or image: counted and reported, never a
 // crash and never silent.
@@ -45,7 +45,7 @@ struct SiteManifest {
 };
 
 // Reads `data_dir/manifest.csv` with columns patient_id,image,label and
-// optionally roi_x,roi_y,roi_w,roi_h (header required, other columns
+// optionally roi_x,roi_y,roi_w,roi_h or roi_mask (header required, other columns
 // ignored). Image paths are relative to data_dir
 // and may not leave it. A patient whose images carry different labels is an
 // error for all of its lines.

@@ -1,8 +1,11 @@
 #include "site-agent/trainer.h"
 
 #include <cmath>
+#include <limits>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/metrics.h"
 
 namespace echofed {
 
@@ -120,8 +123,7 @@ EvalAggregate EvaluateLocal(ImageClassifierImpl& model, const ImageSet& data,
                             torch::Device device) {
   EvalAggregate aggregate;
   aggregate.set_split(split);
-  aggregate.set_class_count(class_count);
-  aggregate.mutable_confusion()->Resize(class_count * class_count, 0);
+  InitAggregate(class_count, &aggregate);
   aggregate.set_num_patients(data.patients);
   if (data.size() == 0) return aggregate;
   torch::NoGradGuard no_grad;
@@ -139,17 +141,25 @@ EvalAggregate EvaluateLocal(ImageClassifierImpl& model, const ImageSet& data,
                     torch::nn::functional::CrossEntropyFuncOptions().reduction(
                         torch::kSum))
                     .item<double>();
-    torch::Tensor predicted = logits.argmax(1).to(torch::kCPU);
+    // Softmax in double so that each image's probabilities sum to 1 well
+    // within AddCase's tolerance and the argmax matches the logits'.
+    torch::Tensor probabilities =
+        torch::softmax(logits.to(torch::kFloat64), 1).to(torch::kCPU);
     torch::Tensor truth = labels.to(torch::kCPU);
-    auto p = predicted.accessor<int64_t, 1>();
+    auto p = probabilities.accessor<double, 2>();
     auto t = truth.accessor<int64_t, 1>();
+    std::vector<double> row(class_count);
     for (int64_t i = 0; i < p.size(0); ++i) {
-      int cell = static_cast<int>(t[i] * class_count + p[i]);
-      aggregate.set_confusion(cell, aggregate.confusion(cell) + 1);
+      for (int c = 0; c < class_count; ++c) row[c] = p[i][c];
+      if (!AddCase(&aggregate, static_cast<int>(t[i]), row).ok()) {
+        // Only non-finite model outputs get here. Their loss is not finite
+        // either, which is how the coordinator tells the site why it
+        // refuses the report.
+        loss_sum = std::numeric_limits<double>::quiet_NaN();
+      }
     }
   }
   model.to(torch::kCPU);
-  aggregate.set_num_images(data.size());
   aggregate.set_loss_sum(loss_sum);
   return aggregate;
 }

@@ -48,7 +48,10 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
                                        const ImageSet& data,
                                        const TrainOptions& options);
 
-// Aggregate counts of the model's predictions on `data` (eval mode).
+// Aggregate counts of the model's predictions on `data` (eval mode): the
+// confusion matrix, and per image its softmax probabilities binned into the
+// score histograms and Brier sums by AddCase (common/metrics.h). A model with
+// non-finite outputs gives a NaN loss_sum, which the coordinator refuses.
 EvalAggregate EvaluateLocal(ImageClassifierImpl& model, const ImageSet& data,
                             int class_count, EvalSplit split,
                             torch::Device device);

@@ -19,8 +19,28 @@ std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout) {
   return context;
 }
 
+// Downloads are checked by the ChunkAssembler as they arrive.
+ModelFileOptions VerifiedModelFile() {
+  ModelFileOptions options;
+  options.digests_verified = true;
+  return options;
+}
+
 std::string Percent(double value) {
   return std::isnan(value) ? "   n/a" : absl::StrFormat("%5.1f%%", 100 * value);
+}
+
+// Macro one-vs-rest AUC with its 95% DeLong interval (conservative across
+// classes, see MetricsSummary::macro_auc_ci).
+std::string MacroAuc(const EvalAggregate& aggregate) {
+  MetricsSummary summary = Summarize(aggregate);
+  if (std::isnan(summary.macro_auc)) return "n/a";
+  if (std::isnan(summary.macro_auc_ci.lower)) {
+    return absl::StrFormat("%.3f", summary.macro_auc);
+  }
+  return absl::StrFormat("%.3f (%.3f-%.3f)", summary.macro_auc,
+                         summary.macro_auc_ci.lower,
+                         summary.macro_auc_ci.upper);
 }
 
 }  // namespace
@@ -86,7 +106,7 @@ absl::StatusOr<std::string> AdminClient::DownloadModel(const std::string& run_id
       {},
       [&](const ModelManifest& manifest) -> absl::Status {
         absl::StatusOr<std::unique_ptr<ModelFileWriter>> created =
-            ModelFileWriter::Create(path, manifest, /*digests_verified=*/true);
+            ModelFileWriter::Create(path, manifest, VerifiedModelFile());
         if (!created.ok()) return created.status();
         writer = std::move(*created);
         return absl::OkStatus();
@@ -112,30 +132,39 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
       round.round(), plan.rounds(),
       absl::BytesToHexString(round.model_digest()).substr(0, 12),
       round.contributors_size(), round.mean_train_loss());
-  absl::StrAppend(&out, absl::StrFormat("  %-16s %-9s %7s %9s %9s %8s\n", "site",
-                                        "set", "images", "accuracy",
-                                        "macro-F1", "loss"));
+  absl::StrAppend(&out, absl::StrFormat("  %-16s %-9s %7s %9s %9s %8s  %s\n",
+                                        "site", "set", "images", "accuracy",
+                                        "macro-F1", "loss", "AUC (95% CI)"));
   EvalAggregate internal, external;
   for (const SiteEvaluation& evaluation : round.evaluations()) {
     const EvalAggregate& a = evaluation.aggregate();
     bool is_internal = a.split() == INTERNAL_VALIDATION;
+    if (a.suppressed()) {
+      absl::StrAppend(&out, absl::StrFormat(
+                                "  %-16s %-9s  suppressed: fewer patients than "
+                                "the minimum cell count\n",
+                                evaluation.site(),
+                                is_internal ? "internal" : "external"));
+      continue;
+    }
     AddAggregate(a, is_internal ? &internal : &external).IgnoreError();
     absl::StrAppend(
-        &out, absl::StrFormat("  %-16s %-9s %7d %9s %9s %8.4f\n",
+        &out, absl::StrFormat("  %-16s %-9s %7d %9s %9s %8.4f  %s\n",
                               evaluation.site(),
                               is_internal ? "internal" : "external",
                               a.num_images(), Percent(Accuracy(a)),
-                              Percent(MacroF1(a)), MeanLoss(a)));
+                              Percent(MacroF1(a)), MeanLoss(a), MacroAuc(a)));
   }
   for (const auto& [name, pooled] :
        {std::pair<const char*, EvalAggregate*>{"internal", &internal},
         {"external", &external}}) {
     if (pooled->num_images() == 0) continue;
     absl::StrAppend(
-        &out, absl::StrFormat("  %-16s %-9s %7d %9s %9s %8.4f\n", "POOLED",
-                              name, pooled->num_images(),
-                              Percent(Accuracy(*pooled)),
-                              Percent(MacroF1(*pooled)), MeanLoss(*pooled)));
+        &out,
+        absl::StrFormat("  %-16s %-9s %7d %9s %9s %8.4f  %s\n", "POOLED", name,
+                        pooled->num_images(), Percent(Accuracy(*pooled)),
+                        Percent(MacroF1(*pooled)), MeanLoss(*pooled),
+                        MacroAuc(*pooled)));
   }
   return out;
 }

@@ -210,7 +210,10 @@ Result RunConfig(const Config& config, const std::string& work) {
   int64_t model_bytes = config.parameters * 4;
   result.ideal_bytes =
       model_bytes * (1 + 2 * int64_t{config.sites} * config.rounds + config.sites);
-  std::filesystem::remove_all(work);
+  // ECHOFED_BENCH_KEEP=1 keeps the logs for a look at the round timeline.
+  if (std::getenv("ECHOFED_BENCH_KEEP") == nullptr) {
+    std::filesystem::remove_all(work);
+  }
   return result;
 }
 

@@ -1,5 +1,7 @@
 #include "coordinator/coordinator.h"
 
+#include "common/metrics.h"
+
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -368,6 +370,24 @@ TEST_F(CoordinatorTest, StoppedRunTellsSitesToStop) {
 TEST_F(CoordinatorTest, PollBeforeJoinAsksToJoin) {
   EXPECT_EQ(Poll("stranger").status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace echofed
+
+namespace echofed {
+namespace {
+
+TEST(SuppressedEvaluationTest, SuppressedReportsCarryNoCounts) {
+  EvalAggregate suppressed;
+  suppressed.set_class_count(3);
+  suppressed.mutable_confusion()->Resize(9, 0);
+  suppressed.set_suppressed(true);
+  EXPECT_TRUE(ValidateAggregate(suppressed, 3).ok());
+  suppressed.set_confusion(4, 1);
+  suppressed.set_num_images(1);
+  EXPECT_EQ(ValidateAggregate(suppressed, 3).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
