@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "proto/federation.grpc.pb.h"  // protobuf serialisation for streams
 
 namespace echofed {
 
@@ -62,6 +63,20 @@ grpc::ChannelArguments MakeChannelArguments(const std::string& server_name) {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
   return args;
+}
+
+absl::Status ReceiveModelStream(
+    grpc::ClientReader<ModelChunk>& reader, grpc::ClientContext& context,
+    const std::function<absl::Status(const ModelChunk&)>& accept) {
+  ModelChunk chunk;
+  absl::Status failure;
+  while (reader.Read(&chunk)) {
+    if (!failure.ok()) continue;  // draining after a cancel
+    failure = accept(chunk);
+    if (!failure.ok()) context.TryCancel();
+  }
+  absl::Status status = FromGrpcStatus(reader.Finish());
+  return failure.ok() ? status : failure;
 }
 
 std::string PeerCertificatePem(const grpc::ServerContextBase& context) {

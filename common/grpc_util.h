@@ -4,13 +4,16 @@
 // The few places where gRPC meets the rest of the code: status conversion,
 // mutual-TLS credentials and channel settings. No services here.
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/sync_stream.h"
 #include "proto/config.pb.h"
+#include "proto/tensor.pb.h"
 
 namespace echofed {
 
@@ -48,6 +51,13 @@ grpc::ChannelArguments MakeChannelArguments(const std::string& server_name);
 // Message size allowed on both sides: slices are 1 MiB, so 64 MiB is ample
 // while still bounding what a hostile peer can make us buffer.
 inline constexpr int kMaxMessageBytes = 64 << 20;
+
+// Drains a model download stream into `accept` (e.g. a ChunkAssembler).
+// On the first refused chunk the call is cancelled and that refusal is
+// returned; otherwise the stream's own status.
+absl::Status ReceiveModelStream(
+    grpc::ClientReader<ModelChunk>& reader, grpc::ClientContext& context,
+    const std::function<absl::Status(const ModelChunk&)>& accept);
 
 // The verified-or-not client certificate of a call ("" if none).
 std::string PeerCertificatePem(const grpc::ServerContextBase& context);

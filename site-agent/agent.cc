@@ -343,15 +343,12 @@ absl::StatusOr<TensorBundle> Agent::Download(const std::string& run_id,
   std::unique_ptr<grpc::ClientReader<ModelChunk>> reader =
       stub_->DownloadModel(context.get(), request);
   BundleAssembler assembler;
-  ModelChunk chunk;
-  absl::Status failure;
-  while (reader->Read(&chunk)) {
-    if (failure.ok()) failure = assembler.Accept(chunk);
-    if (!failure.ok()) context->TryCancel();
+  if (absl::Status status = ReceiveModelStream(
+          *reader, *context,
+          [&](const ModelChunk& chunk) { return assembler.Accept(chunk); });
+      !status.ok()) {
+    return status;
   }
-  absl::Status status = FromGrpcStatus(reader->Finish());
-  if (!failure.ok()) return failure;
-  if (!status.ok()) return status;
   absl::StatusOr<TensorBundle> bundle = assembler.Finish();
   if (!bundle.ok()) return bundle.status();
   if (!expected_digest.empty() && ModelDigest(bundle->manifest) != expected_digest) {

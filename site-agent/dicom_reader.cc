@@ -291,16 +291,7 @@ void ReadRegionSpacing(DcmDataset* dataset, DicomImageInfo* info) {
 }
 
 absl::Status CheckDimensions(int columns, int rows, const std::string& origin) {
-  if (columns <= 0 || rows <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        origin, ": DICOM image has no pixels (", columns, "x", rows, ")"));
-  }
-  if (columns > kMaxImageSide || rows > kMaxImageSide) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(origin, ": DICOM image of ", columns, "x", rows,
-                     " exceeds ", kMaxImageSide, " pixels per side"));
-  }
-  return absl::OkStatus();
+  return CheckImageDimensions(columns, rows, origin + " (DICOM)");
 }
 
 // DicomImage fills missing native pixel data with zeros (and only logs it),

@@ -16,18 +16,25 @@ bool StartsWith(const std::string& bytes, const char* magic, size_t size) {
   return bytes.size() >= size && std::memcmp(bytes.data(), magic, size) == 0;
 }
 
-absl::Status CheckDimensions(int width, int height, const std::string& origin) {
+}  // namespace
+
+absl::Status CheckImageDimensions(int width, int height,
+                                  const std::string& origin) {
   if (width <= 0 || height <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(origin, ": image has no pixels (", width, "x", height, ")"));
   }
-  if (width > kMaxImageSide || height > kMaxImageSide) {
+  if (width > kMaxImageSide || height > kMaxImageSide ||
+      int64_t{width} * height > kMaxImagePixels) {
     return absl::InvalidArgumentError(absl::StrCat(
-        origin, ": image of ", width, "x", height, " exceeds ", kMaxImageSide,
-        " pixels per side"));
+        origin, ": image of ", width, "x", height, " exceeds the limit of ",
+        kMaxImageSide, " pixels per side and ", kMaxImagePixels,
+        " pixels in all"));
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 absl::StatusOr<GrayImage> DecodePng(const std::string& bytes,
                                     const std::string& origin) {
@@ -39,7 +46,7 @@ absl::StatusOr<GrayImage> DecodePng(const std::string& bytes,
     png_image_free(&png);
     return absl::InvalidArgumentError(absl::StrCat(origin, ": PNG: ", why));
   }
-  if (absl::Status status = CheckDimensions(static_cast<int>(png.width),
+  if (absl::Status status = CheckImageDimensions(static_cast<int>(png.width),
                                             static_cast<int>(png.height), origin);
       !status.ok()) {
     png_image_free(&png);
@@ -70,7 +77,7 @@ absl::StatusOr<GrayImage> DecodeJpeg(const std::string& bytes,
     tjDestroy(handle);
     return absl::InvalidArgumentError(absl::StrCat(origin, ": JPEG: ", why));
   }
-  if (absl::Status status = CheckDimensions(width, height, origin);
+  if (absl::Status status = CheckImageDimensions(width, height, origin);
       !status.ok()) {
     tjDestroy(handle);
     return status;

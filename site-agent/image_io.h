@@ -22,8 +22,16 @@ struct GrayImage {
   std::vector<uint8_t> pixels;  // row-major, width * height
 };
 
-// Images larger than this in either dimension are refused (memory bombs).
+// Images larger than this in either dimension, or in total, are refused: a
+// few bytes of header can otherwise ask for gigabytes (memory bombs).
+// Ultrasound frames are far smaller (typically 1024 x 768).
 inline constexpr int kMaxImageSide = 16384;
+inline constexpr int64_t kMaxImagePixels = int64_t{64} << 20;
+
+// INVALID_ARGUMENT for an empty image or one over the limits above; every
+// reader checks the header's dimensions with it before allocating.
+absl::Status CheckImageDimensions(int width, int height,
+                                  const std::string& origin);
 
 // Decodes by content (magic bytes: PNG signature, JPEG SOI, "DICM" at byte
 // 128), not by file name. Errors are INVALID_ARGUMENT for unreadable content,

@@ -101,7 +101,6 @@ absl::StatusOr<std::string> AdminClient::DownloadModel(const std::string& run_id
   std::unique_ptr<grpc::ClientReader<ModelChunk>> reader =
       stub_->DownloadModel(context.get(), request);
   std::unique_ptr<ModelFileWriter> writer;
-  absl::Status failure;
   ChunkAssembler assembler(
       {},
       [&](const ModelManifest& manifest) -> absl::Status {
@@ -112,14 +111,12 @@ absl::StatusOr<std::string> AdminClient::DownloadModel(const std::string& run_id
         return absl::OkStatus();
       },
       [&](int, absl::string_view bytes) { return writer->Append(bytes); });
-  ModelChunk chunk;
-  while (reader->Read(&chunk)) {
-    if (failure.ok()) failure = assembler.Accept(chunk);
-    if (!failure.ok()) context->TryCancel();
+  if (absl::Status status = ReceiveModelStream(
+          *reader, *context,
+          [&](const ModelChunk& chunk) { return assembler.Accept(chunk); });
+      !status.ok()) {
+    return status;
   }
-  absl::Status status = FromGrpcStatus(reader->Finish());
-  if (!failure.ok()) return failure;
-  if (!status.ok()) return status;
   absl::StatusOr<std::string> digest = assembler.Finish();
   if (!digest.ok()) return digest.status();
   return writer->Commit();

@@ -732,6 +732,15 @@ TEST_F(DicomReaderTest, ImpossibleDimensionsAreRefused) {
   EXPECT_EQ(huge.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(huge.message(), "exceeds")) << huge;
 
+  // Each side allowed, the total not (12000 x 12000 > kMaxImagePixels).
+  Builder()
+      .Image(12000, 12000, 1, 8, 8, "MONOCHROME2")
+      .Pixels8(Gradient8(16, 2))
+      .Save(Path("too-many-pixels.dcm"));
+  absl::Status too_many = ReadError(Path("too-many-pixels.dcm"));
+  EXPECT_EQ(too_many.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(too_many.message(), "in all")) << too_many;
+
   // Declares more pixels than it holds.
   Builder()
       .Image(64, 64, 1, 8, 8, "MONOCHROME2")
