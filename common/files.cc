@@ -21,7 +21,8 @@ namespace {
 absl::Status ErrnoStatus(absl::string_view what, const std::string& path) {
   int err = errno;
   std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
-  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(message);
+  if (err == ENOSPC || err == EDQUOT)
+    return absl::ResourceExhaustedError(message);
   if (err == ENOENT) return absl::NotFoundError(message);
   if (err == EACCES || err == EPERM || err == EROFS) {
     return absl::PermissionDeniedError(message);

@@ -91,8 +91,8 @@ std::string PeerCertificatePem(const grpc::ServerContextBase& context) {
 std::string HostOf(const std::string& address) {
   if (!address.empty() && address[0] == '[') {
     size_t close = address.find(']');
-    return address.substr(1, close == std::string::npos ? std::string::npos
-                                                        : close - 1);
+    return address.substr(
+        1, close == std::string::npos ? std::string::npos : close - 1);
   }
   size_t colon = address.rfind(':');
   return colon == std::string::npos ? address : address.substr(0, colon);

@@ -51,7 +51,8 @@ void LogLine(LogLevel level, absl::string_view message) {
   absl::MutexLock lock(&state.mu);
   if (level < state.min_level) return;
   std::string line = absl::StrCat(
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(),
+                       absl::UTCTimeZone()),
       " ", LevelName(level), " [", state.component, "] ", message, "\n");
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);

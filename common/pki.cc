@@ -24,8 +24,8 @@ struct Deleter {
 using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
 using KeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
 using BioPtr = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
-using ExtPtr =
-    std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION, X509_EXTENSION_free>>;
+using ExtPtr = std::unique_ptr<X509_EXTENSION,
+                               Deleter<X509_EXTENSION, X509_EXTENSION_free>>;
 
 absl::Status OpenSslError(absl::string_view what) {
   unsigned long code = ERR_get_error();
@@ -79,7 +79,8 @@ absl::StatusOr<std::string> KeyToPem(EVP_PKEY* key) {
 std::string NameEntry(X509_NAME* name, int nid) {
   int index = X509_NAME_get_index_by_NID(name, nid, -1);
   if (index < 0) return "";
-  ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, index));
+  ASN1_STRING* data =
+      X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, index));
   unsigned char* utf8 = nullptr;
   int size = ASN1_STRING_to_UTF8(&utf8, data);
   if (size < 0) return "";
@@ -172,9 +173,9 @@ absl::StatusOr<Role> ParseRole(absl::string_view name) {
                     Role::kStatistician}) {
     if (name == RoleName(role)) return role;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown role '", name,
-      "' (expected coordinator, site, operator or statistician)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown role '", name,
+                   "' (expected coordinator, site, operator or statistician)"));
 }
 
 absl::Status ValidateIdentityName(absl::string_view identity) {
@@ -184,9 +185,9 @@ absl::Status ValidateIdentityName(absl::string_view identity) {
   for (char c : identity) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' &&
         c != '_' && c != '.') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "identity '", identity,
-          "' may hold only letters, digits, '-', '_' and '.'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("identity '", identity,
+                       "' may hold only letters, digits, '-', '_' and '.'"));
     }
   }
   return absl::OkStatus();
@@ -332,14 +333,14 @@ absl::StatusOr<PeerIdentity> CertificateVerifier::Verify(
   if (X509_verify_cert(ctx.get()) != 1) {
     int error = X509_STORE_CTX_get_error(ctx.get());
     ERR_clear_error();
-    return absl::UnauthenticatedError(
-        absl::StrCat("client certificate refused: ",
-                     X509_verify_cert_error_string(error)));
+    return absl::UnauthenticatedError(absl::StrCat(
+        "client certificate refused: ", X509_verify_cert_error_string(error)));
   }
   return SubjectOf(cert->get());
 }
 
-absl::StatusOr<PeerIdentity> ReadCertificateSubject(absl::string_view cert_pem) {
+absl::StatusOr<PeerIdentity> ReadCertificateSubject(
+    absl::string_view cert_pem) {
   absl::StatusOr<X509Ptr> cert = ParseCert(cert_pem);
   if (!cert.ok()) return cert.status();
   return SubjectOf(cert->get());

@@ -18,12 +18,14 @@ void ApplyPlanDefaults(Plan* plan) {
     plan->set_strategy(Plan::FEDAVG);
   }
   if (plan->min_sites() == 0) plan->set_min_sites(1);
-  if (plan->round_deadline_seconds() == 0) plan->set_round_deadline_seconds(600);
+  if (plan->round_deadline_seconds() == 0)
+    plan->set_round_deadline_seconds(600);
   if (plan->train_fraction() == 0) plan->set_train_fraction(0.7);
   if (plan->max_samples_per_site() == 0) {
     plan->set_max_samples_per_site(1000000);
   }
-  if (plan->trainer() == Plan::TRAINER_UNSPECIFIED) plan->set_trainer(Plan::SGD);
+  if (plan->trainer() == Plan::TRAINER_UNSPECIFIED)
+    plan->set_trainer(Plan::SGD);
   if (plan->normalization() == Plan::NORMALIZATION_UNSPECIFIED) {
     plan->set_normalization(Plan::PER_IMAGE_ZSCORE);
   }
@@ -80,7 +82,8 @@ absl::Status ValidatePlan(const Plan& plan) {
       return bad("sites", status.message());
     }
     if (!sites.insert(site.site()).second) {
-      return bad("sites", absl::StrCat("site '", site.site(), "' is listed twice"));
+      return bad("sites",
+                 absl::StrCat("site '", site.site(), "' is listed twice"));
     }
     if (site.role() == Plan::ROLE_UNSPECIFIED) {
       return bad("sites", absl::StrCat("site '", site.site(), "' has no role"));

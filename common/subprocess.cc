@@ -28,7 +28,8 @@ absl::StatusOr<Subprocess> Subprocess::Start(
                                    O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  for (const std::string& arg : argv)
+    args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
   Subprocess process;
   int rc = posix_spawn(&process.pid_, argv[0].c_str(), &actions, nullptr,
@@ -84,8 +85,8 @@ std::optional<int> Subprocess::Wait(absl::Duration timeout) {
       max_rss_bytes_ = static_cast<int64_t>(usage.ru_maxrss) * 1024;
       cpu_seconds_ = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
                      usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status)
-                                     : 128 + WTERMSIG(status);
+      exit_code_ =
+          WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       return exit_code_;
     }
     if (done < 0 && errno != EINTR) {
@@ -107,7 +108,8 @@ int Subprocess::Terminate(absl::Duration grace) {
 
 std::string ExecutableDir() {
   std::error_code error;
-  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", error);
   return error ? "." : self.parent_path().string();
 }
 

@@ -58,8 +58,8 @@ absl::StatusOr<size_t> DTypeSize(DType dtype) {
 absl::StatusOr<uint64_t> TensorByteSize(const TensorSpec& spec) {
   absl::StatusOr<size_t> element = DTypeSize(spec.dtype());
   if (!element.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", spec.name(), "': ", element.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", spec.name(), "': ", element.status().message()));
   }
   uint64_t size = *element;
   for (int64_t dim : spec.shape()) {
@@ -124,9 +124,9 @@ absl::Status SealBundle(TensorBundle* bundle) {
     absl::StatusOr<uint64_t> size = TensorByteSize(*spec);
     if (!size.ok()) return size.status();
     if (*size != bundle->data[i].size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor ", DescribeSpec(*spec), " holds ", bundle->data[i].size(),
-          " bytes, expected ", *size));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor ", DescribeSpec(*spec), " holds ",
+                       bundle->data[i].size(), " bytes, expected ", *size));
     }
     spec->set_sha256(Sha256::Of(bundle->data[i]));
   }
@@ -163,7 +163,8 @@ absl::StatusOr<std::unique_ptr<ModelFileReader>> ModelFileReader::Open(
   if (end < static_cast<long>(kMagicSize + 8)) return corrupt("too short");
   char trailer[kMagicSize + 8];
   std::fseek(reader->file_, end - static_cast<long>(sizeof(trailer)), SEEK_SET);
-  if (std::fread(trailer, 1, sizeof(trailer), reader->file_) != sizeof(trailer)) {
+  if (std::fread(trailer, 1, sizeof(trailer), reader->file_) !=
+      sizeof(trailer)) {
     return corrupt("cannot read trailer");
   }
   if (std::memcmp(trailer + 8, kMagic, kMagicSize) != 0) {
@@ -226,9 +227,9 @@ absl::StatusOr<TensorBundle> ModelFileReader::ReadAll() {
       return status;
     }
     if (Sha256::Of(data) != manifest_.tensors(i).sha256()) {
-      return absl::DataLossError(absl::StrCat(
-          "model file ", path_, ": digest mismatch in tensor ",
-          manifest_.tensors(i).name()));
+      return absl::DataLossError(absl::StrCat("model file ", path_,
+                                              ": digest mismatch in tensor ",
+                                              manifest_.tensors(i).name()));
     }
     bundle.data.push_back(std::move(data));
   }
@@ -250,9 +251,9 @@ absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
   }
   writer->file_ = std::fopen(writer->temp_path_.c_str(), "wb");
   if (writer->file_ == nullptr) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create model file ", writer->temp_path_, ": ",
-                     std::strerror(errno)));
+    return absl::PermissionDeniedError(absl::StrCat("cannot create model file ",
+                                                    writer->temp_path_, ": ",
+                                                    std::strerror(errno)));
   }
   if (absl::Status status = writer->AdvanceToNonEmptyTensor(); !status.ok()) {
     return status;
@@ -325,8 +326,8 @@ absl::StatusOr<std::string> ModelFileWriter::Commit() {
       return status;
     }
   } else if (::rename(temp_path_.c_str(), path_.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename to ", path_, ": ",
-                                            std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("cannot rename to ", path_, ": ", std::strerror(errno)));
   }
   committed_ = true;
   return ModelDigest(manifest_);
@@ -366,14 +367,15 @@ absl::StatusOr<bool> ModelChunker::Next(ModelChunk* chunk) {
       // Slices stay whole elements so the receiver can check values slice by
       // slice.
       size_t element = *DTypeSize(manifest.tensors(index_).dtype());
-      size_t take = static_cast<size_t>(
-          std::min<uint64_t>(*size - offset_, slice_bytes_ / element * element));
+      size_t take = static_cast<size_t>(std::min<uint64_t>(
+          *size - offset_, slice_bytes_ / element * element));
       TensorSlice* slice = chunk->mutable_slice();
       slice->set_tensor_index(index_);
       slice->set_offset(offset_);
       std::string* data = slice->mutable_data();
       data->resize(take);
-      if (absl::Status status = source_->Read(index_, offset_, take, data->data());
+      if (absl::Status status =
+              source_->Read(index_, offset_, take, data->data());
           !status.ok()) {
         return status;
       }
@@ -420,9 +422,8 @@ absl::Status ChunkAssembler::AcceptManifest(const ModelManifest& manifest) {
     }
     total += *size;
     if (total > options_.max_total_bytes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("model announces more than ", options_.max_total_bytes,
-                       " bytes"));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "model announces more than ", options_.max_total_bytes, " bytes"));
     }
     sizes_.push_back(*size);
   }
@@ -450,9 +451,9 @@ absl::Status ChunkAssembler::SkipEmptyTensors() {
     std::string digest = sha_->Finish();
     sha_.reset();
     if (digest != manifest_.tensors(current_).sha256()) {
-      return absl::DataLossError(absl::StrCat(
-          "digest mismatch in tensor '", manifest_.tensors(current_).name(),
-          "'"));
+      return absl::DataLossError(
+          absl::StrCat("digest mismatch in tensor '",
+                       manifest_.tensors(current_).name(), "'"));
     }
     ++current_;
     received_in_current_ = 0;
@@ -469,18 +470,18 @@ absl::Status ChunkAssembler::AcceptSlice(const TensorSlice& slice) {
   }
   if (static_cast<int>(slice.tensor_index()) != current_ ||
       slice.offset() != received_in_current_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "out-of-order slice: got tensor ", slice.tensor_index(), " offset ",
-        slice.offset(), ", expected tensor ", current_, " offset ",
-        received_in_current_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("out-of-order slice: got tensor ", slice.tensor_index(),
+                     " offset ", slice.offset(), ", expected tensor ", current_,
+                     " offset ", received_in_current_));
   }
   const TensorSpec& spec = manifest_.tensors(current_);
   size_t element = *DTypeSize(spec.dtype());
   if (slice.data().empty() || slice.data().size() % element != 0 ||
       slice.data().size() > sizes_[current_] - received_in_current_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "slice of ", slice.data().size(), " bytes does not fit tensor '",
-        spec.name(), "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("slice of ", slice.data().size(),
+                     " bytes does not fit tensor '", spec.name(), "'"));
   }
   if (options_.reject_non_finite && HasNonFinite(spec.dtype(), slice.data())) {
     return absl::InvalidArgumentError(
@@ -500,10 +501,9 @@ absl::Status ChunkAssembler::AcceptSlice(const TensorSlice& slice) {
 absl::StatusOr<std::string> ChunkAssembler::Finish() {
   if (!has_manifest_) return absl::InvalidArgumentError("no model was sent");
   if (current_ != manifest_.tensors_size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model incomplete: tensor '",
-                     manifest_.tensors(current_).name(), "' has ",
-                     received_in_current_, " of ", sizes_[current_], " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model incomplete: tensor '", manifest_.tensors(current_).name(),
+        "' has ", received_in_current_, " of ", sizes_[current_], " bytes"));
   }
   return ModelDigest(manifest_);
 }

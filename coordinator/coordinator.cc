@@ -96,8 +96,7 @@ absl::Status Coordinator::Restore() {
       LogInfo("resuming run ", run->run_id, " after round ",
               static_cast<int>(run->rounds.size()) - 1);
       run->state = RunStatus::WAITING_FOR_SITES;
-      run->deadline =
-          now + absl::Seconds(run->plan.round_deadline_seconds());
+      run->deadline = now + absl::Seconds(run->plan.round_deadline_seconds());
       active_ = run.get();
     }
     runs_[run->run_id] = std::move(run);
@@ -191,9 +190,9 @@ void Coordinator::NextTask(const std::string& site, absl::Duration wait,
           shutting_down_) {
         delivery.emplace_back(std::move(done), std::move(task));
       } else {
-        waiters_.push_back(
-            Waiter{site, now + std::min(wait, options_.max_long_poll),
-                   std::move(done)});
+        waiters_.push_back(Waiter{site,
+                                  now + std::min(wait, options_.max_long_poll),
+                                  std::move(done)});
       }
     }
   }
@@ -282,9 +281,9 @@ absl::StatusOr<std::unique_ptr<ModelFileReader>> Coordinator::OpenModelForSite(
     }
     if (request.round() < 0 ||
         request.round() >= static_cast<int>(run->rounds.size())) {
-      return absl::NotFoundError(absl::StrCat(
-          "run ", run->run_id, " has no committed model for round ",
-          request.round()));
+      return absl::NotFoundError(
+          absl::StrCat("run ", run->run_id,
+                       " has no committed model for round ", request.round()));
     }
     sites_[site].last_seen = options_.clock->Now();
     path = ModelPath(run->run_id, request.round());
@@ -318,13 +317,13 @@ absl::StatusOr<std::unique_ptr<UploadSession>> Coordinator::BeginUpload(
     }
   } else if (run->state == RunStatus::TRAINING) {
     if (header.round() != run->round) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "round ", header.round(), " is not open for updates (open: ",
-          run->round, ")"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("round ", header.round(),
+                       " is not open for updates (open: ", run->round, ")"));
     }
     if (!run->selected.count(site)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("site ", site, " is not selected for round ", run->round));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "site ", site, " is not selected for round ", run->round));
     }
     if (header.num_samples() <= 0) {
       return absl::InvalidArgumentError("num_samples must be positive");
@@ -334,14 +333,15 @@ absl::StatusOr<std::unique_ptr<UploadSession>> Coordinator::BeginUpload(
     }
     // A site cannot weigh more than the data it declared, nor than the
     // plan's cap.
-    int64_t declared = std::max<int64_t>(1, site_it->second.join.data().images());
+    int64_t declared =
+        std::max<int64_t>(1, site_it->second.join.data().images());
     weight = static_cast<double>(std::min(
         {header.num_samples(), declared, run->plan.max_samples_per_site()}));
     layout = run->global_layout;
   } else {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "run ", run->run_id, " takes no updates while ",
-        PhaseName(run->state)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("run ", run->run_id, " takes no updates while ",
+                     PhaseName(run->state)));
   }
   bool duplicate = false;
   if (run->done.count(site)) {
@@ -351,14 +351,13 @@ absl::StatusOr<std::unique_ptr<UploadSession>> Coordinator::BeginUpload(
     }
     duplicate = true;
   }
-  std::string spool = absl::StrFormat("%s/incoming/%s-r%d-%s-%d-%d.part",
-                                      options_.state_dir, run->run_id,
-                                      header.round(), site, ::getpid(),
-                                      ++spool_counter_);
+  std::string spool = absl::StrFormat(
+      "%s/incoming/%s-r%d-%s-%d-%d.part", options_.state_dir, run->run_id,
+      header.round(), site, ::getpid(), ++spool_counter_);
   site_it->second.activity = "uploading";
-  return std::unique_ptr<UploadSession>(new UploadSession(
-      this, site, header, weight, std::move(layout), run->plan.model(), spool,
-      duplicate));
+  return std::unique_ptr<UploadSession>(
+      new UploadSession(this, site, header, weight, std::move(layout),
+                        run->plan.model(), spool, duplicate));
 }
 
 absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
@@ -393,8 +392,8 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
     receipt.set_digest((*update)->digest());
     if (run->state == RunStatus::INITIALIZING) {
       std::string path = ModelPath(run->run_id, 0);
-      if (absl::Status status = MakeDirectories(
-              options_.state_dir + "/models/" + run->run_id);
+      if (absl::Status status =
+              MakeDirectories(options_.state_dir + "/models/" + run->run_id);
           !status.ok()) {
         return status;
       }
@@ -421,7 +420,8 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
               HexDigest(record.model_digest()).substr(0, 16), ")");
       OpenTrainingLocked(*run, 1, now);
     } else {
-      if (absl::Status status = run->aggregator->Fold(**update, session.weight_);
+      if (absl::Status status =
+              run->aggregator->Fold(**update, session.weight_);
           !status.ok()) {
         return status;
       }
@@ -453,9 +453,9 @@ absl::Status Coordinator::ReportEvaluation(const std::string& site,
     Run* run = active_;
     if (run == nullptr || run->run_id != report.run_id() ||
         run->state != RunStatus::EVALUATING || run->round != report.round()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "no evaluation open for run '", report.run_id(), "' round ",
-          report.round()));
+      return absl::FailedPreconditionError(
+          absl::StrCat("no evaluation open for run '", report.run_id(),
+                       "' round ", report.round()));
     }
     if (!run->selected.count(site)) {
       return absl::FailedPreconditionError(
@@ -507,7 +507,8 @@ absl::Status Coordinator::Heartbeat(const std::string& site,
   SiteState& state = it->second;
   state.last_seen = options_.clock->Now();
   // Shown to operators; a short free-text word from the agent.
-  if (!request.activity().empty()) state.activity = request.activity().substr(0, 32);
+  if (!request.activity().empty())
+    state.activity = request.activity().substr(0, 32);
   state.epoch = request.epoch();
   state.batch = request.batch();
   state.loss = request.loss();
@@ -620,14 +621,16 @@ void Coordinator::OpenTrainingLocked(Run& run, int round, absl::Time now) {
 
 void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
   std::string dir = options_.state_dir + "/models/" + run.run_id;
-  absl::StatusOr<std::string> digest = MakeDirectories(dir).ok()
-      ? run.aggregator->WriteAverage(ModelPath(run.run_id, run.round))
-      : absl::StatusOr<std::string>(
-            absl::InternalError(absl::StrCat("cannot create ", dir)));
+  absl::StatusOr<std::string> digest =
+      MakeDirectories(dir).ok()
+          ? run.aggregator->WriteAverage(ModelPath(run.run_id, run.round))
+          : absl::StatusOr<std::string>(
+                absl::InternalError(absl::StrCat("cannot create ", dir)));
   RoundRecord record = run.pending;
   if (digest.ok()) {
     record.set_model_digest(*digest);
-    record.set_total_weight(static_cast<int64_t>(run.aggregator->total_weight()));
+    record.set_total_weight(
+        static_cast<int64_t>(run.aggregator->total_weight()));
     record.set_mean_train_loss(run.loss_weighted_sum /
                                run.aggregator->total_weight());
     record.set_closed_unix_ms(absl::ToUnixMillis(now));
@@ -748,9 +751,9 @@ absl::StatusOr<std::string> Coordinator::StartRun(Plan plan) {
   {
     absl::MutexLock lock(&mu_);
     if (active_ != nullptr && !IsTerminal(active_->state)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "run ", active_->run_id, " is still ", PhaseName(active_->state),
-          "; stop it first"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("run ", active_->run_id, " is still ",
+                       PhaseName(active_->state), "; stop it first"));
     }
     absl::Time now = options_.clock->Now();
     auto run = std::make_unique<Run>();
@@ -759,9 +762,8 @@ absl::StatusOr<std::string> Coordinator::StartRun(Plan plan) {
     run->plan = plan;
     run->created_unix_ms = absl::ToUnixMillis(now);
     run->deadline = now + absl::Seconds(plan.round_deadline_seconds());
-    if (absl::Status status =
-            store_->SaveRun(run->run_id, plan, run->state, "",
-                            run->created_unix_ms);
+    if (absl::Status status = store_->SaveRun(run->run_id, plan, run->state, "",
+                                              run->created_unix_ms);
         !status.ok()) {
       return status;
     }
@@ -833,8 +835,9 @@ absl::StatusOr<RunStatus> Coordinator::GetRunStatus(const std::string& run_id) {
   absl::MutexLock lock(&mu_);
   Run* run = FindRunLocked(run_id);
   if (run == nullptr) {
-    return absl::NotFoundError(run_id.empty() ? std::string("no run yet")
-                                              : absl::StrCat("no run '", run_id, "'"));
+    return absl::NotFoundError(run_id.empty()
+                                   ? std::string("no run yet")
+                                   : absl::StrCat("no run '", run_id, "'"));
   }
   return StatusOfLocked(*run);
 }
@@ -867,8 +870,8 @@ absl::StatusOr<std::unique_ptr<ModelFileReader>> Coordinator::OpenModel(
     int last = static_cast<int>(run->rounds.size()) - 1;
     if (round < 0) round = last;
     if (round > last) {
-      return absl::NotFoundError(absl::StrCat("run ", run->run_id,
-                                              " has no round ", round));
+      return absl::NotFoundError(
+          absl::StrCat("run ", run->run_id, " has no round ", round));
     }
     path = ModelPath(run->run_id, round);
   }
@@ -897,10 +900,9 @@ UploadSession::UploadSession(Coordinator* coordinator, std::string site,
       options,
       [this](const ModelManifest& manifest) -> absl::Status {
         if (manifest.model_name() != expected_model_name_) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("update is a '", manifest.model_name(),
-                           "' model; the plan trains '", expected_model_name_,
-                           "'"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              "update is a '", manifest.model_name(),
+              "' model; the plan trains '", expected_model_name_, "'"));
         }
         if (duplicate_) return absl::OkStatus();
         ModelFileOptions spool_options;
@@ -924,7 +926,8 @@ UploadSession::~UploadSession() {
 }
 
 absl::Status UploadSession::Accept(const ModelChunk& chunk) {
-  if (finished_) return absl::FailedPreconditionError("upload already finished");
+  if (finished_)
+    return absl::FailedPreconditionError("upload already finished");
   return assembler_->Accept(chunk);
 }
 

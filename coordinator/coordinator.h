@@ -137,7 +137,8 @@ class Coordinator {
   };
   using Delivery = std::vector<std::pair<TaskCallback, absl::StatusOr<Task>>>;
 
-  explicit Coordinator(CoordinatorOptions options, std::unique_ptr<Store> store);
+  explicit Coordinator(CoordinatorOptions options,
+                       std::unique_ptr<Store> store);
   absl::Status Restore();
 
   absl::StatusOr<UploadReceipt> CompleteUpload(UploadSession& session);

@@ -22,9 +22,8 @@ absl::StatusOr<Enrolment> Enrolment::FromProto(const EnrolmentList& list) {
     }
     absl::StatusOr<Role> role = ParseRole(entry.role());
     if (!role.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("enrolment of '", entry.identity(), "': ",
-                       role.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "enrolment of '", entry.identity(), "': ", role.status().message()));
     }
     if (!enrolment.roles_.emplace(entry.identity(), *role).second) {
       return absl::InvalidArgumentError(

@@ -107,7 +107,8 @@ absl::Status FedAvgAggregator::Fold(TensorSource& update, double weight) {
     const size_t element = *DTypeSize(dtype);
     const uint64_t size = *TensorByteSize(layout_.tensors(i));
     for (uint64_t offset = 0; offset < size; offset += kBlockBytes) {
-      size_t take = static_cast<size_t>(std::min<uint64_t>(kBlockBytes, size - offset));
+      size_t take =
+          static_cast<size_t>(std::min<uint64_t>(kBlockBytes, size - offset));
       if (absl::Status status = update.Read(i, offset, take, block.data());
           !status.ok()) {
         return status;
@@ -128,7 +129,8 @@ absl::Status FedAvgAggregator::Fold(TensorSource& update, double weight) {
           for (size_t k = 0; k < count; ++k) {
             uint16_t bits;
             std::memcpy(&bits, bytes + 2 * k, 2);
-            sum[k] += w * (dtype == FLOAT16 ? HalfToFloat(bits) : Bf16ToFloat(bits));
+            sum[k] +=
+                w * (dtype == FLOAT16 ? HalfToFloat(bits) : Bf16ToFloat(bits));
           }
           break;
         }
@@ -180,13 +182,15 @@ absl::Status FedAvgAggregator::EmitAverage(Sink&& sink) const {
       for (size_t k = 0; k < count; ++k) {
         switch (dtype) {
           case FLOAT32: {
-            float value = static_cast<float>(float_sums_[i][first + k] * inverse);
+            float value =
+                static_cast<float>(float_sums_[i][first + k] * inverse);
             std::memcpy(out + 4 * k, &value, 4);
             break;
           }
           case FLOAT16:
           case BFLOAT16: {
-            float value = static_cast<float>(float_sums_[i][first + k] * inverse);
+            float value =
+                static_cast<float>(float_sums_[i][first + k] * inverse);
             uint16_t bits =
                 dtype == FLOAT16 ? FloatToHalf(value) : FloatToBf16(value);
             std::memcpy(out + 2 * k, &bits, 2);
@@ -198,8 +202,8 @@ absl::Status FedAvgAggregator::EmitAverage(Sink&& sink) const {
             break;
           }
           case INT64: {
-            int64_t value =
-                static_cast<int64_t>(std::llround(double_sums_[i][first + k] * inverse));
+            int64_t value = static_cast<int64_t>(
+                std::llround(double_sums_[i][first + k] * inverse));
             std::memcpy(out + 8 * k, &value, 8);
             break;
           }
@@ -207,7 +211,8 @@ absl::Status FedAvgAggregator::EmitAverage(Sink&& sink) const {
             return absl::InvalidArgumentError("unsupported dtype");
         }
       }
-      if (absl::Status status = sink(i, absl::string_view(block.data(), block.size()));
+      if (absl::Status status =
+              sink(i, absl::string_view(block.data(), block.size()));
           !status.ok()) {
         return status;
       }
@@ -221,9 +226,8 @@ absl::StatusOr<std::string> FedAvgAggregator::WriteAverage(
   absl::StatusOr<std::unique_ptr<ModelFileWriter>> writer =
       ModelFileWriter::Create(path, layout_);
   if (!writer.ok()) return writer.status();
-  absl::Status status = EmitAverage([&](int, absl::string_view bytes) {
-    return (*writer)->Append(bytes);
-  });
+  absl::Status status = EmitAverage(
+      [&](int, absl::string_view bytes) { return (*writer)->Append(bytes); });
   if (!status.ok()) return status;
   return (*writer)->Commit();
 }

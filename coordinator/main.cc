@@ -22,8 +22,9 @@ int main(int argc, char** argv) {
   std::string config_path;
   std::string listen_override;
   std::string port_file;
-  app.add_option("-c,--config", config_path,
-                 "CoordinatorConfig textproto (see deploy/coordinator.textproto)")
+  app.add_option(
+         "-c,--config", config_path,
+         "CoordinatorConfig textproto (see deploy/coordinator.textproto)")
       ->required();
   app.add_option("--listen", listen_override,
                  "host:port, overrides the config (port 0 picks a free port)");

@@ -6,8 +6,8 @@
 
 namespace echofed {
 
-absl::StatusOr<CoordinatorServerOptions> CoordinatorServer::OptionsFromConfigFile(
-    const std::string& path) {
+absl::StatusOr<CoordinatorServerOptions>
+CoordinatorServer::OptionsFromConfigFile(const std::string& path) {
   CoordinatorConfig config;
   if (absl::Status status = LoadTextProto(path, &config); !status.ok()) {
     return status;
@@ -36,7 +36,8 @@ absl::StatusOr<CoordinatorServerOptions> CoordinatorServer::OptionsFromConfigFil
     return status;
   }
   if (config.state_dir().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": state_dir is required"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": state_dir is required"));
   }
   options.coordinator.state_dir = ResolveRelativeTo(path, config.state_dir());
   return options;
@@ -68,15 +69,15 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                             10000);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.RegisterService(server->federation_.get());
   builder.RegisterService(server->admin_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", options.listen_address,
-        " (address in use, or bad certificate/key?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen_address,
+                     " (address in use, or bad certificate/key?)"));
   }
   Coordinator* core = server->coordinator_.get();
   absl::Notification* stop = &server->stop_ticker_;

@@ -255,7 +255,8 @@ grpc::ServerUnaryReactor* AdminService::GetRunStatus(
   absl::StatusOr<PeerIdentity> peer = auth_->Authenticate(
       *context, {Role::kOperator, Role::kStatistician}, "GetRunStatus");
   if (!peer.ok()) return FinishNow(context, peer.status());
-  absl::StatusOr<RunStatus> status = coordinator_->GetRunStatus(request->run_id());
+  absl::StatusOr<RunStatus> status =
+      coordinator_->GetRunStatus(request->run_id());
   if (status.ok()) *response = std::move(*status);
   return FinishNow(context, status.status());
 }

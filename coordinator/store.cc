@@ -57,10 +57,10 @@ class Statement {
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                          SQLITE_OPEN_FULLMUTEX,
-                      nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(
+          path.c_str(), &db,
+          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+          nullptr) != SQLITE_OK) {
     absl::Status status = SqlError(db, absl::StrCat("cannot open ", path));
     sqlite3_close(db);
     return status;
@@ -122,7 +122,8 @@ absl::Status Store::UpdateRunState(const std::string& run_id,
                                    RunStatus::State state,
                                    const std::string& message) {
   absl::MutexLock lock(&mu_);
-  Statement update(db_, "UPDATE runs SET state = ?, message = ? WHERE run_id = ?");
+  Statement update(db_,
+                   "UPDATE runs SET state = ?, message = ? WHERE run_id = ?");
   if (!update.ok()) return SqlError(db_, "prepare");
   update.BindInt(1, state);
   update.BindText(2, message);
@@ -172,19 +173,20 @@ absl::StatusOr<std::vector<Store::StoredRun>> Store::LoadRuns() {
   std::vector<StoredRun> runs;
   std::map<std::string, size_t> index;
   {
-    Statement select(db_,
-                     "SELECT run_id, plan, state, message, created_ms FROM runs "
-                     "ORDER BY created_ms, run_id");
+    Statement select(
+        db_,
+        "SELECT run_id, plan, state, message, created_ms FROM runs "
+        "ORDER BY created_ms, run_id");
     if (!select.ok()) return SqlError(db_, "prepare");
     while (sqlite3_step(select.get()) == SQLITE_ROW) {
       StoredRun run;
       run.run_id = select.ColumnBytes(0);
       if (!run.plan.ParseFromString(select.ColumnBytes(1))) {
-        return absl::DataLossError(absl::StrCat("run ", run.run_id,
-                                                ": unreadable plan"));
+        return absl::DataLossError(
+            absl::StrCat("run ", run.run_id, ": unreadable plan"));
       }
-      run.state = static_cast<RunStatus::State>(
-          sqlite3_column_int(select.get(), 2));
+      run.state =
+          static_cast<RunStatus::State>(sqlite3_column_int(select.get(), 2));
       run.message = select.ColumnBytes(3);
       run.created_unix_ms = sqlite3_column_int64(select.get(), 4);
       index[run.run_id] = runs.size();

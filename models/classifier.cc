@@ -1,7 +1,7 @@
 #include "models/classifier.h"
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 
@@ -38,7 +38,8 @@ torch::Tensor SmallCnnImpl::forward(torch::Tensor images) {
 
 BlobImpl::BlobImpl(int64_t parameters, int num_classes) {
   head_ = register_module("head", torch::nn::Linear(16, num_classes));
-  int64_t left = std::max<int64_t>(0, parameters - 16 * num_classes - num_classes);
+  int64_t left =
+      std::max<int64_t>(0, parameters - 16 * num_classes - num_classes);
   constexpr int64_t kPerTensor = int64_t{4} << 20;
   for (int index = 0; left > 0; ++index) {
     int64_t size = std::min(left, kPerTensor);
@@ -74,9 +75,9 @@ absl::StatusOr<std::shared_ptr<ImageClassifierImpl>> CreateClassifier(
     return std::static_pointer_cast<ImageClassifierImpl>(
         std::make_shared<BlobImpl>(parameters, options.num_classes));
   }
-  return absl::NotFoundError(absl::StrCat("unknown model '", options.name,
-                                          "'; known models: ",
-                                          absl::StrJoin(RegisteredModels(), ", ")));
+  return absl::NotFoundError(absl::StrCat(
+      "unknown model '", options.name,
+      "'; known models: ", absl::StrJoin(RegisteredModels(), ", ")));
 }
 
 }  // namespace echofed

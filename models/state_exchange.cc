@@ -35,9 +35,8 @@ absl::StatusOr<DType> ToWireDType(torch::ScalarType type) {
     case torch::kBFloat16:
       return BFLOAT16;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor type ", c10::toString(type),
-                       " cannot be exchanged"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor type ", c10::toString(type), " cannot be exchanged"));
   }
 }
 
@@ -77,7 +76,8 @@ absl::StatusOr<TensorBundle> ExportState(const torch::nn::Module& module,
   return bundle;
 }
 
-absl::Status ImportState(const TensorBundle& bundle, torch::nn::Module& module) {
+absl::Status ImportState(const TensorBundle& bundle,
+                         torch::nn::Module& module) {
   std::vector<std::pair<std::string, torch::Tensor>> state = NamedState(module);
   if (static_cast<int>(state.size()) != bundle.manifest.tensors_size()) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -73,7 +73,8 @@ absl::Status Agent::Run() {
     }
   }
   LogInfo("data: ", inputs_->manifest.records.size(), " images listed, ",
-          inputs_->manifest.errors.size(), " manifest problems, clinical table ",
+          inputs_->manifest.errors.size(),
+          " manifest problems, clinical table ",
           inputs_->clinical ? "present" : "absent", "; device ", device_.str());
 
   std::string server_name = options_.coordinator_name.empty()
@@ -221,8 +222,8 @@ absl::StatusOr<Agent::RunData*> Agent::PrepareRun(const Task& task) {
       LogWarning("left out: ", set->errors[i].message);
     }
   }
-  LogInfo("run ", run->run_id, " (", Plan::Role_Name(run->role), "): ",
-          run->train.size(), " training images (", run->train.patients,
+  LogInfo("run ", run->run_id, " (", Plan::Role_Name(run->role),
+          "): ", run->train.size(), " training images (", run->train.patients,
           " patients), ", run->validation.size(), " validation images (",
           run->validation.patients, " patients), ", problems, " left out");
   run_ = std::move(run);
@@ -272,7 +273,8 @@ absl::Status Agent::Train(const Task& task) {
     SendHeartbeat(task.run_id(), task.round(), "training", progress.epoch,
                   progress.batch, progress.loss);
   };
-  absl::StatusOr<TrainResult> trained = TrainLocal(*run.model, run.train, options);
+  absl::StatusOr<TrainResult> trained =
+      TrainLocal(*run.model, run.train, options);
   if (!trained.ok()) return trained.status();
   absl::Time trained_at = absl::Now();
   absl::StatusOr<TensorBundle> update = ExportState(*run.model, plan.model());
@@ -304,8 +306,8 @@ absl::Status Agent::Evaluate(const Task& task) {
   if (absl::Status status = ImportState(*global, *run.model); !status.ok()) {
     return status;
   }
-  EvalSplit split = run.role == Plan::TRAIN ? INTERNAL_VALIDATION
-                                            : EXTERNAL_VALIDATION;
+  EvalSplit split =
+      run.role == Plan::TRAIN ? INTERNAL_VALIDATION : EXTERNAL_VALIDATION;
   EvaluationReport report;
   report.set_run_id(task.run_id());
   report.set_round(task.round());
@@ -333,9 +335,8 @@ absl::Status Agent::Evaluate(const Task& task) {
       stub_->ReportEvaluation(context.get(), report, &receipt));
 }
 
-absl::StatusOr<TensorBundle> Agent::Download(const std::string& run_id,
-                                             int round,
-                                             const std::string& expected_digest) {
+absl::StatusOr<TensorBundle> Agent::Download(
+    const std::string& run_id, int round, const std::string& expected_digest) {
   DownloadRequest request;
   request.set_run_id(run_id);
   request.set_round(round);
@@ -351,7 +352,8 @@ absl::StatusOr<TensorBundle> Agent::Download(const std::string& run_id,
   }
   absl::StatusOr<TensorBundle> bundle = assembler.Finish();
   if (!bundle.ok()) return bundle.status();
-  if (!expected_digest.empty() && ModelDigest(bundle->manifest) != expected_digest) {
+  if (!expected_digest.empty() &&
+      ModelDigest(bundle->manifest) != expected_digest) {
     return absl::DataLossError(
         absl::StrCat("downloaded model of round ", round,
                      " does not match the digest announced in the task"));

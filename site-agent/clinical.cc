@@ -15,8 +15,8 @@ namespace echofed {
 namespace {
 
 // A value parser: fills the record from the text, or says why it cannot.
-using Setter =
-    std::function<absl::Status(const std::string& value, ClinicalRecord* record)>;
+using Setter = std::function<absl::Status(const std::string& value,
+                                          ClinicalRecord* record)>;
 
 bool IsMissing(const std::string& value) {
   std::string lower = absl::AsciiStrToLower(value);
@@ -62,8 +62,12 @@ Setter Number(std::optional<double> ClinicalRecord::*field, double min,
 }
 
 Setter YesNo(std::optional<bool> ClinicalRecord::*field) {
-  return Code<bool>(field, {{"yes", true}, {"no", false}, {"1", true},
-                            {"0", false}, {"true", true}, {"false", false}});
+  return Code<bool>(field, {{"yes", true},
+                            {"no", false},
+                            {"1", true},
+                            {"0", false},
+                            {"true", true},
+                            {"false", false}});
 }
 
 struct Column {
@@ -77,27 +81,27 @@ const std::vector<Column>& Columns() {
       {"sex", Code<Sex>(&ClinicalRecord::sex,
                         {{"M", Sex::kMale}, {"F", Sex::kFemale}})},
       // INPC: intermixed and nodular GNB are both GNB here.
-      {"histology",
-       Code<Histology>(&ClinicalRecord::histology,
-                       {{"NB", Histology::kNB},
-                        {"GNB", Histology::kGNB},
-                        {"GNB-intermixed", Histology::kGNB},
-                        {"GNB-nodular", Histology::kGNB},
-                        {"GN", Histology::kGN}})},
+      {"histology", Code<Histology>(&ClinicalRecord::histology,
+                                    {{"NB", Histology::kNB},
+                                     {"GNB", Histology::kGNB},
+                                     {"GNB-intermixed", Histology::kGNB},
+                                     {"GNB-nodular", Histology::kGNB},
+                                     {"GN", Histology::kGN}})},
       {"differentiation",
        Code<Differentiation>(
            &ClinicalRecord::differentiation,
            {{"undifferentiated", Differentiation::kUndifferentiated},
             {"poorly_differentiated", Differentiation::kPoorlyDifferentiated},
             {"differentiating", Differentiation::kDifferentiating}})},
-      {"mki", Code<Mki>(&ClinicalRecord::mki, {{"low", Mki::kLow},
-                                               {"intermediate", Mki::kIntermediate},
-                                               {"high", Mki::kHigh}})},
-      {"inrg_stage", Code<InrgStage>(&ClinicalRecord::inrg_stage,
-                                     {{"L1", InrgStage::kL1},
-                                      {"L2", InrgStage::kL2},
-                                      {"M", InrgStage::kM},
-                                      {"MS", InrgStage::kMS}})},
+      {"mki",
+       Code<Mki>(&ClinicalRecord::mki, {{"low", Mki::kLow},
+                                        {"intermediate", Mki::kIntermediate},
+                                        {"high", Mki::kHigh}})},
+      {"inrg_stage",
+       Code<InrgStage>(&ClinicalRecord::inrg_stage, {{"L1", InrgStage::kL1},
+                                                     {"L2", InrgStage::kL2},
+                                                     {"M", InrgStage::kM},
+                                                     {"MS", InrgStage::kMS}})},
       {"mycn", Code<bool>(&ClinicalRecord::mycn_amplified,
                           {{"amplified", true}, {"not_amplified", false}})},
       {"chr11q", Code<bool>(&ClinicalRecord::chr11q_aberration,
@@ -110,18 +114,19 @@ const std::vector<Column>& Columns() {
       {"ferritin", Number(&ClinicalRecord::ferritin, 0, 100000)},
       {"vma", Number(&ClinicalRecord::vma, 0, 100000)},
       {"hva", Number(&ClinicalRecord::hva, 0, 100000)},
-      {"bone_marrow_metastasis", YesNo(&ClinicalRecord::bone_marrow_metastasis)},
+      {"bone_marrow_metastasis",
+       YesNo(&ClinicalRecord::bone_marrow_metastasis)},
       {"inrg_risk", Code<RiskGroup>(&ClinicalRecord::inrg_risk,
                                     {{"very_low", RiskGroup::kVeryLow},
                                      {"low", RiskGroup::kLow},
                                      {"intermediate", RiskGroup::kIntermediate},
                                      {"high", RiskGroup::kHigh}})},
-      {"response", Code<Response>(&ClinicalRecord::response,
-                                  {{"CR", Response::kCR},
-                                   {"PR", Response::kPR},
-                                   {"MR", Response::kMR},
-                                   {"SD", Response::kSD},
-                                   {"PD", Response::kPD}})},
+      {"response",
+       Code<Response>(&ClinicalRecord::response, {{"CR", Response::kCR},
+                                                  {"PR", Response::kPR},
+                                                  {"MR", Response::kMR},
+                                                  {"SD", Response::kSD},
+                                                  {"PD", Response::kPD}})},
       {"efs_months", Number(&ClinicalRecord::efs_months, 0, 12 * 100)},
       {"efs_event", YesNo(&ClinicalRecord::efs_event)},
       {"prior_resection_elsewhere",
@@ -203,10 +208,10 @@ absl::StatusOr<ClinicalTable> ParseClinicalCsv(const std::string& text,
     if (absl::StripAsciiWhitespace(lines[n]).empty()) continue;
     std::vector<std::string> fields = SplitCsvLine(lines[n]);
     if (fields.size() != header.size()) {
-      table.errors.push_back({line_number, "",
-                              absl::StrCat("has ", fields.size(),
-                                           " fields, the header ",
-                                           header.size())});
+      table.errors.push_back(
+          {line_number, "",
+           absl::StrCat("has ", fields.size(), " fields, the header ",
+                        header.size())});
       continue;
     }
     ClinicalRecord record;
@@ -220,7 +225,8 @@ absl::StatusOr<ClinicalTable> ParseClinicalCsv(const std::string& text,
       if (setters[i] == nullptr || IsMissing(fields[i])) continue;
       absl::Status status = setters[i]->setter(fields[i], &record);
       if (!status.ok()) {
-        problems.push_back(absl::StrCat(setters[i]->name, ": ", status.message()));
+        problems.push_back(
+            absl::StrCat(setters[i]->name, ": ", status.message()));
       }
     }
     if (record.efs_event.value_or(false) && !record.efs_months) {

@@ -17,7 +17,11 @@ namespace echofed {
 
 enum class Histology { kNB, kGNB, kGN };
 enum class Sex { kMale, kFemale };
-enum class Differentiation { kUndifferentiated, kPoorlyDifferentiated, kDifferentiating };
+enum class Differentiation {
+  kUndifferentiated,
+  kPoorlyDifferentiated,
+  kDifferentiating
+};
 enum class Mki { kLow, kIntermediate, kHigh };
 enum class InrgStage { kL1, kL2, kM, kMS };
 enum class Ploidy { kHyperdiploid, kDiploid };

@@ -27,8 +27,8 @@ constexpr char kMissingData[] = "severe missing data";
 
 const std::vector<std::string>& ReasonOrder() {
   static const auto* order = new std::vector<std::string>{
-      kInvalidRecord, kNoHistology, kLabelConflict, kNotAClass, kOver18,
-      kPriorResection, kPoorQuality, kNoImage,      kMissingData};
+      kInvalidRecord,  kNoHistology, kLabelConflict, kNotAClass,  kOver18,
+      kPriorResection, kPoorQuality, kNoImage,       kMissingData};
   return *order;
 }
 
@@ -49,9 +49,9 @@ absl::Status DefaultImageCheck(const ImageRecord& record, int min_side) {
   absl::StatusOr<GrayImage> image = ReadGrayImage(record.image_path);
   if (!image.ok()) return image.status();
   if (image->width < min_side || image->height < min_side) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        record.image_path, ": ", image->width, "x", image->height,
-        " is smaller than ", min_side, " pixels per side"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(record.image_path, ": ", image->width, "x", image->height,
+                     " is smaller than ", min_side, " pixels per side"));
   }
   return absl::OkStatus();
 }
@@ -96,7 +96,8 @@ Cohort SelectCohort(const SiteManifest& manifest, const ClinicalTable* clinical,
   std::map<std::string, std::string> invalid;  // patient -> first problem
   if (clinical != nullptr) {
     for (const ClinicalRowError& error : clinical->errors) {
-      if (!error.patient_id.empty()) invalid.emplace(error.patient_id, error.message);
+      if (!error.patient_id.empty())
+        invalid.emplace(error.patient_id, error.message);
     }
   }
   std::set<std::string> patients;
@@ -138,8 +139,9 @@ Cohort SelectCohort(const SiteManifest& manifest, const ClinicalTable* clinical,
       }
       std::string histology = HistologyName(*record->histology);
       if (!label.empty() && label != histology) {
-        exclude(id, kLabelConflict,
-                absl::StrCat("manifest says ", label, ", clinical ", histology));
+        exclude(
+            id, kLabelConflict,
+            absl::StrCat("manifest says ", label, ", clinical ", histology));
         continue;
       }
       label = histology;
@@ -154,7 +156,8 @@ Cohort SelectCohort(const SiteManifest& manifest, const ClinicalTable* clinical,
       exclude(id, kOver18, absl::StrCat(*record->age_months, " months"));
       continue;
     }
-    if (record != nullptr && record->prior_resection_elsewhere.value_or(false)) {
+    if (record != nullptr &&
+        record->prior_resection_elsewhere.value_or(false)) {
       exclude(id, kPriorResection, "");
       continue;
     }
@@ -168,9 +171,10 @@ Cohort SelectCohort(const SiteManifest& manifest, const ClinicalTable* clinical,
     if (record != nullptr) patient.clinical = *record;
     std::string last_problem = images.empty() ? "no image in manifest.csv" : "";
     for (const ImageRecord& image : images) {
-      absl::Status status = options.check_image
-                                ? options.check_image(image)
-                                : DefaultImageCheck(image, options.min_image_side);
+      absl::Status status =
+          options.check_image
+              ? options.check_image(image)
+              : DefaultImageCheck(image, options.min_image_side);
       if (status.ok()) {
         patient.images.push_back(image);
       } else {
@@ -205,21 +209,22 @@ Cohort SelectCohort(const SiteManifest& manifest, const ClinicalTable* clinical,
 }
 
 std::string FormatFlow(const CohortFlow& flow) {
-  std::string out = absl::StrFormat("%-52s %5d patients\n", "screened",
-                                    flow.screened);
+  std::string out =
+      absl::StrFormat("%-52s %5d patients\n", "screened", flow.screened);
   for (const auto& [reason, count] : flow.excluded) {
-    absl::StrAppend(&out, absl::StrFormat("  excluded: %-40s %5d\n", reason, count));
+    absl::StrAppend(&out,
+                    absl::StrFormat("  excluded: %-40s %5d\n", reason, count));
   }
-  absl::StrAppend(&out, absl::StrFormat("%-52s %5d patients, %d images\n",
-                                        "included", flow.included,
-                                        flow.included_images));
+  absl::StrAppend(&out,
+                  absl::StrFormat("%-52s %5d patients, %d images\n", "included",
+                                  flow.included, flow.included_images));
   for (const auto& [label, count] : flow.included_per_class) {
     absl::StrAppend(&out, absl::StrFormat("  %-50s %5d\n", label, count));
   }
   if (flow.unreadable_images > 0) {
-    absl::StrAppend(&out, absl::StrFormat("%-52s %5d\n",
-                                          "images unreadable or too small",
-                                          flow.unreadable_images));
+    absl::StrAppend(
+        &out, absl::StrFormat("%-52s %5d\n", "images unreadable or too small",
+                              flow.unreadable_images));
   }
   for (const std::string& note : flow.notes) {
     absl::StrAppend(&out, "note: ", note, "\n");

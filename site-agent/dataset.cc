@@ -16,9 +16,9 @@ absl::StatusOr<RegionOfInterest> RoiFromMask(const std::string& mask_path,
   absl::StatusOr<GrayImage> mask = ReadGrayImage(mask_path);
   if (!mask.ok()) return mask.status();
   if (mask->width != image.width || mask->height != image.height) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        mask_path, ": mask is ", mask->width, "x", mask->height,
-        ", the image ", image.width, "x", image.height));
+    return absl::InvalidArgumentError(
+        absl::StrCat(mask_path, ": mask is ", mask->width, "x", mask->height,
+                     ", the image ", image.width, "x", image.height));
   }
   int x0 = mask->width, y0 = mask->height, x1 = -1, y1 = -1;
   for (int y = 0; y < mask->height; ++y) {
@@ -31,7 +31,8 @@ absl::StatusOr<RegionOfInterest> RoiFromMask(const std::string& mask_path,
     }
   }
   if (x1 < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(mask_path, ": mask is empty"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(mask_path, ": mask is empty"));
   }
   return RegionOfInterest{x0, y0, x1 - x0 + 1, y1 - y0 + 1};
 }
@@ -87,8 +88,8 @@ ImageSet LoadImageSet(const std::vector<ImageRecord>& records,
       roi = *from_mask;
     }
     torch::Tensor pixels =
-        torch::from_blob(image->pixels.data(), {1, 1, image->height, image->width},
-                         torch::kUInt8)
+        torch::from_blob(image->pixels.data(),
+                         {1, 1, image->height, image->width}, torch::kUInt8)
             .to(torch::kFloat32);
     if (roi) {
       int margin_x = static_cast<int>(preprocessing.roi_margin * roi->width);

@@ -61,9 +61,10 @@ struct DicomImageInfo {
 //     DCMTK's bundled IJG decoder; everything else, and anything libjpeg-
 //     turbo objects to, through DCMTK. Monochrome results are bit-identical
 //     to DCMTK's for well-formed streams (a corrupt stream that neither
-//     decoder rejects may decode differently; fuzzing found one). For YBR the luminance plane Y is taken directly, where
-//     DCMTK converts to RGB and back to luma; the two differ by rounding
-//     (at most a few levels, e.g. where chroma pushed RGB out of range).
+//     decoder rejects may decode differently; fuzzing found one). For YBR the
+//     luminance plane Y is taken directly, where DCMTK converts to RGB and back
+//     to luma; the two differ by rounding (at most a few levels, e.g. where
+//     chroma pushed RGB out of range).
 //   kDcmtkOnly: always DCMTK, for tests and benchmarks that compare.
 enum class DicomDecodePath { kAuto, kDcmtkOnly };
 

@@ -21,8 +21,8 @@ bool StartsWith(const std::string& bytes, const char* magic, size_t size) {
 absl::Status CheckImageDimensions(int width, int height,
                                   const std::string& origin) {
   if (width <= 0 || height <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(origin, ": image has no pixels (", width, "x", height, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": image has no pixels (", width, "x", height, ")"));
   }
   if (width > kMaxImageSide || height > kMaxImageSide ||
       int64_t{width} * height > kMaxImagePixels) {
@@ -46,8 +46,8 @@ absl::StatusOr<GrayImage> DecodePng(const std::string& bytes,
     png_image_free(&png);
     return absl::InvalidArgumentError(absl::StrCat(origin, ": PNG: ", why));
   }
-  if (absl::Status status = CheckImageDimensions(static_cast<int>(png.width),
-                                            static_cast<int>(png.height), origin);
+  if (absl::Status status = CheckImageDimensions(
+          static_cast<int>(png.width), static_cast<int>(png.height), origin);
       !status.ok()) {
     png_image_free(&png);
     return status;
@@ -111,7 +111,8 @@ absl::StatusOr<GrayImage> DecodeJpeg(const std::string& bytes,
 
 absl::StatusOr<GrayImage> DecodeGrayImage(const std::string& bytes,
                                           const std::string& origin) {
-  if (StartsWith(bytes, "\x89PNG\r\n\x1a\n", 8)) return DecodePng(bytes, origin);
+  if (StartsWith(bytes, "\x89PNG\r\n\x1a\n", 8))
+    return DecodePng(bytes, origin);
   if (StartsWith(bytes, "\xFF\xD8\xFF", 3)) return DecodeJpeg(bytes, origin);
   if (LooksLikeDicom(bytes)) return DecodeDicomGray(bytes, origin);
   return absl::InvalidArgumentError(

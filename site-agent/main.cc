@@ -29,8 +29,7 @@ void StopOnSignal(int) {
   if (g_agent != nullptr) g_agent->Stop();
 }
 
-int RunAgent(const std::string& config_path, bool exit_after_run,
-             int threads) {
+int RunAgent(const std::string& config_path, bool exit_after_run, int threads) {
   echofed::AgentConfig config;
   if (absl::Status status = echofed::LoadTextProto(config_path, &config);
       !status.ok()) {
@@ -38,7 +37,8 @@ int RunAgent(const std::string& config_path, bool exit_after_run,
     return 2;
   }
   echofed::TlsFiles files;
-  files.set_ca_cert(echofed::ResolveRelativeTo(config_path, config.tls().ca_cert()));
+  files.set_ca_cert(
+      echofed::ResolveRelativeTo(config_path, config.tls().ca_cert()));
   files.set_cert(echofed::ResolveRelativeTo(config_path, config.tls().cert()));
   files.set_key(echofed::ResolveRelativeTo(config_path, config.tls().key()));
   absl::StatusOr<echofed::TlsMaterial> tls = echofed::LoadTlsMaterial(files);
@@ -77,7 +77,8 @@ int RunAgent(const std::string& config_path, bool exit_after_run,
 
 int CheckData(const std::string& data_dir, std::vector<std::string> classes,
               std::string exclusions_path) {
-  absl::StatusOr<echofed::SiteInputs> inputs = echofed::LoadSiteInputs(data_dir);
+  absl::StatusOr<echofed::SiteInputs> inputs =
+      echofed::LoadSiteInputs(data_dir);
   if (!inputs.ok()) {
     std::cerr << "check-data: " << inputs.status().message() << "\n";
     return 1;
@@ -108,22 +109,24 @@ int CheckData(const std::string& data_dir, std::vector<std::string> classes,
   echofed::CohortOptions options;
   options.class_names = classes;
   echofed::Cohort cohort = echofed::SelectCohort(
-      inputs->manifest, inputs->clinical ? &*inputs->clinical : nullptr, options);
+      inputs->manifest, inputs->clinical ? &*inputs->clinical : nullptr,
+      options);
   std::cout << "\n" << echofed::FormatFlow(cohort.flow);
   if (exclusions_path.empty()) {
-    exclusions_path = "echofed-excluded-" +
-                      std::filesystem::path(inputs->manifest.data_dir)
-                          .filename()
-                          .string() +
-                      ".csv";
+    exclusions_path =
+        "echofed-excluded-" +
+        std::filesystem::path(inputs->manifest.data_dir).filename().string() +
+        ".csv";
   }
-  absl::Status written = echofed::WriteExclusions(exclusions_path, cohort.exclusions);
+  absl::Status written =
+      echofed::WriteExclusions(exclusions_path, cohort.exclusions);
   if (!written.ok()) {
     std::cerr << "check-data: " << written.message() << "\n";
     return 1;
   }
-  std::cout << "\nexcluded patients with reasons: " << exclusions_path
-            << " (mode 0600; it identifies patients and must stay at the site)\n";
+  std::cout
+      << "\nexcluded patients with reasons: " << exclusions_path
+      << " (mode 0600; it identifies patients and must stay at the site)\n";
   return cohort.flow.included > 0 ? 0 : 3;
 }
 
@@ -151,7 +154,8 @@ int main(int argc, char** argv) {
   synth->add_option("--sites", synth_options.sites, "virtual hospitals");
   synth->add_option("--patients", synth_options.patients_per_site,
                     "patients per hospital");
-  synth->add_option("--image-size", synth_options.image_size, "pixels per side");
+  synth->add_option("--image-size", synth_options.image_size,
+                    "pixels per side");
   synth->add_option("--seed", synth_options.seed, "random seed");
 
   CLI::App* check = app.add_subcommand(
@@ -160,9 +164,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> classes;
   std::string exclusions_path;
   check->add_option("data_dir", data_dir, "site data folder")->required();
-  check->add_option("--classes", classes,
-                    "the plan's classes (default: NB,GNB,GN with a clinical "
-                    "table, else every label present)")
+  check
+      ->add_option("--classes", classes,
+                   "the plan's classes (default: NB,GNB,GN with a clinical "
+                   "table, else every label present)")
       ->delimiter(',');
   check->add_option("--excluded-out", exclusions_path,
                     "where to write the excluded patients (site-local file)");
@@ -177,8 +182,8 @@ int main(int argc, char** argv) {
       std::cerr << status.message() << "\n";
       return 1;
     }
-    std::cout << "wrote " << synth_options.sites
-              << " SYNTHETIC hospitals to " << synth_options.out_dir << "\n";
+    std::cout << "wrote " << synth_options.sites << " SYNTHETIC hospitals to "
+              << synth_options.out_dir << "\n";
     return 0;
   }
   if (check->parsed()) return CheckData(data_dir, classes, exclusions_path);

@@ -50,9 +50,9 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
   std::string manifest_path = (root / "manifest.csv").string();
   std::ifstream in(manifest_path);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat(
-        "no manifest.csv in ", data_dir,
-        " (columns: patient_id,image,label; see README)"));
+    return absl::NotFoundError(
+        absl::StrCat("no manifest.csv in ", data_dir,
+                     " (columns: patient_id,image,label; see README)"));
   }
   std::string line;
   if (!std::getline(in, line)) {
@@ -108,8 +108,9 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
       bool any = false, all = true;
       int values[4] = {0, 0, 0, 0};
       for (int k = 0; k < 4; ++k) {
-        const std::string& text =
-            roi_cols[k] < static_cast<int>(fields.size()) ? fields[roi_cols[k]] : "";
+        const std::string& text = roi_cols[k] < static_cast<int>(fields.size())
+                                      ? fields[roi_cols[k]]
+                                      : "";
         if (text.empty()) {
           all = false;
           continue;
@@ -126,7 +127,8 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
                            kMaxImageSide, ", the largest image side read");
         }
       }
-      if (any && !all) roi_problem = "ROI needs all of roi_x, roi_y, roi_w, roi_h";
+      if (any && !all)
+        roi_problem = "ROI needs all of roi_x, roi_y, roi_w, roi_h";
       if (all && roi_problem.empty() && (values[2] == 0 || values[3] == 0)) {
         roi_problem = "ROI is empty";
       }
@@ -134,7 +136,9 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
         manifest.errors.push_back({line_number, roi_problem});
         continue;
       }
-      if (all) record.roi = RegionOfInterest{values[0], values[1], values[2], values[3]};
+      if (all)
+        record.roi =
+            RegionOfInterest{values[0], values[1], values[2], values[3]};
     }
     if (mask_col >= 0 && mask_col < static_cast<int>(fields.size()) &&
         !fields[mask_col].empty()) {
@@ -154,7 +158,8 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
     }
     if (record.patient_id.empty() || record.image_path.empty() ||
         record.label.empty()) {
-      manifest.errors.push_back({line_number, "empty patient_id, image or label"});
+      manifest.errors.push_back(
+          {line_number, "empty patient_id, image or label"});
       continue;
     }
     std::filesystem::path image(record.image_path);
@@ -167,8 +172,8 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
     record.image_path = (root / image).lexically_normal().string();
     if (!seen_images.insert(record.image_path).second) {
       manifest.errors.push_back(
-          {line_number, absl::StrCat("image '", fields[image_col],
-                                     "' is listed twice")});
+          {line_number,
+           absl::StrCat("image '", fields[image_col], "' is listed twice")});
       continue;
     }
     auto [it, inserted] =

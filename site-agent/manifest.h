@@ -45,10 +45,10 @@ struct SiteManifest {
 };
 
 // Reads `data_dir/manifest.csv` with columns patient_id,image,label and
-// optionally roi_x,roi_y,roi_w,roi_h or roi_mask (header required, other columns
-// ignored). Image paths are relative to data_dir
-// and may not leave it. A patient whose images carry different labels is an
-// error for all of its lines.
+// optionally roi_x,roi_y,roi_w,roi_h or roi_mask (header required, other
+// columns ignored). Image paths are relative to data_dir and may not leave it.
+// A patient whose images carry different labels is an error for all of its
+// lines.
 absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir);
 
 // Counts only, for Join.

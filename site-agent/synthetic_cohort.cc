@@ -26,7 +26,7 @@ struct Appearance {
   double heterogeneity;  // internal texture amplitude
   double irregularity;   // margin lobulation
   int min_calc, max_calc;
-  double capsule;        // bright rim strength
+  double capsule;  // bright rim strength
 };
 
 Appearance AppearanceOf(Subtype subtype) {
@@ -118,7 +118,8 @@ struct Field {
   std::vector<std::array<double, 4>> waves;  // kx, ky, phase, amplitude
   double At(double x, double y) const {
     double v = 0;
-    for (const auto& w : waves) v += w[3] * std::cos(w[0] * x + w[1] * y + w[2]);
+    for (const auto& w : waves)
+      v += w[3] * std::cos(w[0] * x + w[1] * y + w[2]);
     return v;
   }
 };
@@ -159,7 +160,8 @@ GrayImage Render(Subtype subtype, const Scanner& scanner, int size,
   for (int i = 0; i < count; ++i) {
     double a = unit(rng) * 2 * kPi;
     double d = std::sqrt(unit(rng)) * 0.7;
-    calcifications.push_back({cx + d * rx * std::cos(a), cy + d * ry * std::sin(a),
+    calcifications.push_back({cx + d * rx * std::cos(a),
+                              cy + d * ry * std::sin(a),
                               0.8 + 1.2 * unit(rng)});
   }
 
@@ -175,7 +177,8 @@ GrayImage Render(Subtype subtype, const Scanner& scanner, int size,
       double theta = std::atan2(v, u);
       double radius = 1.0;
       for (int k = 0; k < 5; ++k) {
-        radius += lobes[k] * std::cos((k + 2) * theta + lobe_phase[k]) / (k + 1);
+        radius +=
+            lobes[k] * std::cos((k + 2) * theta + lobe_phase[k]) / (k + 1);
       }
       double r = std::sqrt(u * u + v * v) / std::max(0.4, radius);
       double pixel = background;
@@ -206,7 +209,8 @@ GrayImage Render(Subtype subtype, const Scanner& scanner, int size,
       double sum = 0;
       int n = 0;
       for (int yy = std::max(0, y - b); yy <= std::min(size - 1, y + b); ++yy) {
-        for (int xx = std::max(0, x - b); xx <= std::min(size - 1, x + b); ++xx) {
+        for (int xx = std::max(0, x - b); xx <= std::min(size - 1, x + b);
+             ++xx) {
           sum += value[static_cast<size_t>(yy) * size + xx];
           ++n;
         }
@@ -231,8 +235,12 @@ ClinicalRecord SynthesizeClinical(const std::string& patient, Subtype subtype,
   ClinicalRecord r;
   r.patient_id = patient;
   const double median_age[] = {18, 42, 84};  // months
-  r.age_months = std::round(10 * std::min(215.0, std::max(0.5, median_age[subtype] *
-                                                   std::exp(0.6 * normal(rng))))) / 10;
+  r.age_months =
+      std::round(
+          10 *
+          std::min(215.0, std::max(0.5, median_age[subtype] *
+                                            std::exp(0.6 * normal(rng))))) /
+      10;
   r.sex = unit(rng) < 0.55 ? Sex::kMale : Sex::kFemale;
   r.histology = subtype == kNB    ? Histology::kNB
                 : subtype == kGNB ? Histology::kGNB
@@ -253,25 +261,29 @@ ClinicalRecord SynthesizeClinical(const std::string& patient, Subtype subtype,
   } else if (s < stage_m[subtype]) {
     r.inrg_stage = InrgStage::kM;
   } else {
-    r.inrg_stage = unit(rng) < stage_l1[subtype] ? InrgStage::kL1 : InrgStage::kL2;
+    r.inrg_stage =
+        unit(rng) < stage_l1[subtype] ? InrgStage::kL1 : InrgStage::kL2;
   }
-  bool metastatic = r.inrg_stage == InrgStage::kM || r.inrg_stage == InrgStage::kMS;
-  r.mycn_amplified = subtype == kNB   ? unit(rng) < (metastatic ? 0.3 : 0.12)
+  bool metastatic =
+      r.inrg_stage == InrgStage::kM || r.inrg_stage == InrgStage::kMS;
+  r.mycn_amplified = subtype == kNB    ? unit(rng) < (metastatic ? 0.3 : 0.12)
                      : subtype == kGNB ? unit(rng) < 0.02
                                        : false;
   r.chr11q_aberration = subtype == kNB && unit(rng) < 0.25;
   r.ploidy = unit(rng) < (subtype == kNB ? 0.55 : 0.7) ? Ploidy::kHyperdiploid
                                                        : Ploidy::kDiploid;
-  r.bone_marrow_metastasis =
-      r.inrg_stage == InrgStage::kM    ? unit(rng) < 0.7
-      : r.inrg_stage == InrgStage::kMS ? unit(rng) < 0.3
-                                       : false;
+  r.bone_marrow_metastasis = r.inrg_stage == InrgStage::kM    ? unit(rng) < 0.7
+                             : r.inrg_stage == InrgStage::kMS ? unit(rng) < 0.3
+                                                              : false;
   double burden = (subtype == kNB ? 1.0 : 0.0) + (metastatic ? 1.0 : 0.0);
   r.ldh = std::round(250 * std::exp(0.35 * burden + 0.3 * normal(rng)));
-  r.nse = std::round(10 * (15 * std::exp(0.5 * burden + 0.4 * normal(rng)))) / 10;
+  r.nse =
+      std::round(10 * (15 * std::exp(0.5 * burden + 0.4 * normal(rng)))) / 10;
   r.ferritin = std::round(60 * std::exp(0.4 * burden + 0.5 * normal(rng)));
-  r.vma = std::round(10 * (8 * std::exp(0.6 * burden + 0.5 * normal(rng)))) / 10;
-  r.hva = std::round(10 * (10 * std::exp(0.5 * burden + 0.5 * normal(rng)))) / 10;
+  r.vma =
+      std::round(10 * (8 * std::exp(0.6 * burden + 0.5 * normal(rng)))) / 10;
+  r.hva =
+      std::round(10 * (10 * std::exp(0.5 * burden + 0.5 * normal(rng)))) / 10;
   RiskGroup risk;
   if (*r.mycn_amplified && r.inrg_stage != InrgStage::kL1) {
     risk = RiskGroup::kHigh;
@@ -298,7 +310,8 @@ ClinicalRecord SynthesizeClinical(const std::string& patient, Subtype subtype,
   r.efs_event = event_time < follow_up;
   r.efs_months = std::round(10 * std::min(event_time, follow_up)) / 10;
   r.prior_resection_elsewhere = unit(rng) < 0.03;
-  r.image_quality = unit(rng) < 0.03 ? ImageQuality::kPoor : ImageQuality::kGood;
+  r.image_quality =
+      unit(rng) < 0.03 ? ImageQuality::kPoor : ImageQuality::kGood;
   // Real tables have gaps: some labs missing, now and then a key field.
   if (unit(rng) < 0.08) r.ferritin.reset();
   if (unit(rng) < 0.05) r.vma.reset(), r.hva.reset();
@@ -343,16 +356,16 @@ absl::Status WriteSyntheticCohort(const SyntheticCohortOptions& options) {
       return status;
     }
     std::string manifest = "patient_id,image,label\n";
-    std::string clinical = absl::StrCat(absl::StrJoin(ClinicalColumns(), ","), "\n");
+    std::string clinical =
+        absl::StrCat(absl::StrJoin(ClinicalColumns(), ","), "\n");
     for (int p = 0; p < options.patients_per_site; ++p) {
       // The first three patients cover every subtype, so no site lacks one.
       double draw = unit(rng);
-      Subtype subtype = p < 3 ? static_cast<Subtype>(p)
-                              : draw < nb         ? kNB
-                                : draw < nb + gnb ? kGNB
-                                                  : kGN;
-      std::string patient =
-          absl::StrFormat("S%dP%04d", s + 1, p + 1);
+      Subtype subtype = p < 3             ? static_cast<Subtype>(p)
+                        : draw < nb       ? kNB
+                        : draw < nb + gnb ? kGNB
+                                          : kGN;
+      std::string patient = absl::StrFormat("S%dP%04d", s + 1, p + 1);
       const ClinicalRecord record = SynthesizeClinical(patient, subtype, rng);
       absl::StrAppend(&clinical, ClinicalCsvLine(record), "\n");
       const DicomPatient header = SynthesizeDicomPatient(record, header_rng);

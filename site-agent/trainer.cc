@@ -28,8 +28,8 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& requested) {
           absl::StrCat("bad device '", requested, "'"));
     }
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("device must be auto, cpu or cuda[:N], not '", requested, "'"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "device must be auto, cpu or cuda[:N], not '", requested, "'"));
 }
 
 absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
@@ -79,15 +79,18 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
     double loss_sum = 0;
     int64_t seen = 0;
     for (int b = 0; b < batches; ++b) {
-      torch::Tensor index = order.slice(0, b * batch, std::min(n, (b + 1) * batch));
+      torch::Tensor index =
+          order.slice(0, b * batch, std::min(n, (b + 1) * batch));
       // BatchNorm needs two samples; a lone trailing image is skipped.
       if (index.size(0) < 2) continue;
       torch::Tensor images = data.images.index_select(0, index);
       torch::Tensor labels = data.labels.index_select(0, index);
       if (options.augment) {
         torch::Tensor flip = torch::rand({images.size(0)}) < 0.5;
-        images = torch::where(flip.view({-1, 1, 1, 1}), images.flip({3}), images);
-        torch::Tensor gain = 1.0 + 0.2 * (torch::rand({images.size(0), 1, 1, 1}) - 0.5);
+        images =
+            torch::where(flip.view({-1, 1, 1, 1}), images.flip({3}), images);
+        torch::Tensor gain =
+            1.0 + 0.2 * (torch::rand({images.size(0), 1, 1, 1}) - 0.5);
         images = images * gain +
                  0.05 * torch::randn_like(images);  // speckle-like noise
       }

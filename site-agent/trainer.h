@@ -37,8 +37,8 @@ struct TrainOptions {
 };
 
 struct TrainResult {
-  double mean_loss = 0;    // over the last epoch
-  int64_t num_samples = 0; // training images (the FedAvg weight)
+  double mean_loss = 0;     // over the last epoch
+  int64_t num_samples = 0;  // training images (the FedAvg weight)
 };
 
 // Trains `model` in place on `data`: cross-entropy weighted by inverse class

@@ -91,9 +91,8 @@ absl::StatusOr<ListRunsResponse> AdminClient::ListRuns() {
   return response;
 }
 
-absl::StatusOr<std::string> AdminClient::DownloadModel(const std::string& run_id,
-                                                       int round,
-                                                       const std::string& path) {
+absl::StatusOr<std::string> AdminClient::DownloadModel(
+    const std::string& run_id, int round, const std::string& path) {
   AdminDownloadRequest request;
   request.set_run_id(run_id);
   request.set_round(round);
@@ -137,8 +136,8 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
     const EvalAggregate& a = evaluation.aggregate();
     bool is_internal = a.split() == INTERNAL_VALIDATION;
     if (a.suppressed()) {
-      absl::StrAppend(&out, absl::StrFormat(
-                                "  %-16s %-9s  suppressed: fewer patients than "
+      absl::StrAppend(
+          &out, absl::StrFormat("  %-16s %-9s  suppressed: fewer patients than "
                                 "the minimum cell count\n",
                                 evaluation.site(),
                                 is_internal ? "internal" : "external"));
@@ -170,16 +169,18 @@ std::string FormatSites(const RunStatus& status) {
   std::string out;
   int64_t now = absl::ToUnixMillis(absl::Now());
   for (const SiteStatus& site : status.sites()) {
-    std::string seen = site.last_seen_unix_ms() == 0
-                           ? "never"
-                           : absl::StrFormat("%.0fs ago",
-                                             (now - site.last_seen_unix_ms()) / 1000.0);
-    absl::StrAppend(&out, absl::StrFormat(
-                              "  %-16s %-20s %-12s epoch %d batch %d loss %.4f  "
-                              "seen %s  %s\n",
-                              site.site(), Plan::Role_Name(site.role()),
-                              site.activity(), site.epoch(), site.batch(),
-                              site.loss(), seen, site.device()));
+    std::string seen =
+        site.last_seen_unix_ms() == 0
+            ? "never"
+            : absl::StrFormat("%.0fs ago",
+                              (now - site.last_seen_unix_ms()) / 1000.0);
+    absl::StrAppend(
+        &out,
+        absl::StrFormat("  %-16s %-20s %-12s epoch %d batch %d loss %.4f  "
+                        "seen %s  %s\n",
+                        site.site(), Plan::Role_Name(site.role()),
+                        site.activity(), site.epoch(), site.batch(),
+                        site.loss(), seen, site.device()));
   }
   return out;
 }

@@ -4,8 +4,8 @@
 #include <fstream>
 #include <thread>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
@@ -25,11 +25,13 @@ absl::Status PrepareWorkDir(const std::string& dir) {
   if (fs::exists(dir)) {
     if (!fs::is_empty(dir) && !fs::exists(fs::path(dir) / kMarker)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          dir, " exists and was not made by the demo; choose another --work-dir"));
+          dir,
+          " exists and was not made by the demo; choose another --work-dir"));
     }
     fs::remove_all(dir, error);
     if (error) {
-      return absl::InternalError(absl::StrCat("cannot clear ", dir, ": ", error.message()));
+      return absl::InternalError(
+          absl::StrCat("cannot clear ", dir, ": ", error.message()));
     }
   }
   if (absl::Status status = MakeDirectories(dir + "/logs"); !status.ok()) {
@@ -52,7 +54,8 @@ std::string Tail(const std::string& path, int lines) {
 
 absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
   if (options.sites < 1 || options.rounds < 1) {
-    return absl::InvalidArgumentError("the demo needs at least 1 site and 1 round");
+    return absl::InvalidArgumentError(
+        "the demo needs at least 1 site and 1 round");
   }
   std::string dir = std::filesystem::absolute(options.work_dir).string();
   std::string bin = options.bin_dir.empty() ? ExecutableDir() : options.bin_dir;
@@ -72,15 +75,18 @@ absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
     return status;
   }
   std::vector<std::string> sites;
-  for (int i = 1; i <= options.sites; ++i) sites.push_back(absl::StrCat("site-", i));
+  for (int i = 1; i <= options.sites; ++i)
+    sites.push_back(absl::StrCat("site-", i));
   std::vector<CertificateRequest> requests;
-  CertificateRequest coordinator{"coordinator", Role::kCoordinator,
-                                 {"localhost", "127.0.0.1"}, 30};
+  CertificateRequest coordinator{
+      "coordinator", Role::kCoordinator, {"localhost", "127.0.0.1"}, 30};
   requests.push_back(coordinator);
   requests.push_back({"demo-operator", Role::kOperator, {}, 30});
-  for (const std::string& site : sites) requests.push_back({site, Role::kSite, {}, 30});
+  for (const std::string& site : sites)
+    requests.push_back({site, Role::kSite, {}, 30});
   for (const CertificateRequest& request : requests) {
-    if (absl::Status status = IssueKit(pki, request); !status.ok()) return status;
+    if (absl::Status status = IssueKit(pki, request); !status.ok())
+      return status;
   }
   out << "PKI: study CA and " << requests.size() << " certificates in " << pki
       << "\n";
@@ -120,7 +126,8 @@ absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
   int port = 0;
   while (port == 0 && absl::Now() < give_up) {
     absl::StatusOr<std::string> text = ReadFileToString(port_file);
-    if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port)) break;
+    if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port))
+      break;
     if (!server->running()) {
       return absl::InternalError(absl::StrCat(
           "coordinator exited:\n", Tail(dir + "/logs/coordinator.log", 20)));
@@ -128,27 +135,27 @@ absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   std::string address = absl::StrCat("127.0.0.1:", port);
-  out << "coordinator: " << address << " (mutual TLS), log "
-      << dir << "/logs/coordinator.log\n";
+  out << "coordinator: " << address << " (mutual TLS), log " << dir
+      << "/logs/coordinator.log\n";
 
   // 4. One agent process per hospital.
   std::vector<Subprocess> agents;
   for (const std::string& site : sites) {
-    std::string agent_config = absl::StrCat(
-        "coordinator_address: \"", address, "\"\n",
-        "coordinator_name: \"localhost\"\n",
-        "tls { ca_cert: \"pki/", site, "/ca.pem\" cert: \"pki/", site,
-        "/cert.pem\" key: \"pki/", site, "/key.pem\" }\n",
-        "data_dir: \"data/", site, "\"\n", "device: \"auto\"\n");
+    std::string agent_config =
+        absl::StrCat("coordinator_address: \"", address, "\"\n",
+                     "coordinator_name: \"localhost\"\n",
+                     "tls { ca_cert: \"pki/", site, "/ca.pem\" cert: \"pki/",
+                     site, "/cert.pem\" key: \"pki/", site, "/key.pem\" }\n",
+                     "data_dir: \"data/", site, "\"\n", "device: \"auto\"\n");
     std::string path = absl::StrCat(dir, "/", site, ".agent.textproto");
     if (absl::Status status = WriteFileAtomically(path, agent_config);
         !status.ok()) {
       return status;
     }
-    absl::StatusOr<Subprocess> agent = Subprocess::Start(
-        {bin + "/echofed-agent", "run", "--config", path, "--exit-after-run",
-         "--threads", "1"},
-        absl::StrCat(dir, "/logs/", site, ".log"));
+    absl::StatusOr<Subprocess> agent =
+        Subprocess::Start({bin + "/echofed-agent", "run", "--config", path,
+                           "--exit-after-run", "--threads", "1"},
+                          absl::StrCat(dir, "/logs/", site, ".log"));
     if (!agent.ok()) return agent.status();
     agents.push_back(std::move(*agent));
   }
@@ -222,7 +229,8 @@ absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
     }
     bool agent_died = false;
     for (Subprocess& agent : agents) {
-      if (!agent.running() && agent.Wait(absl::ZeroDuration()).value_or(0) != 0) {
+      if (!agent.running() &&
+          agent.Wait(absl::ZeroDuration()).value_or(0) != 0) {
         agent_died = true;
       }
     }
@@ -235,7 +243,8 @@ absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
 
   if (result.ok()) {
     std::string model = dir + "/final-model.efm";
-    absl::StatusOr<std::string> digest = admin.DownloadModel(*run_id, -1, model);
+    absl::StatusOr<std::string> digest =
+        admin.DownloadModel(*run_id, -1, model);
     if (!digest.ok()) {
       result = digest.status();
     } else {
@@ -249,9 +258,11 @@ absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
   server->Terminate();
   if (!result.ok()) {
     out << "\nsite status at the end:\n" << FormatSites(last);
-    out << "\ncoordinator log (end):\n" << Tail(dir + "/logs/coordinator.log", 15);
+    out << "\ncoordinator log (end):\n"
+        << Tail(dir + "/logs/coordinator.log", 15);
     for (const std::string& site : sites) {
-      out << "\n" << site << " log (end):\n"
+      out << "\n"
+          << site << " log (end):\n"
           << Tail(absl::StrCat(dir, "/logs/", site, ".log"), 8);
     }
     return result;

@@ -12,8 +12,8 @@ namespace {
 absl::StatusOr<PemPair> LoadCa(const std::string& pki_dir) {
   absl::StatusOr<std::string> cert = ReadFileToString(pki_dir + "/ca/ca.pem");
   if (!cert.ok()) {
-    return absl::NotFoundError(absl::StrCat(
-        "no study CA in ", pki_dir, " (run `echofed pki init` first)"));
+    return absl::NotFoundError(absl::StrCat("no study CA in ", pki_dir,
+                                            " (run `echofed pki init` first)"));
   }
   absl::StatusOr<std::string> key = ReadFileToString(pki_dir + "/ca/ca.key");
   if (!key.ok()) return key.status();
@@ -29,19 +29,22 @@ std::string EnrolmentPath(const std::string& pki_dir) {
 absl::Status InitStudyPki(const std::string& pki_dir,
                           const std::string& study_name, int valid_days) {
   if (std::filesystem::exists(pki_dir + "/ca/ca.key")) {
-    return absl::AlreadyExistsError(
-        absl::StrCat(pki_dir, " already holds a study CA; refusing to replace it"));
+    return absl::AlreadyExistsError(absl::StrCat(
+        pki_dir, " already holds a study CA; refusing to replace it"));
   }
   if (absl::Status status = MakeDirectories(pki_dir + "/ca"); !status.ok()) {
     return status;
   }
-  absl::StatusOr<PemPair> ca = CreateCertificateAuthority(study_name, valid_days);
+  absl::StatusOr<PemPair> ca =
+      CreateCertificateAuthority(study_name, valid_days);
   if (!ca.ok()) return ca.status();
-  if (absl::Status status = WriteFileAtomically(pki_dir + "/ca/ca.key", ca->key, 0600);
+  if (absl::Status status =
+          WriteFileAtomically(pki_dir + "/ca/ca.key", ca->key, 0600);
       !status.ok()) {
     return status;
   }
-  if (absl::Status status = WriteFileAtomically(pki_dir + "/ca/ca.pem", ca->cert);
+  if (absl::Status status =
+          WriteFileAtomically(pki_dir + "/ca/ca.pem", ca->cert);
       !status.ok()) {
     return status;
   }
@@ -61,11 +64,13 @@ absl::Status IssueKit(const std::string& pki_dir,
   if (!issued.ok()) return issued.status();
   std::string kit = absl::StrCat(pki_dir, "/", request.identity);
   if (absl::Status status = MakeDirectories(kit); !status.ok()) return status;
-  if (absl::Status status = WriteFileAtomically(kit + "/key.pem", issued->key, 0600);
+  if (absl::Status status =
+          WriteFileAtomically(kit + "/key.pem", issued->key, 0600);
       !status.ok()) {
     return status;
   }
-  if (absl::Status status = WriteFileAtomically(kit + "/cert.pem", issued->cert);
+  if (absl::Status status =
+          WriteFileAtomically(kit + "/cert.pem", issued->cert);
       !status.ok()) {
     return status;
   }

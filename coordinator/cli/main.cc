@@ -28,11 +28,13 @@ struct Connection {
 };
 
 void AddConnectionOptions(CLI::App* command, Connection* connection) {
-  command->add_option("--coordinator", connection->address,
-                      "coordinator host:port")
+  command
+      ->add_option("--coordinator", connection->address,
+                   "coordinator host:port")
       ->capture_default_str();
-  command->add_option("--kit", connection->kit,
-                      "your kit folder (ca.pem, cert.pem, key.pem)")
+  command
+      ->add_option("--kit", connection->kit,
+                   "your kit folder (ca.pem, cert.pem, key.pem)")
       ->required();
   command->add_option("--server-name", connection->server_name,
                       "name in the coordinator certificate (default: host)");
@@ -55,13 +57,11 @@ std::unique_ptr<echofed::AdminClient> Connect(const Connection& connection,
 }
 
 void PrintStatus(const echofed::RunStatus& status) {
-  std::cout << absl::StrFormat("run %s  '%s'  %s  round %d/%d%s\n",
-                               status.run_id(), status.plan().name(),
-                               echofed::RunStatus::State_Name(status.state()),
-                               status.round(), status.plan().rounds(),
-                               status.message().empty()
-                                   ? ""
-                                   : "  (" + status.message() + ")");
+  std::cout << absl::StrFormat(
+      "run %s  '%s'  %s  round %d/%d%s\n", status.run_id(),
+      status.plan().name(), echofed::RunStatus::State_Name(status.state()),
+      status.round(), status.plan().rounds(),
+      status.message().empty() ? "" : "  (" + status.message() + ")");
   std::cout << echofed::FormatSites(status);
   for (const echofed::RoundRecord& round : status.rounds()) {
     if (round.round() == 0) continue;
@@ -72,7 +72,8 @@ void PrintStatus(const echofed::RunStatus& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"echofed: federated training of ultrasound models across hospitals"};
+  CLI::App app{
+      "echofed: federated training of ultrasound models across hospitals"};
   app.require_subcommand(1);
 
   // pki
@@ -84,15 +85,19 @@ int main(int argc, char** argv) {
   CLI::App* pki_init = pki->add_subcommand("init", "create the study CA");
   pki_init->add_option("--dir", pki_dir, "PKI folder")->capture_default_str();
   pki_init->add_option("--study", study, "study name")->capture_default_str();
-  pki_init->add_option("--days", days, "CA lifetime in days")->capture_default_str();
+  pki_init->add_option("--days", days, "CA lifetime in days")
+      ->capture_default_str();
   CLI::App* pki_issue = pki->add_subcommand("issue", "issue a participant kit");
   echofed::CertificateRequest request;
   std::string role = "site";
   pki_issue->add_option("--dir", pki_dir, "PKI folder")->capture_default_str();
-  pki_issue->add_option("--identity", request.identity,
-                        "participant name, e.g. hospital-a")->required();
-  pki_issue->add_option("--role", role,
-                        "site, operator, statistician or coordinator")
+  pki_issue
+      ->add_option("--identity", request.identity,
+                   "participant name, e.g. hospital-a")
+      ->required();
+  pki_issue
+      ->add_option("--role", role,
+                   "site, operator, statistician or coordinator")
       ->capture_default_str();
   pki_issue->add_option("--host", request.host_names,
                         "coordinator host names / IPs (coordinator role)");
@@ -135,8 +140,10 @@ int main(int argc, char** argv) {
   int timeout_seconds = 300;
   demo->add_option("--work-dir", demo_options.work_dir, "work folder")
       ->capture_default_str();
-  demo->add_option("--sites", demo_options.sites, "hospitals")->capture_default_str();
-  demo->add_option("--rounds", demo_options.rounds, "rounds")->capture_default_str();
+  demo->add_option("--sites", demo_options.sites, "hospitals")
+      ->capture_default_str();
+  demo->add_option("--rounds", demo_options.rounds, "rounds")
+      ->capture_default_str();
   demo->add_option("--patients", demo_options.patients_per_site,
                    "patients per hospital")
       ->capture_default_str();
@@ -209,11 +216,10 @@ int main(int argc, char** argv) {
     absl::StatusOr<echofed::ListRunsResponse> list = admin->ListRuns();
     if (!list.ok()) return Fail(list.status());
     for (const echofed::RunStatus& status : list->runs()) {
-      std::cout << absl::StrFormat("%-28s %-18s round %d/%d  %s\n",
-                                   status.run_id(),
-                                   echofed::RunStatus::State_Name(status.state()),
-                                   status.round(), status.plan().rounds(),
-                                   status.plan().name());
+      std::cout << absl::StrFormat(
+          "%-28s %-18s round %d/%d  %s\n", status.run_id(),
+          echofed::RunStatus::State_Name(status.state()), status.round(),
+          status.plan().rounds(), status.plan().name());
     }
     return 0;
   }
@@ -221,7 +227,8 @@ int main(int argc, char** argv) {
     absl::StatusOr<std::string> digest =
         admin->DownloadModel(run_id, round, out_path);
     if (!digest.ok()) return Fail(digest.status());
-    std::cout << out_path << " sha256 " << absl::BytesToHexString(*digest) << "\n";
+    std::cout << out_path << " sha256 " << absl::BytesToHexString(*digest)
+              << "\n";
     return 0;
   }
   return 2;

@@ -56,7 +56,8 @@ absl::StatusOr<Config> ParseConfig(const std::string& text) {
   std::vector<std::string> parts = absl::StrSplit(text, ':');
   Config config;
   config.label = text;
-  if (parts.size() != 3) return absl::InvalidArgumentError("PARAMS:SITES:ROUNDS");
+  if (parts.size() != 3)
+    return absl::InvalidArgumentError("PARAMS:SITES:ROUNDS");
   std::string params = parts[0];
   double scale = 1;
   if (!params.empty() && (params.back() == 'M' || params.back() == 'm')) {
@@ -64,7 +65,8 @@ absl::StatusOr<Config> ParseConfig(const std::string& text) {
     params.pop_back();
   }
   double value;
-  if (!absl::SimpleAtod(params, &value) || !absl::SimpleAtoi(parts[1], &config.sites) ||
+  if (!absl::SimpleAtod(params, &value) ||
+      !absl::SimpleAtoi(parts[1], &config.sites) ||
       !absl::SimpleAtoi(parts[2], &config.rounds) || value <= 0 ||
       config.sites < 1 || config.rounds < 2) {
     return absl::InvalidArgumentError(absl::StrCat("bad config '", text, "'"));
@@ -102,7 +104,8 @@ Result RunConfig(const Config& config, const std::string& work) {
   std::filesystem::remove_all(work);
   std::string pki = work + "/pki";
   if (!InitStudyPki(pki, "bench", 2).ok()) return fail("pki");
-  IssueKit(pki, {"coordinator", Role::kCoordinator, {"localhost", "127.0.0.1"}, 2})
+  IssueKit(pki,
+           {"coordinator", Role::kCoordinator, {"localhost", "127.0.0.1"}, 2})
       .IgnoreError();
   IssueKit(pki, {"operator", Role::kOperator, {}, 2}).IgnoreError();
   std::vector<std::string> sites;
@@ -115,12 +118,13 @@ Result RunConfig(const Config& config, const std::string& work) {
        std::to_string(config.sites), "--patients", "4", "--image-size", "64"},
       work + "/synth.log");
   if (synth.Wait(absl::Minutes(5)).value_or(-1) != 0) return fail("synth");
-  WriteFileAtomically(work + "/coordinator.textproto",
-                      "listen_address: \"127.0.0.1:0\"\n"
-                      "tls { ca_cert: \"pki/coordinator/ca.pem\" cert: "
-                      "\"pki/coordinator/cert.pem\" key: \"pki/coordinator/key.pem\" }\n"
-                      "state_dir: \"state\"\n"
-                      "enrolment_file: \"pki/enrolment.textproto\"\n")
+  WriteFileAtomically(
+      work + "/coordinator.textproto",
+      "listen_address: \"127.0.0.1:0\"\n"
+      "tls { ca_cert: \"pki/coordinator/ca.pem\" cert: "
+      "\"pki/coordinator/cert.pem\" key: \"pki/coordinator/key.pem\" }\n"
+      "state_dir: \"state\"\n"
+      "enrolment_file: \"pki/enrolment.textproto\"\n")
       .IgnoreError();
   absl::StatusOr<Subprocess> coordinator = Subprocess::Start(
       {Bin("echofed-coordinator"), "--config", work + "/coordinator.textproto",
@@ -130,7 +134,8 @@ Result RunConfig(const Config& config, const std::string& work) {
   int port = 0;
   for (int i = 0; i < 400 && port == 0; ++i) {
     absl::StatusOr<std::string> text = ReadFileToString(work + "/port");
-    if (!text.ok() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port)) {
+    if (!text.ok() ||
+        !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port)) {
       absl::SleepFor(absl::Milliseconds(25));
     }
   }
@@ -141,16 +146,16 @@ Result RunConfig(const Config& config, const std::string& work) {
     std::string config_path = absl::StrCat(work, "/", site, ".textproto");
     WriteFileAtomically(
         config_path,
-        absl::StrCat("coordinator_address: \"", address,
-                     "\"\ncoordinator_name: \"localhost\"\ntls { ca_cert: \"pki/",
-                     site, "/ca.pem\" cert: \"pki/", site, "/cert.pem\" key: \"pki/",
-                     site, "/key.pem\" }\ndata_dir: \"data/", site,
-                     "\"\ndevice: \"cpu\"\n"))
+        absl::StrCat(
+            "coordinator_address: \"", address,
+            "\"\ncoordinator_name: \"localhost\"\ntls { ca_cert: \"pki/", site,
+            "/ca.pem\" cert: \"pki/", site, "/cert.pem\" key: \"pki/", site,
+            "/key.pem\" }\ndata_dir: \"data/", site, "\"\ndevice: \"cpu\"\n"))
         .IgnoreError();
-    absl::StatusOr<Subprocess> agent = Subprocess::Start(
-        {Bin("echofed-agent"), "run", "--config", config_path,
-         "--exit-after-run", "--threads", "1"},
-        absl::StrCat(work, "/", site, ".log"));
+    absl::StatusOr<Subprocess> agent =
+        Subprocess::Start({Bin("echofed-agent"), "run", "--config", config_path,
+                           "--exit-after-run", "--threads", "1"},
+                          absl::StrCat(work, "/", site, ".log"));
     if (!agent.ok()) return fail("agent");
     agents.push_back(std::move(*agent));
   }
@@ -209,7 +214,8 @@ Result RunConfig(const Config& config, const std::string& work) {
   // and the final evaluation every site down once.
   int64_t model_bytes = config.parameters * 4;
   result.ideal_bytes =
-      model_bytes * (1 + 2 * int64_t{config.sites} * config.rounds + config.sites);
+      model_bytes *
+      (1 + 2 * int64_t{config.sites} * config.rounds + config.sites);
   // ECHOFED_BENCH_KEEP=1 keeps the logs for a look at the round timeline.
   if (std::getenv("ECHOFED_BENCH_KEEP") == nullptr) {
     std::filesystem::remove_all(work);
@@ -232,17 +238,19 @@ int main(int argc, char** argv) {
   }
   // Private network namespace: only our traffic on this loopback.
   bool isolated = std::getenv("ECHOFED_BENCH_NETNS") != nullptr;
-  if (!isolated && ::geteuid() == 0 && std::filesystem::exists("/usr/bin/unshare") &&
+  if (!isolated && ::geteuid() == 0 &&
+      std::filesystem::exists("/usr/bin/unshare") &&
       std::getenv("ECHOFED_BENCH_NO_NETNS") == nullptr) {
     setenv("ECHOFED_BENCH_NETNS", "1", 1);
     std::string self = echofed::ExecutableDir() + "/federation_bench";
-    std::vector<char*> args = {const_cast<char*>("unshare"),
-                               const_cast<char*>("--net"),
-                               const_cast<char*>("--"),
-                               const_cast<char*>("/bin/sh"),
-                               const_cast<char*>("-c"),
-                               const_cast<char*>("ip link set lo up && exec \"$0\" \"$@\""),
-                               const_cast<char*>(self.c_str())};
+    std::vector<char*> args = {
+        const_cast<char*>("unshare"),
+        const_cast<char*>("--net"),
+        const_cast<char*>("--"),
+        const_cast<char*>("/bin/sh"),
+        const_cast<char*>("-c"),
+        const_cast<char*>("ip link set lo up && exec \"$0\" \"$@\""),
+        const_cast<char*>(self.c_str())};
     for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
     args.push_back(nullptr);
     execv("/usr/bin/unshare", args.data());
@@ -253,8 +261,9 @@ int main(int argc, char** argv) {
                  "unshare); byte counts include any other loopback traffic\n";
   }
   std::vector<echofed::Result> results;
-  std::string work = std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
-                     "/echofed-federation-bench-" + std::to_string(::getpid());
+  std::string work =
+      std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
+      "/echofed-federation-bench-" + std::to_string(::getpid());
   for (absl::string_view text : absl::StrSplit(configs, ',')) {
     absl::StatusOr<Config> config = echofed::ParseConfig(std::string(text));
     if (!config.ok()) {
@@ -267,22 +276,23 @@ int main(int argc, char** argv) {
   std::printf(
       "\n| params x sites (rounds) | median s/round | max s/round | wire MiB "
       "| ideal MiB | wire/ideal | coordinator peak RSS MiB | agent peak RSS "
-      "MiB | coordinator CPU s | agents CPU s |\n|---|---|---|---|---|---|---|---|---|---|\n");
+      "MiB | coordinator CPU s | agents CPU s "
+      "|\n|---|---|---|---|---|---|---|---|---|---|\n");
   bool ok = true;
   for (const echofed::Result& r : results) {
     if (!r.error.empty()) {
-      std::printf("| %s | failed: %s |\n", r.config.label.c_str(), r.error.c_str());
+      std::printf("| %s | failed: %s |\n", r.config.label.c_str(),
+                  r.error.c_str());
       ok = false;
       continue;
     }
-    std::printf("| %s | %.3f | %.3f | %s | %s | %.4f | %s | %s | %.1f | %.1f |\n",
-                r.config.label.c_str(), r.median_round_seconds,
-                r.max_round_seconds, echofed::Mib(r.wire_bytes).c_str(),
-                echofed::Mib(r.ideal_bytes).c_str(),
-                static_cast<double>(r.wire_bytes) / r.ideal_bytes,
-                echofed::Mib(r.coordinator_rss).c_str(),
-                echofed::Mib(r.agent_rss).c_str(), r.coordinator_cpu,
-                r.agents_cpu);
+    std::printf(
+        "| %s | %.3f | %.3f | %s | %s | %.4f | %s | %s | %.1f | %.1f |\n",
+        r.config.label.c_str(), r.median_round_seconds, r.max_round_seconds,
+        echofed::Mib(r.wire_bytes).c_str(), echofed::Mib(r.ideal_bytes).c_str(),
+        static_cast<double>(r.wire_bytes) / r.ideal_bytes,
+        echofed::Mib(r.coordinator_rss).c_str(),
+        echofed::Mib(r.agent_rss).c_str(), r.coordinator_cpu, r.agents_cpu);
   }
   return ok ? 0 : 1;
 }

@@ -28,7 +28,8 @@ TEST(ExamplesTest, PlanIsValid) {
 
 TEST(ExamplesTest, ConfigsParse) {
   CoordinatorConfig coordinator;
-  EXPECT_TRUE(LoadTextProto(Example("coordinator.textproto"), &coordinator).ok());
+  EXPECT_TRUE(
+      LoadTextProto(Example("coordinator.textproto"), &coordinator).ok());
   AgentConfig agent;
   EXPECT_TRUE(LoadTextProto(Example("agent.textproto"), &agent).ok());
 }

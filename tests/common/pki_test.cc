@@ -49,8 +49,9 @@ TEST(PkiTest, MissingOrGarbageCertificateIsRefused) {
   CertificateVerifier verifier = *CertificateVerifier::Create(pki.ca().cert);
   EXPECT_EQ(verifier.Verify("").status().code(),
             absl::StatusCode::kUnauthenticated);
-  EXPECT_EQ(verifier.Verify("-----BEGIN CERTIFICATE-----\nAAAA\n").status().code(),
-            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(
+      verifier.Verify("-----BEGIN CERTIFICATE-----\nAAAA\n").status().code(),
+      absl::StatusCode::kUnauthenticated);
 }
 
 TEST(PkiTest, CoordinatorNeedsHostNamesAndIdentitiesAreChecked) {

@@ -30,7 +30,8 @@ TEST(TensorBundleTest, ChunkedRoundTripKeepsEveryByte) {
   std::vector<ModelChunk> chunks = Chunk(bundle, 1024);
   EXPECT_GT(chunks.size(), 10u);
   BundleAssembler assembler;
-  for (const ModelChunk& chunk : chunks) ASSERT_TRUE(assembler.Accept(chunk).ok());
+  for (const ModelChunk& chunk : chunks)
+    ASSERT_TRUE(assembler.Accept(chunk).ok());
   absl::StatusOr<TensorBundle> received = assembler.Finish();
   ASSERT_TRUE(received.ok()) << received.status();
   EXPECT_EQ(received->data, bundle.data);
@@ -103,12 +104,12 @@ TEST(TensorBundleTest, NonFiniteValuesAreRefused) {
 
 TEST(TensorBundleTest, HalfPrecisionNonFiniteDetected) {
   uint16_t half_inf = 0x7C00, half_one = 0x3C00, bf16_nan = 0x7FC0;
-  EXPECT_TRUE(HasNonFinite(FLOAT16, absl::string_view(
-                                        reinterpret_cast<char*>(&half_inf), 2)));
-  EXPECT_FALSE(HasNonFinite(FLOAT16, absl::string_view(
-                                         reinterpret_cast<char*>(&half_one), 2)));
-  EXPECT_TRUE(HasNonFinite(BFLOAT16, absl::string_view(
-                                         reinterpret_cast<char*>(&bf16_nan), 2)));
+  EXPECT_TRUE(HasNonFinite(
+      FLOAT16, absl::string_view(reinterpret_cast<char*>(&half_inf), 2)));
+  EXPECT_FALSE(HasNonFinite(
+      FLOAT16, absl::string_view(reinterpret_cast<char*>(&half_one), 2)));
+  EXPECT_TRUE(HasNonFinite(
+      BFLOAT16, absl::string_view(reinterpret_cast<char*>(&bf16_nan), 2)));
 }
 
 TEST(TensorBundleTest, ExpectedLayoutIsEnforced) {
@@ -142,7 +143,8 @@ TEST(TensorBundleTest, HostileManifestsAreRefused) {
   ModelChunk chunk;
   *chunk.mutable_manifest() = huge;
   BundleAssembler assembler;
-  EXPECT_EQ(assembler.Accept(chunk).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(assembler.Accept(chunk).code(),
+            absl::StatusCode::kResourceExhausted);
 
   ModelManifest duplicate;
   for (int i = 0; i < 2; ++i) {
@@ -190,7 +192,8 @@ TEST(ModelFileTest, TruncatedOrCorruptFileIsDetected) {
   ASSERT_TRUE(WriteModelFile(path, bundle).ok());
   std::string content = *ReadFileToString(path);
 
-  ASSERT_TRUE(WriteFileAtomically(path, content.substr(0, content.size() - 3)).ok());
+  ASSERT_TRUE(
+      WriteFileAtomically(path, content.substr(0, content.size() - 3)).ok());
   EXPECT_EQ(ModelFileReader::Open(path).status().code(),
             absl::StatusCode::kDataLoss);
 

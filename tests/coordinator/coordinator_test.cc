@@ -1,12 +1,11 @@
 #include "coordinator/coordinator.h"
 
-#include "common/metrics.h"
-
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <optional>
 
+#include "common/metrics.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
 
@@ -58,9 +57,8 @@ class CoordinatorTest : public ::testing::Test {
     header.set_round(round);
     header.set_num_samples(samples);
     header.set_mean_train_loss(0.5);
-    header.set_upload_id(upload_id.empty()
-                             ? site + "-" + std::to_string(round)
-                             : upload_id);
+    header.set_upload_id(upload_id.empty() ? site + "-" + std::to_string(round)
+                                           : upload_id);
     absl::StatusOr<std::unique_ptr<UploadSession>> session =
         coordinator_->BeginUpload(site, header);
     if (!session.ok()) return session.status();
@@ -100,7 +98,9 @@ class CoordinatorTest : public ::testing::Test {
     for (const Plan::SiteRole& site : plan.sites()) {
       absl::StatusOr<Task> task = Poll(site.site());
       if (task.ok() && task->kind() == Task::INITIALIZE) {
-        EXPECT_TRUE(Upload(site.site(), *run_id, 0, MakeBundle("test_model", 0.0f)).ok());
+        EXPECT_TRUE(
+            Upload(site.site(), *run_id, 0, MakeBundle("test_model", 0.0f))
+                .ok());
         return *run_id;
       }
     }
@@ -129,12 +129,15 @@ TEST_F(CoordinatorTest, FullRunCommitsEveryRoundAndEvaluates) {
     ASSERT_TRUE(task_a.ok());
     EXPECT_EQ(task_a->kind(), Task::TRAIN);
     EXPECT_EQ(task_a->round(), round);
-    EXPECT_EQ(task_a->model_digest(), Status().rounds(round - 1).model_digest());
+    EXPECT_EQ(task_a->model_digest(),
+              Status().rounds(round - 1).model_digest());
     // The external site does not train.
     EXPECT_EQ(Poll("x")->kind(), Task::WAIT);
-    ASSERT_TRUE(Upload("a", run, round, MakeBundle("test_model", 1.0f), 30).ok());
+    ASSERT_TRUE(
+        Upload("a", run, round, MakeBundle("test_model", 1.0f), 30).ok());
     EXPECT_EQ(Status().state(), RunStatus::TRAINING);
-    ASSERT_TRUE(Upload("b", run, round, MakeBundle("test_model", 5.0f), 10).ok());
+    ASSERT_TRUE(
+        Upload("b", run, round, MakeBundle("test_model", 5.0f), 10).ok());
 
     RunStatus status = Status();
     EXPECT_EQ(status.state(), RunStatus::EVALUATING);
@@ -209,14 +212,19 @@ TEST_F(CoordinatorTest, BadUpdatesAreRefusedAndTheRoundGoesOn) {
   std::string run = StartAndInitialize(MakePlan({"a", "b"}, {}, 1));
 
   // Wrong shapes.
-  EXPECT_EQ(Upload("a", run, 1, MakeBundle("test_model", 1.0f, 3, 11)).status().code(),
+  EXPECT_EQ(Upload("a", run, 1, MakeBundle("test_model", 1.0f, 3, 11))
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   // Wrong number of tensors.
-  EXPECT_EQ(Upload("a", run, 1, MakeBundle("test_model", 1.0f, 2, 10)).status().code(),
+  EXPECT_EQ(Upload("a", run, 1, MakeBundle("test_model", 1.0f, 2, 10))
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   // Another model.
-  EXPECT_EQ(Upload("a", run, 1, MakeBundle("other_model", 1.0f)).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      Upload("a", run, 1, MakeBundle("other_model", 1.0f)).status().code(),
+      absl::StatusCode::kInvalidArgument);
   // NaN.
   TensorBundle poisoned = MakeBundle("test_model", 1.0f);
   float nan = std::numeric_limits<float>::quiet_NaN();
@@ -227,9 +235,13 @@ TEST_F(CoordinatorTest, BadUpdatesAreRefusedAndTheRoundGoesOn) {
   // A round that is not open, and a site that is not in the plan.
   EXPECT_EQ(Upload("a", run, 2, MakeBundle("test_model", 1.0f)).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(Upload("a", "run-other", 1, MakeBundle("test_model", 1.0f)).status().code(),
+  EXPECT_EQ(Upload("a", "run-other", 1, MakeBundle("test_model", 1.0f))
+                .status()
+                .code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(Upload("outsider", run, 1, MakeBundle("test_model", 1.0f)).status().code(),
+  EXPECT_EQ(Upload("outsider", run, 1, MakeBundle("test_model", 1.0f))
+                .status()
+                .code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Status().rounds_size(), 1);
 
@@ -250,7 +262,8 @@ TEST_F(CoordinatorTest, RetriedUploadIsCountedOnce) {
   Join("a");
   Join("b");
   std::string run = StartAndInitialize(MakePlan({"a", "b"}, {}, 1));
-  ASSERT_TRUE(Upload("a", run, 1, MakeBundle("test_model", 1.0f), 10, "u1").ok());
+  ASSERT_TRUE(
+      Upload("a", run, 1, MakeBundle("test_model", 1.0f), 10, "u1").ok());
   absl::StatusOr<UploadReceipt> again =
       Upload("a", run, 1, MakeBundle("test_model", 1.0f), 10, "u1");
   ASSERT_TRUE(again.ok()) << again.status();
@@ -267,8 +280,10 @@ TEST_F(CoordinatorTest, ClaimedSampleCountIsCapped) {
   Join("big", 1000);
   std::string run = StartAndInitialize(MakePlan({"small", "big"}, {}, 1));
   // "small" declared 10 images but claims a million.
-  ASSERT_TRUE(Upload("small", run, 1, MakeBundle("test_model", 0.0f), 1000000).ok());
-  ASSERT_TRUE(Upload("big", run, 1, MakeBundle("test_model", 11.0f), 1000).ok());
+  ASSERT_TRUE(
+      Upload("small", run, 1, MakeBundle("test_model", 0.0f), 1000000).ok());
+  ASSERT_TRUE(
+      Upload("big", run, 1, MakeBundle("test_model", 11.0f), 1000).ok());
   TensorBundle average = *(*coordinator_->OpenModel(run, 1))->ReadAll();
   float value;
   std::memcpy(&value, average.data[0].data(), 4);

@@ -50,7 +50,8 @@ TEST(FedAvgTest, AverageOfLargeTensorsSpansBlocks) {
   ASSERT_TRUE(aggregator.Fold(source_a, 1).ok());
   ASSERT_TRUE(aggregator.Fold(source_b, 1).ok());
   TempDir dir;
-  absl::StatusOr<std::string> digest = aggregator.WriteAverage(dir.Join("avg.efm"));
+  absl::StatusOr<std::string> digest =
+      aggregator.WriteAverage(dir.Join("avg.efm"));
   ASSERT_TRUE(digest.ok()) << digest.status();
   TensorBundle read = *(*ModelFileReader::Open(dir.Join("avg.efm")))->ReadAll();
   EXPECT_FLOAT_EQ(FloatAt(read, 0, 0), 4.0f);
@@ -62,7 +63,8 @@ TEST(FedAvgTest, MismatchedUpdateIsRefusedAndNotCounted) {
   FedAvgAggregator aggregator(layout.manifest);
   TensorBundle wrong = MakeBundle("m", 1.0f, 3, 12);
   BundleSource source(&wrong);
-  EXPECT_EQ(aggregator.Fold(source, 5).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(aggregator.Fold(source, 5).code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(aggregator.contributions(), 0);
   EXPECT_FALSE(aggregator.Average().ok());
 }

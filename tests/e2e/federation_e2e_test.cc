@@ -24,9 +24,11 @@ class FederationE2eTest : public ::testing::Test {
   void SetUp() override {
     pki_ = dir_.Join("pki");
     ASSERT_TRUE(InitStudyPki(pki_, "e2e", 2).ok());
-    ASSERT_TRUE(IssueKit(pki_, {"coordinator", Role::kCoordinator,
-                                {"localhost", "127.0.0.1"}, 2})
-                    .ok());
+    ASSERT_TRUE(
+        IssueKit(
+            pki_,
+            {"coordinator", Role::kCoordinator, {"localhost", "127.0.0.1"}, 2})
+            .ok());
     ASSERT_TRUE(IssueKit(pki_, {"operator", Role::kOperator, {}, 2}).ok());
     for (const std::string& site : sites_) {
       ASSERT_TRUE(IssueKit(pki_, {site, Role::kSite, {}, 2}).ok());
@@ -38,14 +40,15 @@ class FederationE2eTest : public ::testing::Test {
     ASSERT_TRUE(synth.ok());
     ASSERT_EQ(synth->Wait(absl::Seconds(60)), 0);
 
-    ASSERT_TRUE(WriteFileAtomically(
-                    dir_.Join("coordinator.textproto"),
-                    "listen_address: \"127.0.0.1:0\"\n"
-                    "tls { ca_cert: \"pki/coordinator/ca.pem\" cert: "
-                    "\"pki/coordinator/cert.pem\" key: \"pki/coordinator/key.pem\" }\n"
-                    "state_dir: \"state\"\n"
-                    "enrolment_file: \"pki/enrolment.textproto\"\n")
-                    .ok());
+    ASSERT_TRUE(
+        WriteFileAtomically(
+            dir_.Join("coordinator.textproto"),
+            "listen_address: \"127.0.0.1:0\"\n"
+            "tls { ca_cert: \"pki/coordinator/ca.pem\" cert: "
+            "\"pki/coordinator/cert.pem\" key: \"pki/coordinator/key.pem\" }\n"
+            "state_dir: \"state\"\n"
+            "enrolment_file: \"pki/enrolment.textproto\"\n")
+            .ok());
     absl::StatusOr<Subprocess> coordinator = Subprocess::Start(
         {BinaryPath("echofed-coordinator"), "--config",
          dir_.Join("coordinator.textproto"), "--port-file", dir_.Join("port")},
@@ -85,19 +88,19 @@ class FederationE2eTest : public ::testing::Test {
   void StartAgent(size_t index) {
     const std::string& site = sites_[index];
     std::string config = dir_.Join(site + ".textproto");
-    ASSERT_TRUE(WriteFileAtomically(
-                    config, absl::StrCat("coordinator_address: \"", address_,
-                                         "\"\ncoordinator_name: \"localhost\"\n",
-                                         "tls { ca_cert: \"pki/", site,
-                                         "/ca.pem\" cert: \"pki/", site,
-                                         "/cert.pem\" key: \"pki/", site,
-                                         "/key.pem\" }\n", "data_dir: \"data/",
-                                         site, "\"\n"))
-                    .ok());
-    absl::StatusOr<Subprocess> agent = Subprocess::Start(
-        {BinaryPath("echofed-agent"), "run", "--config", config,
-         "--exit-after-run", "--threads", "1"},
-        dir_.Join(site + ".log"));
+    ASSERT_TRUE(
+        WriteFileAtomically(
+            config, absl::StrCat(
+                        "coordinator_address: \"", address_,
+                        "\"\ncoordinator_name: \"localhost\"\n",
+                        "tls { ca_cert: \"pki/", site, "/ca.pem\" cert: \"pki/",
+                        site, "/cert.pem\" key: \"pki/", site, "/key.pem\" }\n",
+                        "data_dir: \"data/", site, "\"\n"))
+            .ok());
+    absl::StatusOr<Subprocess> agent =
+        Subprocess::Start({BinaryPath("echofed-agent"), "run", "--config",
+                           config, "--exit-after-run", "--threads", "1"},
+                          dir_.Join(site + ".log"));
     ASSERT_TRUE(agent.ok());
     if (agents_.size() <= index) agents_.resize(index + 1);
     agents_[index] = std::make_unique<Subprocess>(std::move(*agent));
@@ -125,10 +128,10 @@ class FederationE2eTest : public ::testing::Test {
       if (status.ok() && done(*status)) return status;
       absl::SleepFor(absl::Milliseconds(200));
     }
-    return absl::DeadlineExceededError(
-        absl::StrCat("timed out; last state ",
-                     status.ok() ? RunStatus::State_Name(status->state())
-                                 : status.status().ToString()));
+    return absl::DeadlineExceededError(absl::StrCat(
+        "timed out; last state ", status.ok()
+                                      ? RunStatus::State_Name(status->state())
+                                      : status.status().ToString()));
   }
 
   bool AllJoined() {
@@ -181,8 +184,9 @@ TEST_F(FederationE2eTest, KilledAgentRoundClosesAtDeadlineAndAgentRejoins) {
   absl::Time until = absl::Now() + absl::Seconds(60);
   for (const std::string& site : sites_) {
     while (absl::Now() < until &&
-           ReadFileToString(dir_.Join(site + ".log")).value_or("").find("joined") ==
-               std::string::npos) {
+           ReadFileToString(dir_.Join(site + ".log"))
+                   .value_or("")
+                   .find("joined") == std::string::npos) {
       absl::SleepFor(absl::Milliseconds(100));
     }
   }
@@ -209,7 +213,8 @@ TEST_F(FederationE2eTest, KilledAgentRoundClosesAtDeadlineAndAgentRejoins) {
   ASSERT_TRUE(status.ok()) << status.status();
   bool rejoined = false;
   for (int round = 2; round < status->rounds_size(); ++round) {
-    for (const std::string& contributor : status->rounds(round).contributors()) {
+    for (const std::string& contributor :
+         status->rounds(round).contributors()) {
       rejoined |= contributor == "site-3";
     }
   }

@@ -147,9 +147,7 @@ class MtlsServerTest : public ::testing::Test {
   std::unique_ptr<Federation::Stub> site_b_;
 };
 
-TEST_F(MtlsServerTest, EnrolledSiteJoins) {
-  EXPECT_TRUE(Join(*site_a_).ok());
-}
+TEST_F(MtlsServerTest, EnrolledSiteJoins) { EXPECT_TRUE(Join(*site_a_).ok()); }
 
 TEST_F(MtlsServerTest, ClientWithoutCertificateIsUnauthenticated) {
   grpc::Status status = Join(*Site(pki_.NoClientCertificate()));
@@ -252,9 +250,11 @@ TEST_F(MtlsServerTest, BadUploadsAreRefusedOverTheWireAndTheRoundGoesOn) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 
   // The good updates still make the round.
-  ASSERT_TRUE(Upload(*site_a_, header, MakeBundle("test_model", 2.0f), &receipt).ok());
+  ASSERT_TRUE(
+      Upload(*site_a_, header, MakeBundle("test_model", 2.0f), &receipt).ok());
   header.set_upload_id("b1");
-  ASSERT_TRUE(Upload(*site_b_, header, MakeBundle("test_model", 4.0f), &receipt).ok());
+  ASSERT_TRUE(
+      Upload(*site_b_, header, MakeBundle("test_model", 4.0f), &receipt).ok());
   absl::StatusOr<TensorBundle> global = Download(*site_a_, run, 1);
   ASSERT_TRUE(global.ok()) << global.status();
   float value;

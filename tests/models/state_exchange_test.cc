@@ -36,7 +36,8 @@ TEST(StateExchangeTest, SameSeedGivesSameInitialModel) {
 }
 
 TEST(StateExchangeTest, MismatchedStateIsRefused) {
-  absl::StatusOr<TensorBundle> three = ExportState(*NewModel(1, 3), "small_cnn");
+  absl::StatusOr<TensorBundle> three =
+      ExportState(*NewModel(1, 3), "small_cnn");
   auto two = NewModel(1, 2);
   absl::Status status = ImportState(*three, *two);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);

@@ -40,9 +40,9 @@ TEST(ClinicalTest, BadRowsAreReportedAndLeftOut) {
       "P4,10,NB,M5,0\n"       // unknown stage
       "P5,10,NB\n"            // too few fields
       "P6,10,NB,L1,0\n"
-      "P6,11,NB,L1,0\n"       // duplicate id: both out
-      ",10,NB,L1,0\n"         // no id
-      "P7,10,GN,L1,1\n"       // event without time
+      "P6,11,NB,L1,0\n"  // duplicate id: both out
+      ",10,NB,L1,0\n"    // no id
+      "P7,10,GN,L1,1\n"  // event without time
       "P8,10,GN,L1,0\n",
       "clinical.csv");
   ASSERT_TRUE(table.ok());
@@ -60,8 +60,9 @@ TEST(ClinicalTest, BadRowsAreReportedAndLeftOut) {
 }
 
 TEST(ClinicalTest, UnknownOrMissingColumnsAreFileErrors) {
-  EXPECT_EQ(ParseClinicalCsv("patient_id,age_monts\nP1,3\n", "c.csv").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ParseClinicalCsv("patient_id,age_monts\nP1,3\n", "c.csv").status().code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseClinicalCsv("age_months\n3\n", "c.csv").status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseClinicalCsv("", "c.csv").status().code(),

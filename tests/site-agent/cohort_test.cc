@@ -26,8 +26,9 @@ class CohortTest : public ::testing::Test {
  protected:
   void AddImage(const std::string& id, const std::string& label,
                 bool readable = true) {
-    ImageRecord record{id, absl::StrCat(id, "_", manifest_.records.size(),
-                                        readable ? ".ok" : ".bad"),
+    ImageRecord record{id,
+                       absl::StrCat(id, "_", manifest_.records.size(),
+                                    readable ? ".ok" : ".bad"),
                        label, std::nullopt};
     manifest_.records.push_back(record);
   }

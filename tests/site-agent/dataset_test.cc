@@ -32,17 +32,21 @@ class DatasetTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(MakeDirectories(dir_.Join("site/images")).ok());
-    ASSERT_TRUE(WritePng(dir_.Join("site/images/a.png"), Gradient(40, 30)).ok());
-    ASSERT_TRUE(WriteJpeg(dir_.Join("site/images/b.jpg"), Gradient(50, 50), 90).ok());
+    ASSERT_TRUE(
+        WritePng(dir_.Join("site/images/a.png"), Gradient(40, 30)).ok());
+    ASSERT_TRUE(
+        WriteJpeg(dir_.Join("site/images/b.jpg"), Gradient(50, 50), 90).ok());
   }
   void WriteManifest(const std::string& content) {
-    ASSERT_TRUE(WriteFileAtomically(dir_.Join("site/manifest.csv"), content).ok());
+    ASSERT_TRUE(
+        WriteFileAtomically(dir_.Join("site/manifest.csv"), content).ok());
   }
   TempDir dir_;
 };
 
 TEST_F(DatasetTest, ReadsManifestAndImages) {
-  WriteManifest("patient_id,image,label\nP1,images/a.png,NB\nP2,images/b.jpg,GN\n");
+  WriteManifest(
+      "patient_id,image,label\nP1,images/a.png,NB\nP2,images/b.jpg,GN\n");
   absl::StatusOr<SiteManifest> manifest = LoadManifest(dir_.Join("site"));
   ASSERT_TRUE(manifest.ok()) << manifest.status();
   EXPECT_TRUE(manifest->errors.empty());
@@ -61,13 +65,13 @@ TEST_F(DatasetTest, EachBadLineIsAnErrorNotACrash) {
   WriteManifest(
       "patient_id,image,label\n"
       "P1,images/a.png,NB\n"
-      "P2,../outside.png,NB\n"          // leaves the folder
-      "P3,/etc/passwd,NB\n"             // absolute
-      "P4,escape/passwd,NB\n"           // through a link
-      "P5,images/a.png,GN\n"            // listed twice
-      "P6\n"                            // too few columns
-      "P7,images/b.jpg,\n"              // no label
-      "P8,images/missing.png,GN\n");    // fine here, unreadable later
+      "P2,../outside.png,NB\n"        // leaves the folder
+      "P3,/etc/passwd,NB\n"           // absolute
+      "P4,escape/passwd,NB\n"         // through a link
+      "P5,images/a.png,GN\n"          // listed twice
+      "P6\n"                          // too few columns
+      "P7,images/b.jpg,\n"            // no label
+      "P8,images/missing.png,GN\n");  // fine here, unreadable later
   absl::StatusOr<SiteManifest> manifest = LoadManifest(dir_.Join("site"));
   ASSERT_TRUE(manifest.ok());
   EXPECT_EQ(manifest->records.size(), 2u);
@@ -98,8 +102,8 @@ TEST_F(DatasetTest, RoiBoxOrMaskCropsTheImage) {
       "P1,images/a.png,NB,10,5,10,10,\n"
       "P2,images/a2.png,NB,,,,,images/a_mask.png\n"
       "P3,images/b.jpg,NB,,,,,images/empty_mask.png\n"
-      "P4,images/b.jpg,NB,1,1,5,5,images/a_mask.png\n"      // both: error
-      "P5,images/b.jpg,NB,,,,,../../mask.png\n");          // escapes
+      "P4,images/b.jpg,NB,1,1,5,5,images/a_mask.png\n"  // both: error
+      "P5,images/b.jpg,NB,,,,,../../mask.png\n");       // escapes
   absl::StatusOr<SiteManifest> manifest = LoadManifest(dir_.Join("site"));
   ASSERT_TRUE(manifest.ok());
   EXPECT_EQ(manifest->errors.size(), 2u);
@@ -121,7 +125,8 @@ TEST_F(DatasetTest, RoiBoxOrMaskCropsTheImage) {
 }
 
 TEST_F(DatasetTest, PatientWithConflictingLabelsIsExcluded) {
-  WriteManifest("patient_id,image,label\nP1,images/a.png,NB\nP1,images/b.jpg,GN\n");
+  WriteManifest(
+      "patient_id,image,label\nP1,images/a.png,NB\nP1,images/b.jpg,GN\n");
   absl::StatusOr<SiteManifest> manifest = LoadManifest(dir_.Join("site"));
   ASSERT_TRUE(manifest.ok());
   EXPECT_TRUE(manifest->records.empty());
@@ -153,15 +158,18 @@ TEST(ImageIoTest, CorruptInputsAreErrors) {
   std::string jpeg = *ReadFileToString(dir.Join("ok.jpg"));
   EXPECT_TRUE(DecodeGrayImage(png, "ok").ok());
   EXPECT_TRUE(DecodeGrayImage(jpeg, "ok").ok());
-  for (const auto& [bytes, what] : std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [bytes, what] :
+       std::vector<std::pair<std::string, std::string>>{
            {png.substr(0, png.size() / 2), "truncated png"},
            {jpeg.substr(0, jpeg.size() / 2), "truncated jpeg"},
            {"hello, I am a text file\n", "text"},
            {"", "empty"},
-           {std::string("\x89PNG\r\n\x1a\n") + std::string(30, '\0'), "png header only"},
+           {std::string("\x89PNG\r\n\x1a\n") + std::string(30, '\0'),
+            "png header only"},
        }) {
     absl::StatusOr<GrayImage> image = DecodeGrayImage(bytes, what);
-    EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << what;
+    EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument)
+        << what;
   }
 }
 
@@ -193,7 +201,8 @@ TEST(SplitTest, PatientLevelStratifiedAndStable) {
   std::set<std::string> grown = TrainingPatients(more, 0.7, 42);
   int moved = 0;
   for (const ImageRecord& record : records) {
-    moved += training.count(record.patient_id) != grown.count(record.patient_id);
+    moved +=
+        training.count(record.patient_id) != grown.count(record.patient_id);
   }
   EXPECT_LE(moved, 2 * 5);  // images, i.e. at most a handful of patients
 }
@@ -322,7 +331,8 @@ namespace {
 TEST(BusiSitesTest, JpegAndPngSitesDecodeCompletely) {
   std::string root = testing::BusiSitesDir();
   if (root.empty()) {
-    GTEST_SKIP() << "../shared/data/busi-sites is absent; real-data check skipped";
+    GTEST_SKIP()
+        << "../shared/data/busi-sites is absent; real-data check skipped";
   }
   struct Expected {
     const char* site;

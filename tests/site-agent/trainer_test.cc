@@ -52,8 +52,8 @@ TEST(TrainerTest, NoopTrainerChangesWeightsSlightly) {
   TrainOptions options;
   options.trainer = Plan::NOOP;
   ASSERT_TRUE(TrainLocal(*model, data, options).ok());
-  EXPECT_NEAR((model->parameters()[0] - before).abs().max().item<double>(), 1e-6,
-              1e-7);
+  EXPECT_NEAR((model->parameters()[0] - before).abs().max().item<double>(),
+              1e-6, 1e-7);
 }
 
 TEST(TrainerTest, EmptyTrainingSetIsAnError) {

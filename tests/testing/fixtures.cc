@@ -28,8 +28,8 @@ TempDir::~TempDir() {
 TestPki::TestPki() { ca_ = *CreateCertificateAuthority("test study", 30); }
 
 TlsMaterial TestPki::Coordinator() const {
-  CertificateRequest request{"coordinator", Role::kCoordinator,
-                             {"localhost", "127.0.0.1"}, 30};
+  CertificateRequest request{
+      "coordinator", Role::kCoordinator, {"localhost", "127.0.0.1"}, 30};
   PemPair pair = *IssueCertificate(ca_, request);
   return TlsMaterial{ca_.cert, pair.cert, pair.key};
 }
@@ -37,8 +37,8 @@ TlsMaterial TestPki::Coordinator() const {
 TlsMaterial TestPki::Participant(const std::string& identity, Role role,
                                  long not_before_offset_seconds,
                                  int valid_days) const {
-  CertificateRequest request{identity, role, {}, valid_days,
-                             not_before_offset_seconds};
+  CertificateRequest request{
+      identity, role, {}, valid_days, not_before_offset_seconds};
   PemPair pair = *IssueCertificate(ca_, request);
   return TlsMaterial{ca_.cert, pair.cert, pair.key};
 }
@@ -81,7 +81,8 @@ TensorBundle MakeBundle(const std::string& model_name, float value, int tensors,
   counter->set_name("bn.num_batches_tracked");
   counter->set_dtype(INT64);
   int64_t count = static_cast<int64_t>(value);
-  bundle.data.emplace_back(reinterpret_cast<const char*>(&count), sizeof(count));
+  bundle.data.emplace_back(reinterpret_cast<const char*>(&count),
+                           sizeof(count));
   SealBundle(&bundle).IgnoreError();
   return bundle;
 }
