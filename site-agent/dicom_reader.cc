@@ -327,6 +327,20 @@ absl::Status CheckNativeLength(DcmDataset* dataset, DcmElement* pixel_data,
   return absl::OkStatus();
 }
 
+// The fragments of encapsulated (compressed) pixel data as stored in the
+// file, or null when the pixel data is not encapsulated.
+DcmPixelSequence* EncapsulatedFragments(DcmElement* pixel_data) {
+  auto* pixels = static_cast<DcmPixelData*>(pixel_data);
+  E_TransferSyntax xfer = EXS_Unknown;
+  const DcmRepresentationParameter* parameter = nullptr;
+  pixels->getOriginalRepresentationKey(xfer, parameter);
+  DcmPixelSequence* sequence = nullptr;
+  if (pixels->getEncapsulatedRepresentation(xfer, parameter, sequence).bad()) {
+    return nullptr;
+  }
+  return sequence;
+}
+
 // DCMTK 3.6.7's RLE decoder takes the segment offsets of the RLE header on
 // trust: an offset past the end of the fragment made it read far outside
 // the buffer (SEGV, found by tests/fuzz/dicom_fuzz), and a segment that
@@ -342,15 +356,8 @@ absl::Status CheckRleFrame(DcmElement* pixel_data, const DicomImageInfo& info,
         absl::StrCat(origin, ": DICOM RLE pixel data is corrupt (", why, ")"));
   };
   if (pixel_data->ident() != EVR_PixelData) return corrupt("no pixel data");
-  auto* pixels = static_cast<DcmPixelData*>(pixel_data);
-  E_TransferSyntax xfer = EXS_Unknown;
-  const DcmRepresentationParameter* parameter = nullptr;
-  pixels->getOriginalRepresentationKey(xfer, parameter);
-  DcmPixelSequence* sequence = nullptr;
-  if (pixels->getEncapsulatedRepresentation(xfer, parameter, sequence).bad() ||
-      sequence == nullptr) {
-    return corrupt("not encapsulated");
-  }
+  DcmPixelSequence* sequence = EncapsulatedFragments(pixel_data);
+  if (sequence == nullptr) return corrupt("not encapsulated");
   // Item 0 is the Basic Offset Table.
   if (sequence->card() != static_cast<unsigned long>(info.frames) + 1) {
     return corrupt(absl::StrCat(static_cast<long>(sequence->card()) - 1,
@@ -425,15 +432,8 @@ absl::Status CheckJpegFrame(DcmElement* pixel_data, const DicomImageInfo& info,
         absl::StrCat(origin, ": DICOM JPEG pixel data is corrupt (", why, ")"));
   };
   if (pixel_data->ident() != EVR_PixelData) return corrupt("no pixel data");
-  auto* pixels = static_cast<DcmPixelData*>(pixel_data);
-  E_TransferSyntax xfer = EXS_Unknown;
-  const DcmRepresentationParameter* parameter = nullptr;
-  pixels->getOriginalRepresentationKey(xfer, parameter);
-  DcmPixelSequence* sequence = nullptr;
-  if (pixels->getEncapsulatedRepresentation(xfer, parameter, sequence).bad() ||
-      sequence == nullptr) {
-    return corrupt("not encapsulated");
-  }
+  DcmPixelSequence* sequence = EncapsulatedFragments(pixel_data);
+  if (sequence == nullptr) return corrupt("not encapsulated");
   Uint32 item = 0;
   DcmPixelItem* fragment = nullptr;
   if (DcmCodec::determineStartFragment(static_cast<Uint32>(frame),
