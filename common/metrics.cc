@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace echofed {
 namespace {
@@ -727,6 +730,597 @@ MetricsSummary Summarize(const EvalAggregate& a) {
     FillScoreMetrics(a, &summary);
   }
   return summary;
+}
+
+}  // namespace echofed
+
+// ---------------------------------------------------------------------------
+// Meta-analysis.
+
+namespace echofed {
+namespace {
+
+// Q(a, x) = Gamma(a, x) / Gamma(a), the regularized upper incomplete gamma
+// function: the series below x = a + 1, the continued fraction (modified
+// Lentz) above, as in Numerical Recipes (2nd ed.) section 6.2.
+double UpperGammaRatio(double a, double x) {
+  if (!(x > 0)) return 1;
+  const double log_prefix = a * std::log(x) - x - std::lgamma(a);
+  constexpr int kMaxTerms = 1000;
+  constexpr double kEpsilon = 1e-15;
+  if (x < a + 1) {
+    double term = 1 / a, sum = term;
+    for (int n = 1; n < kMaxTerms && std::abs(term) > kEpsilon * sum; ++n) {
+      term *= x / (a + n);
+      sum += term;
+    }
+    return std::max(0.0, 1 - sum * std::exp(log_prefix));
+  }
+  constexpr double kTiny = 1e-300;
+  double b = x + 1 - a, c = 1 / kTiny, d = 1 / b, fraction = d;
+  for (int n = 1; n < kMaxTerms; ++n) {
+    const double an = -n * (n - a);
+    b += 2;
+    d = an * d + b;
+    if (std::abs(d) < kTiny) d = kTiny;
+    c = b + an / c;
+    if (std::abs(c) < kTiny) c = kTiny;
+    d = 1 / d;
+    fraction *= d * c;
+    if (std::abs(d * c - 1) < kEpsilon) break;
+  }
+  return std::exp(log_prefix) * fraction;
+}
+
+double ChiSquareUpperTail(double statistic, int degrees_of_freedom) {
+  return UpperGammaRatio(degrees_of_freedom / 2.0, statistic / 2);
+}
+
+Heterogeneity ClassifyI2(double i2) {
+  if (std::isnan(i2)) return Heterogeneity::kUndefined;
+  if (i2 < 30) return Heterogeneity::kLow;
+  if (i2 < 50) return Heterogeneity::kModerate;
+  if (i2 < 75) return Heterogeneity::kSubstantial;
+  return Heterogeneity::kConsiderable;
+}
+
+absl::Status CheckStudy(const StudyEstimate& study) {
+  if (std::isfinite(study.estimate) && std::isfinite(study.variance) &&
+      study.variance > 0) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "study \"", study.label, "\": estimate ", study.estimate, ", variance ",
+      study.variance, " (need finite values and a positive variance)"));
+}
+
+// Whether a site's report can be asked about class `class_index`: a missing
+// or malformed report, or a class it does not have, is an error (a
+// suppressed report is only excluded, by the callers).
+absl::Status CheckSite(const SiteAggregate& site, int class_index) {
+  if (site.aggregate == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("site \"", site.label, "\" has no report"));
+  }
+  const EvalAggregate& a = *site.aggregate;
+  const int k = a.class_count();
+  if (k <= 0 || k > 1000 || a.confusion_size() != k * k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("site \"", site.label, "\": malformed confusion matrix"));
+  }
+  if (class_index < 0 || class_index >= k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("site \"", site.label, "\" has ", k,
+                     " classes, not class ", class_index));
+  }
+  return absl::OkStatus();
+}
+
+std::string Excluded(const SiteAggregate& site, absl::string_view reason) {
+  return absl::StrCat(site.label, ": ", reason);
+}
+
+int64_t ConfusionTotal(const EvalAggregate& a) {
+  int64_t n = 0;
+  for (int64_t count : a.confusion()) n += count;
+  return n;
+}
+
+// Which proportion of the one-vs-rest confusion counts a study is built of.
+enum class Proportion { kSensitivity, kSpecificity };
+
+absl::StatusOr<SiteStudies> ProportionStudies(
+    const std::vector<SiteAggregate>& sites, int c, Proportion proportion) {
+  SiteStudies result;
+  for (const SiteAggregate& site : sites) {
+    if (absl::Status status = CheckSite(site, c); !status.ok()) return status;
+    const EvalAggregate& a = *site.aggregate;
+    if (a.suppressed()) {
+      result.excluded.push_back(Excluded(site, "suppressed"));
+      continue;
+    }
+    const int64_t positives = RowSum(a, c);
+    const int64_t true_positives = Cell(a, c, c);
+    int64_t successes = true_positives, trials = positives;
+    if (proportion == Proportion::kSpecificity) {
+      trials = ConfusionTotal(a) - positives;
+      successes = trials - (ColumnSum(a, c) - true_positives);
+    }
+    if (trials <= 0) {
+      result.excluded.push_back(
+          Excluded(site, proportion == Proportion::kSensitivity
+                             ? "no cases of the class"
+                             : "no cases outside the class"));
+      continue;
+    }
+    result.studies.push_back(
+        LogitProportionStudy(successes, trials, site.label));
+  }
+  return result;
+}
+
+absl::StatusOr<PooledSiteMetric> Pool(absl::StatusOr<SiteStudies> sites,
+                                      bool logit_scale) {
+  if (!sites.ok()) return sites.status();
+  if (sites->studies.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no site to pool (",
+        sites->excluded.empty() ? "no sites"
+                                : absl::StrJoin(sites->excluded, "; "),
+        ")"));
+  }
+  absl::StatusOr<MetaAnalysis> analysis = MetaAnalyze(sites->studies);
+  if (!analysis.ok()) return analysis.status();
+  PooledSiteMetric pooled;
+  pooled.analysis = *std::move(analysis);
+  pooled.excluded = std::move(sites->excluded);
+  const MetaAnalysis& m = pooled.analysis;
+  if (logit_scale) {
+    pooled.estimate = Sigmoid(m.estimate);
+    pooled.ci = {Sigmoid(m.ci.lower), Sigmoid(m.ci.upper)};
+  } else {
+    pooled.estimate = m.estimate;
+    pooled.ci = {std::max(0.0, m.ci.lower), std::min(1.0, m.ci.upper)};
+  }
+  return pooled;
+}
+
+}  // namespace
+
+absl::string_view HeterogeneityName(Heterogeneity heterogeneity) {
+  switch (heterogeneity) {
+    case Heterogeneity::kLow:
+      return "low";
+    case Heterogeneity::kModerate:
+      return "moderate";
+    case Heterogeneity::kSubstantial:
+      return "substantial";
+    case Heterogeneity::kConsiderable:
+      return "considerable";
+    case Heterogeneity::kUndefined:
+      break;
+  }
+  return "undefined";
+}
+
+absl::StatusOr<MetaAnalysis> MetaAnalyze(
+    const std::vector<StudyEstimate>& studies) {
+  if (studies.empty()) {
+    return absl::InvalidArgumentError("no studies to meta-analyse");
+  }
+  for (const StudyEstimate& study : studies) {
+    if (absl::Status status = CheckStudy(study); !status.ok()) return status;
+  }
+  MetaAnalysis m;
+  const int k = static_cast<int>(studies.size());
+  m.study_count = k;
+  m.degrees_of_freedom = k - 1;
+  double weight_sum = 0, weight_square_sum = 0, weighted_sum = 0;
+  for (const StudyEstimate& study : studies) {
+    const double w = 1 / study.variance;
+    weight_sum += w;
+    weight_square_sum += w * w;
+    weighted_sum += w * study.estimate;
+  }
+  m.fixed_estimate = weighted_sum / weight_sum;
+  m.fixed_standard_error = std::sqrt(1 / weight_sum);
+  m.q = 0;
+  for (const StudyEstimate& study : studies) {
+    const double residual = study.estimate - m.fixed_estimate;
+    m.q += residual * residual / study.variance;
+  }
+  // Positive for k >= 2: the cross terms of (sum w)^2.
+  const double scale = weight_sum - weight_square_sum / weight_sum;
+  m.tau2 = k > 1 ? std::max(0.0, (m.q - m.degrees_of_freedom) / scale) : 0.0;
+  if (k > 1) {
+    m.q_p_value = ChiSquareUpperTail(m.q, m.degrees_of_freedom);
+    m.i2 =
+        m.q > 0 ? 100 * std::max(0.0, (m.q - m.degrees_of_freedom) / m.q) : 0.0;
+  }
+  m.heterogeneity = ClassifyI2(m.i2);
+  double random_sum = 0, random_weighted_sum = 0;
+  for (const StudyEstimate& study : studies) {
+    const double w = 1 / (study.variance + m.tau2);
+    random_sum += w;
+    random_weighted_sum += w * study.estimate;
+  }
+  m.estimate = random_weighted_sum / random_sum;
+  m.standard_error = std::sqrt(1 / random_sum);
+  m.ci = {m.estimate - kZ95 * m.standard_error,
+          m.estimate + kZ95 * m.standard_error};
+  for (const StudyEstimate& study : studies) {
+    m.weights.push_back(
+        {study.label, 100 / (study.variance + m.tau2) / random_sum});
+  }
+  return m;
+}
+
+StudyEstimate LogitProportionStudy(int64_t successes, int64_t trials,
+                                   std::string label) {
+  StudyEstimate study;
+  study.label = std::move(label);
+  if (trials <= 0 || successes < 0 || successes > trials) return study;
+  double s = static_cast<double>(successes);
+  double f = static_cast<double>(trials - successes);
+  if (s == 0 || f == 0) {
+    s += 0.5;
+    f += 0.5;
+  }
+  study.estimate = std::log(s / f);
+  study.variance = 1 / s + 1 / f;
+  return study;
+}
+
+absl::StatusOr<SiteStudies> AucStudies(const std::vector<SiteAggregate>& sites,
+                                       int c) {
+  SiteStudies result;
+  for (const SiteAggregate& site : sites) {
+    if (absl::Status status = CheckSite(site, c); !status.ok()) return status;
+    const EvalAggregate& a = *site.aggregate;
+    if (a.suppressed()) {
+      result.excluded.push_back(Excluded(site, "suppressed"));
+      continue;
+    }
+    if (!ScoreLayoutOk(a) || a.histogram_bins() > 100000) {
+      result.excluded.push_back(Excluded(site, "no score histograms"));
+      continue;
+    }
+    std::vector<int> rest;
+    for (int t = 0; t < a.class_count(); ++t) {
+      if (t != c) rest.push_back(t);
+    }
+    const AucEstimate auc = AucFromBins(Bins(a, c, rest));
+    if (std::isnan(auc.auc)) {
+      result.excluded.push_back(
+          Excluded(site, "no cases of the class or none outside it"));
+    } else if (std::isnan(auc.variance)) {
+      result.excluded.push_back(
+          Excluded(site, "fewer than two cases of the class or outside it"));
+    } else if (!(auc.variance > 0)) {
+      result.excluded.push_back(Excluded(
+          site, absl::StrCat("AUC ", auc.auc, " with DeLong variance 0")));
+    } else {
+      result.studies.push_back({auc.auc, auc.variance, site.label});
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<SiteStudies> SensitivityStudies(
+    const std::vector<SiteAggregate>& sites, int class_index) {
+  return ProportionStudies(sites, class_index, Proportion::kSensitivity);
+}
+
+absl::StatusOr<SiteStudies> SpecificityStudies(
+    const std::vector<SiteAggregate>& sites, int class_index) {
+  return ProportionStudies(sites, class_index, Proportion::kSpecificity);
+}
+
+absl::StatusOr<PooledSiteMetric> MetaAnalyzeAuc(
+    const std::vector<SiteAggregate>& sites, int class_index) {
+  return Pool(AucStudies(sites, class_index), /*logit_scale=*/false);
+}
+
+absl::StatusOr<PooledSiteMetric> MetaAnalyzeSensitivity(
+    const std::vector<SiteAggregate>& sites, int class_index) {
+  return Pool(SensitivityStudies(sites, class_index), /*logit_scale=*/true);
+}
+
+absl::StatusOr<PooledSiteMetric> MetaAnalyzeSpecificity(
+    const std::vector<SiteAggregate>& sites, int class_index) {
+  return Pool(SpecificityStudies(sites, class_index), /*logit_scale=*/true);
+}
+
+}  // namespace echofed
+
+// ---------------------------------------------------------------------------
+// Harrell's C-index from binned survival aggregates.
+
+namespace echofed {
+namespace {
+
+// CIndex multiplies counts of patients; below 2^31 patients every pair count
+// fits int64.
+constexpr int64_t kMaxSurvivalPatients = (int64_t{1} << 31) - 1;
+
+bool HasSurvivalBinning(const SurvivalAggregate& a) {
+  return a.time_bins() == kSurvivalTimeBins &&
+         a.time_bin_months() == kSurvivalTimeBinMonths &&
+         a.score_bins() == kSurvivalScoreBins;
+}
+
+bool CellBefore(const SurvivalCell& x, const SurvivalCell& y) {
+  return x.time_bin() != y.time_bin() ? x.time_bin() < y.time_bin()
+                                      : x.score_bin() < y.score_bin();
+}
+
+// Binning, cells (in range, sorted, unique, non-empty, counts bounded) and
+// their total against num_patients; not the suppression rule.
+absl::Status CheckSurvivalCells(const SurvivalAggregate& a) {
+  if (!HasSurvivalBinning(a)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "survival binning ", a.time_bins(), " x ", a.time_bin_months(),
+        " months, ", a.score_bins(), " score bins; every site must use ",
+        kSurvivalTimeBins, " x ", kSurvivalTimeBinMonths, " months, ",
+        kSurvivalScoreBins, " score bins"));
+  }
+  int64_t total = 0;
+  for (int i = 0; i < a.cells_size(); ++i) {
+    const SurvivalCell& cell = a.cells(i);
+    if (cell.time_bin() < 0 || cell.time_bin() >= kSurvivalTimeBins ||
+        cell.score_bin() < 0 || cell.score_bin() >= kSurvivalScoreBins) {
+      return absl::InvalidArgumentError("survival cell outside the binning");
+    }
+    if (i > 0 && !CellBefore(a.cells(i - 1), cell)) {
+      return absl::InvalidArgumentError(
+          "survival cells not sorted by (time bin, score bin) or repeated");
+    }
+    if (cell.events() < 0 || cell.censored() < 0 ||
+        cell.events() + cell.censored() == 0) {
+      return absl::InvalidArgumentError("survival cell with no patients");
+    }
+    if (cell.events() > kMaxCount || cell.censored() > kMaxCount) {
+      return absl::InvalidArgumentError("count too large");
+    }
+    total += cell.events() + cell.censored();
+    if (total > kMaxCount) return absl::InvalidArgumentError("count too large");
+  }
+  if (total != a.num_patients()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("survival cells hold ", total, " patients, num_patients ",
+                     a.num_patients()));
+  }
+  return absl::OkStatus();
+}
+
+// Counts per score bin with prefix sums in O(log bins) (a Fenwick tree).
+class ScoreCounts {
+ public:
+  explicit ScoreCounts(int bins) : tree_(bins + 1, 0) {}
+
+  void Add(int bin, int64_t count) {
+    total_ += count;
+    for (int i = bin + 1; i < static_cast<int>(tree_.size()); i += i & -i) {
+      tree_[i] += count;
+    }
+  }
+  // Patients in bins below `bin`.
+  int64_t Below(int bin) const {
+    int64_t sum = 0;
+    for (int i = bin; i > 0; i -= i & -i) sum += tree_[i];
+    return sum;
+  }
+  int64_t At(int bin) const { return Below(bin + 1) - Below(bin); }
+  int64_t Total() const { return total_; }
+
+ private:
+  std::vector<int64_t> tree_;
+  int64_t total_ = 0;
+};
+
+// The pairs of one cell's patients with the patients of other time bins:
+// r comparable pairs per patient, of which w more concordant than
+// discordant. Event patients are compared with everyone followed longer and
+// with the earlier events; censored ones only with the earlier events.
+struct CellPairs {
+  int64_t event_pairs = 0;     // r of an event patient
+  int64_t event_balance = 0;   // w of an event patient
+  int64_t censored_pairs = 0;  // r of a censored patient
+  int64_t censored_balance = 0;
+};
+
+// [first, last) of each time bin's run of cells.
+std::vector<std::pair<int, int>> TimeBinRuns(const SurvivalAggregate& a) {
+  std::vector<std::pair<int, int>> runs;
+  for (int i = 0; i < a.cells_size(); ++i) {
+    if (i == 0 || a.cells(i).time_bin() != a.cells(i - 1).time_bin()) {
+      runs.push_back({i, i});
+    }
+    runs.back().second = i + 1;
+  }
+  return runs;
+}
+
+}  // namespace
+
+int SurvivalTimeBin(double time_months) {
+  if (!(time_months >= 0)) return 0;
+  if (time_months >= kSurvivalTimeBins * kSurvivalTimeBinMonths) {
+    return kSurvivalTimeBins - 1;
+  }
+  return std::min(kSurvivalTimeBins - 1,
+                  static_cast<int>(time_months / kSurvivalTimeBinMonths));
+}
+
+int SurvivalScoreBin(double risk_score) {
+  if (std::isnan(risk_score)) return 0;
+  return std::min(kSurvivalScoreBins - 1,
+                  static_cast<int>(Sigmoid(risk_score) * kSurvivalScoreBins));
+}
+
+void InitSurvivalAggregate(SurvivalAggregate* aggregate) {
+  aggregate->set_num_patients(0);
+  aggregate->set_time_bins(kSurvivalTimeBins);
+  aggregate->set_time_bin_months(kSurvivalTimeBinMonths);
+  aggregate->set_score_bins(kSurvivalScoreBins);
+  aggregate->clear_cells();
+}
+
+absl::Status AddSurvivalCase(SurvivalAggregate* aggregate, double time_months,
+                             bool event, double risk_score) {
+  if (!std::isfinite(time_months) || time_months < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "follow-up time ", time_months, " months is not finite and >= 0"));
+  }
+  if (!std::isfinite(risk_score)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("risk score ", risk_score, " is not finite"));
+  }
+  if (aggregate->time_bins() == 0 && aggregate->cells_size() == 0 &&
+      aggregate->num_patients() == 0) {
+    InitSurvivalAggregate(aggregate);
+  }
+  if (!HasSurvivalBinning(*aggregate)) {
+    return absl::FailedPreconditionError(
+        "survival aggregate lacks the fixed binning (InitSurvivalAggregate "
+        "it)");
+  }
+  SurvivalCell key;
+  key.set_time_bin(SurvivalTimeBin(time_months));
+  key.set_score_bin(SurvivalScoreBin(risk_score));
+  auto* cells = aggregate->mutable_cells();
+  auto position =
+      std::lower_bound(cells->begin(), cells->end(), key, CellBefore);
+  int index = static_cast<int>(position - cells->begin());
+  if (position == cells->end() || CellBefore(key, *position)) {
+    *cells->Add() = key;
+    // Into place; linear, like any insertion into a sorted array, which a
+    // site's few thousand patients afford.
+    for (int i = cells->size() - 1; i > index; --i) {
+      cells->SwapElements(i, i - 1);
+    }
+  }
+  SurvivalCell& cell = *cells->Mutable(index);
+  if (event) {
+    cell.set_events(cell.events() + 1);
+  } else {
+    cell.set_censored(cell.censored() + 1);
+  }
+  aggregate->set_num_patients(aggregate->num_patients() + 1);
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSurvivalAggregate(const SurvivalAggregate& aggregate) {
+  if (aggregate.suppressed() &&
+      (aggregate.num_patients() != 0 || aggregate.cells_size() != 0)) {
+    return absl::InvalidArgumentError(
+        "a suppressed survival report must not carry counts");
+  }
+  return CheckSurvivalCells(aggregate);
+}
+
+absl::Status AddSurvivalAggregate(const SurvivalAggregate& add,
+                                  SurvivalAggregate* total) {
+  if (absl::Status status = ValidateSurvivalAggregate(add); !status.ok()) {
+    return status;
+  }
+  const bool fresh = total->time_bins() == 0 && total->cells_size() == 0 &&
+                     total->num_patients() == 0;
+  if (!fresh) {
+    if (absl::Status status = CheckSurvivalCells(*total); !status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the total: ", status.message()));
+    }
+  }
+  // Checked everything; from here on `total` changes.
+  if (fresh) InitSurvivalAggregate(total);
+  google::protobuf::RepeatedPtrField<SurvivalCell> merged;
+  merged.Reserve(total->cells_size() + add.cells_size());
+  int i = 0, j = 0;
+  while (i < total->cells_size() || j < add.cells_size()) {
+    if (j == add.cells_size() || (i < total->cells_size() &&
+                                  CellBefore(total->cells(i), add.cells(j)))) {
+      *merged.Add() = total->cells(i++);
+    } else if (i == total->cells_size() ||
+               CellBefore(add.cells(j), total->cells(i))) {
+      *merged.Add() = add.cells(j++);
+    } else {
+      SurvivalCell* cell = merged.Add();
+      *cell = total->cells(i++);
+      cell->set_events(cell->events() + add.cells(j).events());
+      cell->set_censored(cell->censored() + add.cells(j++).censored());
+    }
+  }
+  total->mutable_cells()->Swap(&merged);
+  total->set_num_patients(total->num_patients() + add.num_patients());
+  return absl::OkStatus();
+}
+
+ConcordanceIndex CIndex(const SurvivalAggregate& a) {
+  ConcordanceIndex result;
+  if (!CheckSurvivalCells(a).ok() || a.num_patients() > kMaxSurvivalPatients) {
+    return result;
+  }
+  const std::vector<std::pair<int, int>> runs = TimeBinRuns(a);
+  std::vector<CellPairs> pairs(a.cells_size());
+  // Latest time bins first: each event against the patients followed
+  // longer, that is in later time bins.
+  ScoreCounts later(kSurvivalScoreBins);
+  for (auto run = runs.rbegin(); run != runs.rend(); ++run) {
+    for (int i = run->first; i < run->second; ++i) {
+      const SurvivalCell& cell = a.cells(i);
+      const int64_t lower = later.Below(cell.score_bin());
+      const int64_t tied = later.At(cell.score_bin());
+      const int64_t higher = later.Total() - lower - tied;
+      result.concordant += cell.events() * lower;
+      result.discordant += cell.events() * higher;
+      result.tied += cell.events() * tied;
+      pairs[i].event_pairs = later.Total();
+      pairs[i].event_balance = lower - higher;
+    }
+    for (int i = run->first; i < run->second; ++i) {
+      later.Add(a.cells(i).score_bin(),
+                a.cells(i).events() + a.cells(i).censored());
+    }
+  }
+  // Earliest first: every patient against the events of earlier time bins,
+  // concordant when the earlier event had the higher score.
+  ScoreCounts earlier_events(kSurvivalScoreBins);
+  for (const auto& [first, last] : runs) {
+    for (int i = first; i < last; ++i) {
+      const SurvivalCell& cell = a.cells(i);
+      const int64_t lower = earlier_events.Below(cell.score_bin());
+      const int64_t tied = earlier_events.At(cell.score_bin());
+      const int64_t higher = earlier_events.Total() - lower - tied;
+      pairs[i].event_pairs += earlier_events.Total();
+      pairs[i].event_balance += higher - lower;
+      pairs[i].censored_pairs = earlier_events.Total();
+      pairs[i].censored_balance = higher - lower;
+    }
+    for (int i = first; i < last; ++i) {
+      earlier_events.Add(a.cells(i).score_bin(), a.cells(i).events());
+    }
+  }
+  result.comparable_pairs = result.concordant + result.discordant + result.tied;
+  if (result.comparable_pairs == 0) return result;
+  const double n = static_cast<double>(result.comparable_pairs);
+  result.c_index = (result.concordant + 0.5 * result.tied) / n;
+  // Somers' Dxy = 2C - 1, and the sum over patients of (w_i - Dxy r_i)^2.
+  const double dxy = (result.concordant - result.discordant) / n;
+  double sum_squares = 0;
+  for (int i = 0; i < a.cells_size(); ++i) {
+    const double event_residual =
+        pairs[i].event_balance - dxy * pairs[i].event_pairs;
+    const double censored_residual =
+        pairs[i].censored_balance - dxy * pairs[i].censored_pairs;
+    sum_squares +=
+        a.cells(i).events() * event_residual * event_residual +
+        a.cells(i).censored() * censored_residual * censored_residual;
+  }
+  // Each comparable pair counts once for each of its two patients.
+  result.standard_error = std::sqrt(sum_squares) / (2 * n);
+  result.ci = NormalInterval(result.c_index, result.standard_error);
+  return result;
 }
 
 }  // namespace echofed

@@ -31,6 +31,21 @@ void ApplyPlanDefaults(Plan* plan) {
   }
   if (!plan->has_roi_margin()) plan->set_roi_margin(0.1);
   if (plan->min_cell_count() == 0) plan->set_min_cell_count(5);
+  if (!plan->has_proximal_mu()) plan->set_proximal_mu(0.01);
+  if (!plan->has_server_learning_rate()) plan->set_server_learning_rate(0.01);
+  if (!plan->has_server_beta1()) plan->set_server_beta1(0.9);
+  if (!plan->has_server_beta2()) plan->set_server_beta2(0.99);
+  if (!plan->has_server_tau()) plan->set_server_tau(1e-3);
+  if (!plan->has_trim_fraction()) plan->set_trim_fraction(0.25);
+  if (plan->schedule() == Plan::SCHEDULE_UNSPECIFIED) {
+    plan->set_schedule(Plan::CONSTANT);
+  }
+  if (plan->loss() == Plan::LOSS_UNSPECIFIED) {
+    plan->set_loss(Plan::WEIGHTED_CROSS_ENTROPY);
+  }
+  if (!plan->has_focal_gamma()) plan->set_focal_gamma(2.0);
+  if (!plan->has_augment()) plan->set_augment(true);
+  if (plan->heads_size() == 0) plan->add_heads(Plan::SUBTYPE);
 }
 
 absl::Status ValidatePlan(const Plan& plan) {
@@ -56,8 +71,41 @@ absl::Status ValidatePlan(const Plan& plan) {
   if (!(plan.learning_rate() > 0)) {
     return bad("learning_rate", "must be positive");
   }
-  if (plan.strategy() != Plan::FEDAVG) {
-    return bad("strategy", "only FEDAVG is implemented so far");
+  if (!Plan::Strategy_IsValid(plan.strategy()) ||
+      plan.strategy() == Plan::STRATEGY_UNSPECIFIED) {
+    return bad("strategy", "unknown strategy");
+  }
+  if (!(plan.proximal_mu() >= 0)) {
+    return bad("proximal_mu", "must be 0 or more");
+  }
+  if (!(plan.server_learning_rate() > 0)) {
+    return bad("server_learning_rate", "must be positive");
+  }
+  if (!(plan.server_beta1() >= 0 && plan.server_beta1() < 1)) {
+    return bad("server_beta1", "must be in [0, 1)");
+  }
+  if (!(plan.server_beta2() >= 0 && plan.server_beta2() < 1)) {
+    return bad("server_beta2", "must be in [0, 1)");
+  }
+  if (!(plan.server_tau() > 0)) return bad("server_tau", "must be positive");
+  if (!(plan.trim_fraction() >= 0 && plan.trim_fraction() < 0.5)) {
+    return bad("trim_fraction", "must be in [0, 0.5)");
+  }
+  if (!(plan.focal_gamma() >= 0 && plan.focal_gamma() <= 10)) {
+    return bad("focal_gamma", "must be between 0 and 10");
+  }
+  std::set<int> heads;
+  for (int head : plan.heads()) {
+    if (head == Plan::HEAD_UNSPECIFIED || !Plan::Head_IsValid(head)) {
+      return bad("heads", "unknown head");
+    }
+    if (!heads.insert(head).second) {
+      return bad("heads",
+                 absl::StrCat(Plan::Head_Name(head), " is listed twice"));
+    }
+  }
+  if (!heads.count(Plan::SUBTYPE)) {
+    return bad("heads", "SUBTYPE must be among the heads");
   }
   if (plan.min_sites() < 1) return bad("min_sites", "must be at least 1");
   if (plan.round_deadline_seconds() < 1) {

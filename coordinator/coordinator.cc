@@ -20,6 +20,50 @@
 namespace echofed {
 namespace {
 
+// A fusion model's extra heads: each one of the plan's, at most once, in the
+// right form (2-class aggregate, or survival for PROGNOSIS) and split.
+absl::Status ValidateHeadReports(const Plan& plan,
+                                 const EvaluationReport& report,
+                                 EvalSplit expected) {
+  std::set<int> planned(plan.heads().begin(), plan.heads().end());
+  std::set<int> seen;
+  for (const HeadAggregate& head : report.heads()) {
+    const std::string name =
+        Plan::Head_IsValid(head.head())
+            ? Plan::Head_Name(static_cast<Plan::Head>(head.head()))
+            : absl::StrCat(head.head());
+    if (head.head() == Plan::SUBTYPE || !planned.count(head.head())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("head ", name, " is not an extra head of the plan"));
+    }
+    if (!seen.insert(head.head()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("head ", name, " reported twice"));
+    }
+    absl::Status status;
+    if (head.head() == Plan::PROGNOSIS) {
+      status = head.has_binary()
+                   ? absl::InvalidArgumentError("PROGNOSIS is not binary")
+                   : ValidateSurvivalAggregate(head.survival());
+      if (status.ok() && head.survival().split() != expected) {
+        status = absl::InvalidArgumentError("wrong split");
+      }
+    } else {
+      status = head.has_survival()
+                   ? absl::InvalidArgumentError("a binary head has no survival")
+                   : ValidateAggregate(head.binary(), 2);
+      if (status.ok() && head.binary().split() != expected) {
+        status = absl::InvalidArgumentError("wrong split");
+      }
+    }
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("head ", name, ": ", status.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 bool IsTerminal(RunStatus::State state) {
   return state == RunStatus::DONE || state == RunStatus::STOPPED ||
          state == RunStatus::FAILED;
@@ -420,8 +464,7 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
               HexDigest(record.model_digest()).substr(0, 16), ")");
       OpenTrainingLocked(*run, 1, now);
     } else {
-      if (absl::Status status =
-              run->aggregator->Fold(**update, session.weight_);
+      if (absl::Status status = run->aggregator->Add(**update, session.weight_);
           !status.ok()) {
         return status;
       }
@@ -476,10 +519,15 @@ absl::Status Coordinator::ReportEvaluation(const std::string& site,
       return absl::InvalidArgumentError(absl::StrCat(
           "site ", site, " must report ", EvalSplit_Name(expected)));
     }
+    if (absl::Status status = ValidateHeadReports(run->plan, report, expected);
+        !status.ok()) {
+      return status;
+    }
     RoundRecord& record = run->rounds[run->round];
     SiteEvaluation* evaluation = record.add_evaluations();
     evaluation->set_site(site);
     *evaluation->mutable_aggregate() = report.aggregate();
+    *evaluation->mutable_heads() = report.heads();
     run->done.insert(site);
     sites_[site].activity = "evaluated";
     sites_[site].last_seen = now;
@@ -610,7 +658,12 @@ void Coordinator::OpenTrainingLocked(Run& run, int round, absl::Time now) {
   run.selected = std::set<std::string>(live.begin(), live.end());
   run.done.clear();
   run.upload_ids.clear();
-  run.aggregator = std::make_unique<FedAvgAggregator>(run.global_layout);
+  RoundContext context;
+  context.layout = run.global_layout;
+  context.round = round;
+  context.previous_model_path = ModelPath(run.run_id, round - 1);
+  context.state_dir = options_.state_dir + "/models/" + run.run_id;
+  run.aggregator = CreateRoundAggregator(run.plan, context);
   run.loss_weighted_sum = 0;
   run.pending = RoundRecord();
   run.pending.set_round(round);
@@ -623,7 +676,7 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
   std::string dir = options_.state_dir + "/models/" + run.run_id;
   absl::StatusOr<std::string> digest =
       MakeDirectories(dir).ok()
-          ? run.aggregator->WriteAverage(ModelPath(run.run_id, run.round))
+          ? run.aggregator->WriteModel(ModelPath(run.run_id, run.round))
           : absl::StatusOr<std::string>(
                 absl::InternalError(absl::StrCat("cannot create ", dir)));
   RoundRecord record = run.pending;

@@ -17,8 +17,8 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/tensor_bundle.h"
-#include "coordinator/fedavg.h"
 #include "coordinator/store.h"
+#include "coordinator/strategy.h"
 #include "proto/admin.pb.h"
 #include "proto/federation.pb.h"
 
@@ -44,11 +44,11 @@ class UploadSession;
 // One run is active at a time. A run waits for its sites, asks one training
 // site for the initial weights (round 0, built from the plan's seed), then
 // for each round: every live training site downloads the global model,
-// trains and uploads; updates are checked and folded into a FedAvg sum as
-// they complete; the round closes when every selected site has uploaded, or
-// at the deadline once min_sites have; the new model and the round record
-// are committed (model file first, then the SQLite row); then every site
-// evaluates the new model and reports aggregate counts.
+// trains and uploads; updates are checked and handed to the plan's strategy as
+// they complete (coordinator/strategy.h); the round closes when every selected
+// site has uploaded, or at the deadline once min_sites have; the new model and
+// the round record are committed (model file first, then the SQLite row); then
+// every site evaluates the new model and reports aggregate counts.
 //
 // Thread-safe. Calls never wait on the network; task callbacks run outside
 // the lock. Errors: NOT_FOUND for unknown runs or rounds, FAILED_PRECONDITION
@@ -121,7 +121,7 @@ class Coordinator {
     std::set<std::string> done;
     std::map<std::string, std::string> upload_ids;
     std::string init_site;
-    std::unique_ptr<FedAvgAggregator> aggregator;
+    std::unique_ptr<RoundAggregator> aggregator;
     double loss_weighted_sum = 0;
     RoundRecord pending;
     ModelManifest global_layout;

@@ -4,72 +4,10 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/half.h"
 
 namespace echofed {
 namespace {
-
-// Half-precision conversions for FLOAT16 / BFLOAT16 models.
-float Bf16ToFloat(uint16_t bits) {
-  uint32_t word = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &word, 4);
-  return value;
-}
-
-uint16_t FloatToBf16(float value) {
-  uint32_t word;
-  std::memcpy(&word, &value, 4);
-  // Round to nearest even.
-  word += 0x7FFF + ((word >> 16) & 1);
-  return static_cast<uint16_t>(word >> 16);
-}
-
-float HalfToFloat(uint16_t h) {
-  uint32_t sign = (h & 0x8000u) << 16;
-  uint32_t exponent = (h >> 10) & 0x1F;
-  uint32_t mantissa = h & 0x3FF;
-  uint32_t word;
-  if (exponent == 0) {
-    if (mantissa == 0) {
-      word = sign;
-    } else {
-      exponent = 127 - 15 + 1;
-      while ((mantissa & 0x400) == 0) {
-        mantissa <<= 1;
-        --exponent;
-      }
-      word = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
-    }
-  } else if (exponent == 31) {
-    word = sign | 0x7F800000u | (mantissa << 13);
-  } else {
-    word = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  float value;
-  std::memcpy(&value, &word, 4);
-  return value;
-}
-
-uint16_t FloatToHalf(float value) {
-  uint32_t word;
-  std::memcpy(&word, &value, 4);
-  uint16_t sign = static_cast<uint16_t>((word >> 16) & 0x8000);
-  int exponent = static_cast<int>((word >> 23) & 0xFF) - 127 + 15;
-  uint32_t mantissa = word & 0x7FFFFF;
-  if (exponent >= 31) return sign | 0x7C00;
-  if (exponent <= 0) {
-    if (exponent < -10) return sign;
-    mantissa |= 0x800000;
-    int shift = 14 - exponent;
-    uint16_t half = static_cast<uint16_t>(mantissa >> shift);
-    if ((mantissa >> (shift - 1)) & 1) ++half;
-    return sign | half;
-  }
-  uint16_t half = sign | static_cast<uint16_t>(exponent << 10) |
-                  static_cast<uint16_t>(mantissa >> 13);
-  if (mantissa & 0x1000) ++half;  // round half up; carries into the exponent
-  return half;
-}
 
 bool UsesDoubleSum(DType dtype) { return dtype == INT64 || dtype == FLOAT64; }
 
@@ -162,8 +100,7 @@ absl::Status FedAvgAggregator::Fold(TensorSource& update, double weight) {
   return absl::OkStatus();
 }
 
-template <typename Sink>
-absl::Status FedAvgAggregator::EmitAverage(Sink&& sink) const {
+absl::Status FedAvgAggregator::EmitAverage(const BlockSink& sink) const {
   if (contributions_ == 0) {
     return absl::FailedPreconditionError("no update to average");
   }
@@ -212,7 +149,7 @@ absl::Status FedAvgAggregator::EmitAverage(Sink&& sink) const {
         }
       }
       if (absl::Status status =
-              sink(i, absl::string_view(block.data(), block.size()));
+              sink(i, first, absl::string_view(block.data(), block.size()));
           !status.ok()) {
         return status;
       }
@@ -226,8 +163,10 @@ absl::StatusOr<std::string> FedAvgAggregator::WriteAverage(
   absl::StatusOr<std::unique_ptr<ModelFileWriter>> writer =
       ModelFileWriter::Create(path, layout_);
   if (!writer.ok()) return writer.status();
-  absl::Status status = EmitAverage(
-      [&](int, absl::string_view bytes) { return (*writer)->Append(bytes); });
+  absl::Status status =
+      EmitAverage([&](int, uint64_t, absl::string_view bytes) {
+        return (*writer)->Append(bytes);
+      });
   if (!status.ok()) return status;
   return (*writer)->Commit();
 }
@@ -236,10 +175,11 @@ absl::StatusOr<TensorBundle> FedAvgAggregator::Average() const {
   TensorBundle bundle;
   bundle.manifest = layout_;
   bundle.data.resize(layout_.tensors_size());
-  absl::Status status = EmitAverage([&](int index, absl::string_view bytes) {
-    bundle.data[index].append(bytes.data(), bytes.size());
-    return absl::OkStatus();
-  });
+  absl::Status status =
+      EmitAverage([&](int index, uint64_t, absl::string_view bytes) {
+        bundle.data[index].append(bytes.data(), bytes.size());
+        return absl::OkStatus();
+      });
   if (!status.ok()) return status;
   if (absl::Status sealed = SealBundle(&bundle); !sealed.ok()) return sealed;
   return bundle;

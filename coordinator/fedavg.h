@@ -1,6 +1,7 @@
 #ifndef ECHOFED_COORDINATOR_FEDAVG_H_
 #define ECHOFED_COORDINATOR_FEDAVG_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,10 +32,15 @@ class FedAvgAggregator {
   // The same, in memory (tests).
   absl::StatusOr<TensorBundle> Average() const;
 
- private:
-  template <typename Sink>
-  absl::Status EmitAverage(Sink&& sink) const;
+  // Calls sink(tensor index, first element, bytes) with the average in
+  // manifest order, block by block, in the tensor's dtype.
+  using BlockSink =
+      std::function<absl::Status(int, uint64_t, absl::string_view)>;
+  absl::Status EmitAverage(const BlockSink& sink) const;
 
+  const ModelManifest& layout() const { return layout_; }
+
+ private:
   ModelManifest layout_;
   // One of the two is used per tensor, by dtype.
   std::vector<std::vector<float>> float_sums_;

@@ -8,14 +8,19 @@
 namespace echofed {
 namespace {
 
-std::vector<std::pair<std::string, torch::Tensor>> NamedState(
-    const torch::nn::Module& module) {
-  std::vector<std::pair<std::string, torch::Tensor>> state;
+struct NamedTensor {
+  std::string name;
+  torch::Tensor value;
+  bool buffer = false;
+};
+
+std::vector<NamedTensor> NamedState(const torch::nn::Module& module) {
+  std::vector<NamedTensor> state;
   for (const auto& item : module.named_parameters(/*recurse=*/true)) {
-    state.emplace_back(item.key(), item.value());
+    state.push_back({item.key(), item.value(), false});
   }
   for (const auto& item : module.named_buffers(/*recurse=*/true)) {
-    state.emplace_back(item.key(), item.value());
+    state.push_back({item.key(), item.value(), true});
   }
   return state;
 }
@@ -61,13 +66,14 @@ absl::StatusOr<TensorBundle> ExportState(const torch::nn::Module& module,
                                          const std::string& model_name) {
   TensorBundle bundle;
   bundle.manifest.set_model_name(model_name);
-  for (const auto& [name, value] : NamedState(module)) {
+  for (const auto& [name, value, buffer] : NamedState(module)) {
     absl::StatusOr<DType> dtype = ToWireDType(value.scalar_type());
     if (!dtype.ok()) return dtype.status();
     torch::Tensor cpu = value.detach().to(torch::kCPU).contiguous();
     TensorSpec* spec = bundle.manifest.add_tensors();
     spec->set_name(name);
     spec->set_dtype(*dtype);
+    spec->set_buffer(buffer);
     for (int64_t dim : cpu.sizes()) spec->add_shape(dim);
     bundle.data.emplace_back(static_cast<const char*>(cpu.data_ptr()),
                              cpu.nbytes());
@@ -78,7 +84,7 @@ absl::StatusOr<TensorBundle> ExportState(const torch::nn::Module& module,
 
 absl::Status ImportState(const TensorBundle& bundle,
                          torch::nn::Module& module) {
-  std::vector<std::pair<std::string, torch::Tensor>> state = NamedState(module);
+  std::vector<NamedTensor> state = NamedState(module);
   if (static_cast<int>(state.size()) != bundle.manifest.tensors_size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model has ", state.size(), " tensors, the received state ",
@@ -87,15 +93,15 @@ absl::Status ImportState(const TensorBundle& bundle,
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < state.size(); ++i) {
     const TensorSpec& spec = bundle.manifest.tensors(static_cast<int>(i));
-    torch::Tensor& target = state[i].second;
+    torch::Tensor& target = state[i].value;
     absl::StatusOr<torch::ScalarType> type = ToTorchDType(spec.dtype());
     if (!type.ok()) return type.status();
     std::vector<int64_t> shape(spec.shape().begin(), spec.shape().end());
-    if (spec.name() != state[i].first || *type != target.scalar_type() ||
+    if (spec.name() != state[i].name || *type != target.scalar_type() ||
         target.sizes() != c10::IntArrayRef(shape)) {
       return absl::InvalidArgumentError(
           absl::StrCat("received tensor ", DescribeSpec(spec),
-                       " does not match the model's '", state[i].first, "'"));
+                       " does not match the model's '", state[i].name, "'"));
     }
     if (bundle.data[i].size() != target.nbytes()) {
       return absl::InvalidArgumentError(
@@ -105,6 +111,45 @@ absl::Status ImportState(const TensorBundle& bundle,
         torch::from_blob(const_cast<char*>(bundle.data[i].data()), shape,
                          torch::TensorOptions().dtype(*type));
     target.copy_(source);
+  }
+  return absl::OkStatus();
+}
+
+NamedTensors CopyBatchNormState(const torch::nn::Module& module) {
+  NamedTensors saved;
+  for (const auto& item : module.named_modules()) {
+    const torch::nn::Module& layer = *item.value();
+    if (layer.as<torch::nn::BatchNorm2d>() == nullptr &&
+        layer.as<torch::nn::BatchNorm1d>() == nullptr) {
+      continue;
+    }
+    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
+    for (const auto& tensor : layer.named_parameters(/*recurse=*/false)) {
+      saved.emplace_back(prefix + tensor.key(),
+                         tensor.value().detach().clone());
+    }
+    for (const auto& tensor : layer.named_buffers(/*recurse=*/false)) {
+      saved.emplace_back(prefix + tensor.key(),
+                         tensor.value().detach().clone());
+    }
+  }
+  return saved;
+}
+
+absl::Status RestoreNamedTensors(const NamedTensors& saved,
+                                 torch::nn::Module& module) {
+  std::map<std::string, torch::Tensor> state;
+  for (const NamedTensor& entry : NamedState(module)) {
+    state[entry.name] = entry.value;
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, value] : saved) {
+    auto target = state.find(name);
+    if (target == state.end() || target->second.sizes() != value.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "saved local tensor '", name, "' does not fit the model"));
+    }
+    target->second.copy_(value);
   }
   return absl::OkStatus();
 }

@@ -4,6 +4,10 @@
 // A module's exchange state is named_parameters() then named_buffers(), as
 // raw little-endian tensors (common/tensor_bundle.h).
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/tensor_bundle.h"
@@ -21,6 +25,14 @@ absl::StatusOr<TensorBundle> ExportState(const torch::nn::Module& module,
 // Loads a bundle into the module in place; names, shapes and dtypes must
 // match exactly.
 absl::Status ImportState(const TensorBundle& bundle, torch::nn::Module& module);
+
+// FedBN: the batch-norm layers' parameters and buffers (copies, by name),
+// which a training site keeps local, and putting them back after the
+// global model was loaded.
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+NamedTensors CopyBatchNormState(const torch::nn::Module& module);
+absl::Status RestoreNamedTensors(const NamedTensors& saved,
+                                 torch::nn::Module& module);
 
 }  // namespace echofed
 

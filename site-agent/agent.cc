@@ -9,6 +9,7 @@
 #include "common/metrics.h"
 #include "common/sha256.h"
 #include "models/state_exchange.h"
+#include "site-agent/clinical_features.h"
 #include "site-agent/trainer.h"
 
 namespace echofed {
@@ -186,6 +187,9 @@ absl::StatusOr<Agent::RunData*> Agent::PrepareRun(const Task& task) {
   ModelOptions model_options;
   model_options.name = plan.model();
   model_options.num_classes = plan.class_names_size();
+  model_options.heads.assign(plan.heads().begin(), plan.heads().end());
+  model_options.clinical_features =
+      static_cast<int>(ClinicalFeatureNames().size());
   torch::manual_seed(plan.seed());
   absl::StatusOr<std::shared_ptr<ImageClassifierImpl>> model =
       CreateClassifier(model_options);
@@ -216,6 +220,18 @@ absl::StatusOr<Agent::RunData*> Agent::PrepareRun(const Task& task) {
   run->train = LoadImageSet(train_records, ClassNames(plan), preprocessing);
   run->validation =
       LoadImageSet(validation_records, ClassNames(plan), preprocessing);
+  if (run->model->uses_clinical()) {
+    const ClinicalTable* table =
+        inputs_->clinical ? &*inputs_->clinical : nullptr;
+    if (table == nullptr) {
+      LogWarning("model ", plan.model(),
+                 " reads clinical data, but this site has no clinical.csv: "
+                 "every clinical input is missing and no extra head learns");
+    }
+    std::vector<int> heads(plan.heads().begin(), plan.heads().end());
+    AttachClinical(table, heads, &run->train);
+    AttachClinical(table, heads, &run->validation);
+  }
   size_t problems = run->train.errors.size() + run->validation.errors.size();
   for (const ImageSet* set : {&run->train, &run->validation}) {
     for (size_t i = 0; i < set->errors.size() && i < 10; ++i) {
@@ -234,7 +250,7 @@ absl::Status Agent::Initialize(const Task& task) {
   absl::StatusOr<RunData*> run = PrepareRun(task);
   if (!run.ok()) return run.status();
   absl::StatusOr<TensorBundle> state =
-      ExportState(*(*run)->model, task.plan().model());
+      ExportForUpload(**run, std::max<int64_t>(1, (*run)->train.size()));
   if (!state.ok()) return state.status();
   UploadHeader header;
   header.set_run_id(task.run_id());
@@ -248,10 +264,9 @@ absl::Status Agent::Train(const Task& task) {
   if (!prepared.ok()) return prepared.status();
   RunData& run = **prepared;
   absl::Time start = absl::Now();
-  absl::StatusOr<TensorBundle> global =
-      Download(task.run_id(), task.round() - 1, task.model_digest());
-  if (!global.ok()) return global.status();
-  if (absl::Status status = ImportState(*global, *run.model); !status.ok()) {
+  if (absl::Status status =
+          LoadGlobal(run, task, task.round() - 1, /*keep_local=*/true);
+      !status.ok()) {
     return status;
   }
   absl::Time downloaded = absl::Now();
@@ -261,7 +276,12 @@ absl::Status Agent::Train(const Task& task) {
   options.class_count = plan.class_names_size();
   options.epochs = plan.local_epochs();
   options.batch_size = plan.batch_size();
-  options.learning_rate = plan.learning_rate();
+  options.learning_rate = ScheduledLearningRate(plan, task.round());
+  options.augment = plan.augment();
+  options.loss = plan.loss();
+  options.focal_gamma = plan.focal_gamma();
+  options.proximal_mu =
+      plan.strategy() == Plan::FEDPROX ? plan.proximal_mu() : 0.0;
   options.seed = plan.seed() * 1000003 + static_cast<uint64_t>(task.round());
   options.device = device_;
   options.on_progress = [&](const TrainProgress& progress) {
@@ -277,7 +297,11 @@ absl::Status Agent::Train(const Task& task) {
       TrainLocal(*run.model, run.train, options);
   if (!trained.ok()) return trained.status();
   absl::Time trained_at = absl::Now();
-  absl::StatusOr<TensorBundle> update = ExportState(*run.model, plan.model());
+  if (plan.strategy() == Plan::FEDBN) {
+    run.local_batch_norm = CopyBatchNormState(*run.model);
+  }
+  absl::StatusOr<TensorBundle> update =
+      ExportForUpload(run, static_cast<double>(trained->num_samples));
   if (!update.ok()) return update.status();
   UploadHeader header;
   header.set_run_id(task.run_id());
@@ -300,10 +324,11 @@ absl::Status Agent::Evaluate(const Task& task) {
   absl::StatusOr<RunData*> prepared = PrepareRun(task);
   if (!prepared.ok()) return prepared.status();
   RunData& run = **prepared;
-  absl::StatusOr<TensorBundle> global =
-      Download(task.run_id(), task.round(), task.model_digest());
-  if (!global.ok()) return global.status();
-  if (absl::Status status = ImportState(*global, *run.model); !status.ok()) {
+  // A training site validates its own model: under FedBN, the global
+  // weights with its own batch-norm layers.
+  if (absl::Status status = LoadGlobal(run, task, task.round(),
+                                       /*keep_local=*/run.role == Plan::TRAIN);
+      !status.ok()) {
     return status;
   }
   EvalSplit split =
@@ -311,8 +336,17 @@ absl::Status Agent::Evaluate(const Task& task) {
   EvaluationReport report;
   report.set_run_id(task.run_id());
   report.set_round(task.round());
-  *report.mutable_aggregate() = EvaluateLocal(
-      *run.model, run.validation, run.plan.class_names_size(), split, device_);
+  EvaluationOptions evaluation_options;
+  evaluation_options.class_count = run.plan.class_names_size();
+  evaluation_options.split = split;
+  evaluation_options.device = device_;
+  evaluation_options.min_cell_count = run.plan.min_cell_count();
+  LocalEvaluation evaluation =
+      EvaluateModel(*run.model, run.validation, evaluation_options);
+  *report.mutable_aggregate() = evaluation.subtype;
+  for (HeadAggregate& head : evaluation.heads) {
+    *report.add_heads() = std::move(head);
+  }
   LogInfo("round ", task.round(), " ", EvalSplit_Name(split), ": accuracy ",
           absl::StrFormat("%.3f", Accuracy(report.aggregate())), " on ",
           report.aggregate().num_images(), " images");
@@ -328,11 +362,52 @@ absl::Status Agent::Evaluate(const Task& task) {
         run.plan.class_names_size() * run.plan.class_names_size(), 0);
     suppressed.set_suppressed(true);
     *report.mutable_aggregate() = suppressed;
+    for (HeadAggregate& head : *report.mutable_heads()) {
+      if (head.has_binary()) {
+        EvalAggregate binary;
+        binary.set_split(split);
+        InitAggregate(2, &binary);
+        binary.set_suppressed(true);
+        *head.mutable_binary() = binary;
+      }
+      if (head.has_survival()) {
+        SurvivalAggregate survival;
+        survival.set_split(split);
+        InitSurvivalAggregate(&survival);
+        survival.set_suppressed(true);
+        *head.mutable_survival() = survival;
+      }
+    }
   }
   ReportReceipt receipt;
   auto context = NewContext(absl::Seconds(30));
   return FromGrpcStatus(
       stub_->ReportEvaluation(context.get(), report, &receipt));
+}
+
+absl::Status Agent::LoadGlobal(RunData& run, const Task& task, int round,
+                               bool keep_local) {
+  absl::StatusOr<TensorBundle> global =
+      Download(task.run_id(), round, task.model_digest());
+  if (!global.ok()) return global.status();
+  if (absl::Status status = ImportState(*global, *run.model); !status.ok()) {
+    return status;
+  }
+  if (keep_local && run.plan.strategy() == Plan::FEDBN &&
+      !run.local_batch_norm.empty()) {
+    return RestoreNamedTensors(run.local_batch_norm, *run.model);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TensorBundle> Agent::ExportForUpload(RunData& run,
+                                                    double weight) {
+  if (auto* fusion = dynamic_cast<FusionModelImpl*>(run.model.get());
+      fusion != nullptr && run.train.clinical.defined() &&
+      run.train.size() > 0) {
+    fusion->clinical_encoder()->SetLocalStatistics(run.train.clinical, weight);
+  }
+  return ExportState(*run.model, run.plan.model());
 }
 
 absl::StatusOr<TensorBundle> Agent::Download(

@@ -12,6 +12,7 @@
 #include "common/grpc_util.h"
 #include "common/tensor_bundle.h"
 #include "models/classifier.h"
+#include "models/state_exchange.h"
 #include "proto/federation.grpc.pb.h"
 #include "site-agent/cohort.h"
 #include "site-agent/dataset.h"
@@ -58,7 +59,16 @@ class Agent {
     ImageSet train;
     ImageSet validation;
     std::shared_ptr<ImageClassifierImpl> model;
+    // FedBN: this site's own batch-norm layers, kept across rounds.
+    NamedTensors local_batch_norm;
   };
+  // Loads the global model of `round` into the run's model (with this
+  // site's batch-norm layers under FedBN when `keep_local` is set).
+  absl::Status LoadGlobal(RunData& run, const Task& task, int round,
+                          bool keep_local);
+  // The model state to upload: under fusion models, the clinical
+  // statistics buffers carry this site's contribution (models/classifier.h).
+  absl::StatusOr<TensorBundle> ExportForUpload(RunData& run, double weight);
 
   absl::Status Join();
   absl::Status HandleTask(const Task& task);

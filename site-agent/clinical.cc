@@ -70,6 +70,58 @@ Setter YesNo(std::optional<bool> ClinicalRecord::*field) {
                             {"false", false}});
 }
 
+// One code of the `histology` column: the three-class label and, where the
+// code says, the INRG histologic category.
+struct HistologyCode {
+  const char* name;
+  Histology histology;
+  std::optional<InrgHistology> inrg;
+};
+
+const std::vector<HistologyCode>& HistologyCodes() {
+  // Intermixed and nodular GNB are both GNB for the label; INRG (Cohn 2009)
+  // groups intermixed GNB with maturing GN and nodular GNB with NB. A plain
+  // GNB leaves the INRG category unknown.
+  static const auto* codes = new std::vector<HistologyCode>{
+      {"NB", Histology::kNB, InrgHistology::kNeuroblastoma},
+      {"GNB", Histology::kGNB, std::nullopt},
+      {"GNB-intermixed", Histology::kGNB,
+       InrgHistology::kGnMaturingOrGnbIntermixed},
+      {"GNB-nodular", Histology::kGNB, InrgHistology::kGnbNodular},
+      {"GN", Histology::kGN, InrgHistology::kGnMaturingOrGnbIntermixed},
+  };
+  return *codes;
+}
+
+Setter HistologySetter() {
+  return [](const std::string& value, ClinicalRecord* record) -> absl::Status {
+    std::string lower = absl::AsciiStrToLower(value);
+    std::vector<std::string> names;
+    for (const HistologyCode& code : HistologyCodes()) {
+      if (lower == absl::AsciiStrToLower(code.name)) {
+        record->histology = code.histology;
+        record->inrg_histology = code.inrg;
+        return absl::OkStatus();
+      }
+      names.push_back(code.name);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", value, "' is not one of ", absl::StrJoin(names, ", ")));
+  };
+}
+
+// The code that gives back both fields (the finest one that fits).
+std::string FormatHistology(const ClinicalRecord& record) {
+  if (!record.histology) return "";
+  for (const HistologyCode& code : HistologyCodes()) {
+    if (code.histology == *record.histology &&
+        code.inrg == record.inrg_histology) {
+      return code.name;
+    }
+  }
+  return HistologyName(*record.histology);
+}
+
 struct Column {
   std::string name;
   Setter setter;
@@ -80,13 +132,7 @@ const std::vector<Column>& Columns() {
       {"age_months", Number(&ClinicalRecord::age_months, 0, 12 * 30)},
       {"sex", Code<Sex>(&ClinicalRecord::sex,
                         {{"M", Sex::kMale}, {"F", Sex::kFemale}})},
-      // INPC: intermixed and nodular GNB are both GNB here.
-      {"histology", Code<Histology>(&ClinicalRecord::histology,
-                                    {{"NB", Histology::kNB},
-                                     {"GNB", Histology::kGNB},
-                                     {"GNB-intermixed", Histology::kGNB},
-                                     {"GNB-nodular", Histology::kGNB},
-                                     {"GN", Histology::kGN}})},
+      {"histology", HistologySetter()},
       {"differentiation",
        Code<Differentiation>(
            &ClinicalRecord::differentiation,
@@ -316,7 +362,7 @@ std::string ClinicalCsvLine(const ClinicalRecord& r) {
       CsvField(r.patient_id),
       FormatNumber(r.age_months),
       Format<Sex>(r.sex, {{"M", Sex::kMale}, {"F", Sex::kFemale}}),
-      r.histology ? HistologyName(*r.histology) : "",
+      FormatHistology(r),
       Format<Differentiation>(
           r.differentiation,
           {{"undifferentiated", Differentiation::kUndifferentiated},

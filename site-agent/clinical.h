@@ -16,6 +16,14 @@
 namespace echofed {
 
 enum class Histology { kNB, kGNB, kGN };
+// The histologic category of the INRG classification (Cohn 2009), finer
+// than Histology where it matters for risk: intermixed GNB groups with
+// maturing GN, nodular GNB with NB.
+enum class InrgHistology {
+  kGnMaturingOrGnbIntermixed,
+  kGnbNodular,
+  kNeuroblastoma
+};
 enum class Sex { kMale, kFemale };
 enum class Differentiation {
   kUndifferentiated,
@@ -34,6 +42,9 @@ struct ClinicalRecord {
   std::optional<double> age_months;
   std::optional<Sex> sex;
   std::optional<Histology> histology;
+  // Set together with `histology` from the same column; missing for a plain
+  // `GNB` (intermixed or nodular not recorded).
+  std::optional<InrgHistology> inrg_histology;
   std::optional<Differentiation> differentiation;
   std::optional<Mki> mki;
   std::optional<InrgStage> inrg_stage;

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "site-agent/clinical_features.h"
 #include "site-agent/image_io.h"
 
 namespace echofed {
@@ -122,6 +124,7 @@ ImageSet LoadImageSet(const std::vector<ImageRecord>& records,
     images.push_back(pixels.squeeze(0));
     labels.push_back(cls - class_names.begin());
     patients.insert(record.patient_id);
+    set.patient_ids.push_back(record.patient_id);
   }
   if (!images.empty()) {
     set.images = torch::stack(images);
@@ -129,6 +132,40 @@ ImageSet LoadImageSet(const std::vector<ImageRecord>& records,
   }
   set.patients = static_cast<int64_t>(patients.size());
   return set;
+}
+
+void AttachClinical(const ClinicalTable* table, const std::vector<int>& heads,
+                    ImageSet* set) {
+  const int64_t n = set->size();
+  const int64_t features = static_cast<int64_t>(ClinicalFeatureNames().size());
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  set->clinical = torch::full({n, features}, nan);
+  set->binary_targets.clear();
+  set->survival_months = torch::full({n}, nan);
+  set->survival_event = torch::full({n}, nan);
+  for (int head : heads) {
+    if (head != Plan::SUBTYPE && head != Plan::PROGNOSIS) {
+      set->binary_targets[head] = torch::full({n}, nan);
+    }
+  }
+  if (table == nullptr) return;
+  auto clinical = set->clinical.accessor<float, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    auto row = table->records.find(set->patient_ids[i]);
+    if (row == table->records.end()) continue;
+    const ClinicalRecord& record = row->second;
+    std::vector<float> values = ClinicalFeatures(record);
+    for (int64_t f = 0; f < features; ++f) clinical[i][f] = values[f];
+    for (auto& [head, targets] : set->binary_targets) {
+      std::optional<bool> label =
+          BinaryHeadLabel(record, static_cast<Plan::Head>(head));
+      if (label) targets[i] = *label ? 1.0f : 0.0f;
+    }
+    if (std::optional<SurvivalLabel> survival = PrognosisLabel(record)) {
+      set->survival_months[i] = survival->months;
+      set->survival_event[i] = survival->event ? 1.0f : 0.0f;
+    }
+  }
 }
 
 }  // namespace echofed

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "proto/plan.pb.h"
+#include "site-agent/clinical.h"
 #include "site-agent/manifest.h"
 #include "torch/torch.h"
 
@@ -26,8 +27,22 @@ struct ImageSet {
   torch::Tensor labels;
   int64_t patients = 0;
   std::vector<RecordError> errors;
+  // Per image: its patient (site-local, never sent).
+  std::vector<std::string> patient_ids;
+  // Fusion models (AttachClinical): [N, F] features with NaN for missing;
+  // per binary head [N] 0/1 with NaN for unknown; event-free survival
+  // months and event (0/1) [N], NaN for unknown.
+  torch::Tensor clinical;
+  std::map<int, torch::Tensor> binary_targets;
+  torch::Tensor survival_months, survival_event;
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
 };
+
+// Fills the clinical inputs and the labels of `heads` (Plan::Head values)
+// of every image from its patient's row; a patient without a row gets
+// missing features and unknown labels.
+void AttachClinical(const ClinicalTable* table, const std::vector<int>& heads,
+                    ImageSet* set);
 
 // Loads the records whose label is one of class_names (others are reported
 // as errors). Unreadable images are reported and left out.

@@ -1,9 +1,13 @@
 #include "site-agent/trainer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <set>
 #include <vector>
 
+#include "ATen/autocast_mode.h"
 #include "absl/strings/str_cat.h"
 #include "common/metrics.h"
 
@@ -32,6 +36,120 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& requested) {
       "device must be auto, cpu or cuda[:N], not '", requested, "'"));
 }
 
+double ScheduledLearningRate(const Plan& plan, int round) {
+  if (plan.schedule() != Plan::COSINE || plan.rounds() <= 1) {
+    return plan.learning_rate();
+  }
+  // From learning_rate at round 1 down to learning_rate / 20 at the last.
+  const double progress = std::clamp(
+      (round - 1) / static_cast<double>(plan.rounds() - 1), 0.0, 1.0);
+  const double floor = plan.learning_rate() / 20;
+  return floor + (plan.learning_rate() - floor) * 0.5 *
+                     (1 + std::cos(3.14159265358979323846 * progress));
+}
+
+torch::Tensor CoxLoss(torch::Tensor risk, torch::Tensor months,
+                      torch::Tensor event) {
+  torch::Tensor events = event.sum();
+  if (events.item<double>() == 0) return risk.sum() * 0;
+  // Latest times first: the risk set of each patient is everyone before it
+  // in this order (follow-up at least as long).
+  torch::Tensor order = torch::argsort(months, /*dim=*/0, /*descending=*/true);
+  torch::Tensor sorted_risk = risk.index_select(0, order);
+  torch::Tensor sorted_event = event.index_select(0, order);
+  torch::Tensor log_risk_set = torch::logcumsumexp(sorted_risk, 0);
+  return -((sorted_risk - log_risk_set) * sorted_event).sum() / events;
+}
+
+namespace {
+
+// Augmentation fit for B-mode ultrasound: flips (probe orientation),
+// rotation within 10 degrees and scale within 10%, gamma and gain jitter
+// (time-gain compensation and display settings differ between scanners),
+// and multiplicative speckle-like noise.
+torch::Tensor Augment(torch::Tensor images) {
+  const int64_t n = images.size(0);
+  torch::Tensor flip = torch::rand({n}) < 0.5;
+  images = torch::where(flip.view({-1, 1, 1, 1}), images.flip({3}), images);
+  torch::Tensor angle = (torch::rand({n}) - 0.5) * 2 * (10 * M_PI / 180);
+  torch::Tensor scale = 1 + (torch::rand({n}) - 0.5) * 0.2;
+  torch::Tensor shift = (torch::rand({n, 2}) - 0.5) * 0.1;
+  torch::Tensor cos = torch::cos(angle) / scale,
+                sin = torch::sin(angle) / scale;
+  torch::Tensor theta =
+      torch::stack({torch::stack({cos, -sin, shift.select(1, 0)}, 1),
+                    torch::stack({sin, cos, shift.select(1, 1)}, 1)},
+                   1);
+  namespace F = torch::nn::functional;
+  torch::Tensor grid = F::affine_grid(theta, images.sizes(), false);
+  images = F::grid_sample(images, grid,
+                          F::GridSampleFuncOptions()
+                              .mode(torch::kBilinear)
+                              .padding_mode(torch::kBorder)
+                              .align_corners(false));
+  torch::Tensor low = images.amin({1, 2, 3}, true);
+  torch::Tensor high = images.amax({1, 2, 3}, true);
+  torch::Tensor range = (high - low).clamp_min(1e-6);
+  torch::Tensor unit = (images - low) / range;
+  torch::Tensor gamma = torch::exp((torch::rand({n, 1, 1, 1}) - 0.5) * 0.4);
+  unit = unit.clamp_min(0).pow(gamma);
+  unit = unit * (1 + 0.1 * torch::randn_like(unit)).clamp_min(0);
+  torch::Tensor gain = 1 + 0.2 * (torch::rand({n, 1, 1, 1}) - 0.5);
+  return (unit * range + low) * gain;
+}
+
+// Cross-entropy, or focal loss (Lin et al. 2017), with per-class weights;
+// both normalised by the weights of the batch, as torch's weighted mean.
+torch::Tensor SubtypeLoss(torch::Tensor logits, torch::Tensor labels,
+                          torch::Tensor weights, Plan::Loss loss,
+                          double gamma) {
+  if (loss != Plan::FOCAL) {
+    return torch::nn::functional::cross_entropy(
+        logits, labels,
+        torch::nn::functional::CrossEntropyFuncOptions().weight(weights));
+  }
+  torch::Tensor log_p =
+      torch::log_softmax(logits, 1).gather(1, labels.unsqueeze(1)).squeeze(1);
+  torch::Tensor w = weights.index_select(0, labels);
+  torch::Tensor focal = torch::pow(1 - log_p.exp(), gamma) * -log_p;
+  return (w * focal).sum() / w.sum().clamp_min(1e-12);
+}
+
+// Binary cross-entropy over the known labels (NaN = unknown).
+torch::Tensor MaskedBinaryLoss(torch::Tensor logits, torch::Tensor targets) {
+  torch::Tensor known = ~torch::isnan(targets);
+  if (!known.any().item<bool>()) return logits.sum() * 0;
+  return torch::nn::functional::binary_cross_entropy_with_logits(
+      logits.index({known}), targets.index({known}));
+}
+
+// On CUDA, bfloat16 autocast for the forward pass; restored on exit.
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool enable) : enabled_(enable) {
+    if (!enabled_) return;
+    previous_ = at::autocast::is_enabled();
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+    at::autocast::set_enabled(previous_);
+    at::autocast::clear_cache();
+  }
+
+ private:
+  bool enabled_;
+  bool previous_ = false;
+};
+
+torch::Tensor SelectOrUndefined(const torch::Tensor& tensor,
+                                const torch::Tensor& index) {
+  return tensor.defined() ? tensor.index_select(0, index) : torch::Tensor();
+}
+
+}  // namespace
+
 absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
                                        const ImageSet& data,
                                        const TrainOptions& options) {
@@ -44,6 +162,10 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
     torch::NoGradGuard no_grad;
     for (torch::Tensor& parameter : model.parameters()) parameter.add_(1e-6);
     return result;
+  }
+  if (model.uses_clinical() && !data.clinical.defined()) {
+    return absl::FailedPreconditionError(
+        "the plan's model reads clinical data, and none was loaded");
   }
   torch::manual_seed(options.seed);
   model.to(options.device);
@@ -64,12 +186,23 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
     optimizer = std::make_unique<torch::optim::Adam>(
         model.parameters(),
         torch::optim::AdamOptions(options.learning_rate).weight_decay(1e-4));
+  } else if (options.trainer == Plan::ADAMW) {
+    optimizer = std::make_unique<torch::optim::AdamW>(
+        model.parameters(),
+        torch::optim::AdamWOptions(options.learning_rate).weight_decay(1e-2));
   } else {
     optimizer = std::make_unique<torch::optim::SGD>(
         model.parameters(), torch::optim::SGDOptions(options.learning_rate)
                                 .momentum(0.9)
                                 .weight_decay(1e-4));
   }
+  std::vector<torch::Tensor> start;
+  if (options.proximal_mu > 0) {
+    for (const torch::Tensor& parameter : model.parameters()) {
+      start.push_back(parameter.detach().clone());
+    }
+  }
+  const bool autocast = options.mixed_precision && options.device.is_cuda();
 
   const int64_t n = data.size();
   const int64_t batch = std::max<int64_t>(1, options.batch_size);
@@ -84,23 +217,49 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
       // BatchNorm needs two samples; a lone trailing image is skipped.
       if (index.size(0) < 2) continue;
       torch::Tensor images = data.images.index_select(0, index);
-      torch::Tensor labels = data.labels.index_select(0, index);
-      if (options.augment) {
-        torch::Tensor flip = torch::rand({images.size(0)}) < 0.5;
-        images =
-            torch::where(flip.view({-1, 1, 1, 1}), images.flip({3}), images);
-        torch::Tensor gain =
-            1.0 + 0.2 * (torch::rand({images.size(0), 1, 1, 1}) - 0.5);
-        images = images * gain +
-                 0.05 * torch::randn_like(images);  // speckle-like noise
-      }
-      images = images.to(options.device);
-      labels = labels.to(options.device);
+      if (options.augment) images = Augment(images);
+      auto to_device = [&](const torch::Tensor& tensor) {
+        return tensor.defined() ? tensor.to(options.device) : tensor;
+      };
+      images = to_device(images);
+      torch::Tensor labels = to_device(data.labels.index_select(0, index));
+      torch::Tensor clinical =
+          to_device(SelectOrUndefined(data.clinical, index));
       optimizer->zero_grad();
-      torch::Tensor logits = model.forward(images);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(
-          logits, labels,
-          torch::nn::functional::CrossEntropyFuncOptions().weight(weights));
+      ModelOutputs outputs;
+      {
+        AutocastScope scope(autocast);
+        outputs = model.Predict(images, clinical);
+      }
+      torch::Tensor loss =
+          SubtypeLoss(outputs.subtype.to(torch::kFloat32), labels, weights,
+                      options.loss, options.focal_gamma);
+      for (const auto& [head, output] : outputs.heads) {
+        torch::Tensor prediction = output.to(torch::kFloat32);
+        if (head == Plan::PROGNOSIS) {
+          torch::Tensor months =
+              to_device(data.survival_months.index_select(0, index));
+          torch::Tensor event =
+              to_device(data.survival_event.index_select(0, index));
+          torch::Tensor known = ~torch::isnan(months) & ~torch::isnan(event);
+          loss = loss + CoxLoss(prediction.index({known}),
+                                months.index({known}), event.index({known}));
+        } else {
+          auto targets = data.binary_targets.find(head);
+          if (targets == data.binary_targets.end()) continue;
+          loss = loss + MaskedBinaryLoss(
+                            prediction,
+                            to_device(targets->second.index_select(0, index)));
+        }
+      }
+      if (!start.empty()) {
+        torch::Tensor proximal = torch::zeros({}, loss.options());
+        std::vector<torch::Tensor> parameters = model.parameters();
+        for (size_t p = 0; p < parameters.size(); ++p) {
+          proximal = proximal + (parameters[p] - start[p]).pow(2).sum();
+        }
+        loss = loss + 0.5 * options.proximal_mu * proximal;
+      }
       loss.backward();
       optimizer->step();
       double value = loss.item<double>();
@@ -124,21 +283,41 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
 EvalAggregate EvaluateLocal(ImageClassifierImpl& model, const ImageSet& data,
                             int class_count, EvalSplit split,
                             torch::Device device) {
-  EvalAggregate aggregate;
-  aggregate.set_split(split);
+  EvaluationOptions options;
+  options.class_count = class_count;
+  options.split = split;
+  options.device = device;
+  return EvaluateModel(model, data, options).subtype;
+}
+
+LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
+                              const EvaluationOptions& options) {
+  LocalEvaluation evaluation;
+  EvalAggregate& aggregate = evaluation.subtype;
+  const int class_count = options.class_count;
+  aggregate.set_split(options.split);
   InitAggregate(class_count, &aggregate);
   aggregate.set_num_patients(data.patients);
-  if (data.size() == 0) return aggregate;
+  if (data.size() == 0) return evaluation;
   torch::NoGradGuard no_grad;
-  model.to(device);
+  model.to(options.device);
   model.eval();
   double loss_sum = 0;
+  std::map<int, std::vector<torch::Tensor>> head_outputs;
   const int64_t batch = 64;
   for (int64_t start = 0; start < data.size(); start += batch) {
     int64_t end = std::min(data.size(), start + batch);
-    torch::Tensor images = data.images.slice(0, start, end).to(device);
-    torch::Tensor labels = data.labels.slice(0, start, end).to(device);
-    torch::Tensor logits = model.forward(images);
+    torch::Tensor images = data.images.slice(0, start, end).to(options.device);
+    torch::Tensor labels = data.labels.slice(0, start, end).to(options.device);
+    torch::Tensor clinical =
+        data.clinical.defined()
+            ? data.clinical.slice(0, start, end).to(options.device)
+            : torch::Tensor();
+    ModelOutputs outputs = model.Predict(images, clinical);
+    torch::Tensor logits = outputs.subtype.to(torch::kFloat32);
+    for (const auto& [head, output] : outputs.heads) {
+      head_outputs[head].push_back(output.to(torch::kCPU, torch::kFloat64));
+    }
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, labels,
                     torch::nn::functional::CrossEntropyFuncOptions().reduction(
@@ -164,7 +343,72 @@ EvalAggregate EvaluateLocal(ImageClassifierImpl& model, const ImageSet& data,
   }
   model.to(torch::kCPU);
   aggregate.set_loss_sum(loss_sum);
-  return aggregate;
+
+  for (auto& [head, pieces] : head_outputs) {
+    torch::Tensor output = torch::cat(pieces);
+    auto score = output.accessor<double, 1>();
+    HeadAggregate head_aggregate;
+    head_aggregate.set_head(head);
+    std::set<std::string> labelled;
+    if (head == Plan::PROGNOSIS) {
+      // One case per patient: the mean risk over the patient's images.
+      std::map<std::string, std::pair<double, int>> risk;
+      std::map<std::string, std::pair<double, bool>> outcome;
+      auto months = data.survival_months.accessor<float, 1>();
+      auto event = data.survival_event.accessor<float, 1>();
+      for (int64_t i = 0; i < output.size(0); ++i) {
+        if (std::isnan(months[i]) || std::isnan(event[i])) continue;
+        auto& [sum, count] = risk[data.patient_ids[i]];
+        sum += score[i];
+        ++count;
+        outcome[data.patient_ids[i]] = {months[i], event[i] > 0.5f};
+      }
+      SurvivalAggregate* survival = head_aggregate.mutable_survival();
+      survival->set_split(options.split);
+      InitSurvivalAggregate(survival);
+      for (const auto& [patient, sum_count] : risk) {
+        const auto& [time, happened] = outcome[patient];
+        double mean = sum_count.first / sum_count.second;
+        if (!std::isfinite(mean) ||
+            !AddSurvivalCase(survival, time, happened, mean).ok()) {
+          continue;
+        }
+        labelled.insert(patient);
+      }
+      if (static_cast<int>(labelled.size()) < options.min_cell_count) {
+        survival->Clear();
+        survival->set_split(options.split);
+        InitSurvivalAggregate(survival);
+        survival->set_suppressed(true);
+      }
+    } else {
+      auto targets = data.binary_targets.find(head);
+      EvalAggregate* binary = head_aggregate.mutable_binary();
+      binary->set_split(options.split);
+      InitAggregate(2, binary);
+      if (targets != data.binary_targets.end()) {
+        auto target = targets->second.accessor<float, 1>();
+        for (int64_t i = 0; i < output.size(0); ++i) {
+          if (std::isnan(target[i])) continue;
+          double positive = 1 / (1 + std::exp(-score[i]));
+          if (AddCase(binary, target[i] > 0.5f ? 1 : 0,
+                      {1 - positive, positive})
+                  .ok()) {
+            labelled.insert(data.patient_ids[i]);
+          }
+        }
+      }
+      binary->set_num_patients(static_cast<int64_t>(labelled.size()));
+      if (static_cast<int>(labelled.size()) < options.min_cell_count) {
+        binary->Clear();
+        binary->set_split(options.split);
+        InitAggregate(2, binary);
+        binary->set_suppressed(true);
+      }
+    }
+    evaluation.heads.push_back(std::move(head_aggregate));
+  }
+  return evaluation;
 }
 
 }  // namespace echofed

@@ -31,19 +31,33 @@ struct TrainOptions {
   double learning_rate = 0.01;
   uint64_t seed = 1;
   torch::Device device = torch::kCPU;
-  // Random flips and gain/gamma jitter, fit for B-mode ultrasound.
+  // Random flips, small rotations and scaling, gain/gamma jitter and
+  // speckle noise, fit for B-mode ultrasound.
   bool augment = true;
+  Plan::Loss loss = Plan::WEIGHTED_CROSS_ENTROPY;
+  double focal_gamma = 2.0;
+  // FedProx: adds (mu / 2) ||w - w_start||^2, w_start being the weights
+  // the training started from (the global model). 0: off.
+  double proximal_mu = 0;
+  // bfloat16 autocast on CUDA (no effect on CPU).
+  bool mixed_precision = true;
   std::function<void(const TrainProgress&)> on_progress;
 };
+
+// The learning rate of a round under the plan's schedule.
+double ScheduledLearningRate(const Plan& plan, int round);
 
 struct TrainResult {
   double mean_loss = 0;     // over the last epoch
   int64_t num_samples = 0;  // training images (the FedAvg weight)
 };
 
-// Trains `model` in place on `data`: cross-entropy weighted by inverse class
-// frequency (rare subtypes count), SGD with momentum or Adam. NOOP adds a
-// tiny constant to every float parameter (federation overhead benchmarks).
+// Trains `model` in place on `data`. The subtype loss is cross-entropy (or
+// focal loss) weighted by inverse class frequency, so rare subtypes count;
+// a fusion model's extra heads add binary cross-entropy (HIGH_RISK,
+// BONE_MARROW, RESPONSE) and the Cox partial likelihood (PROGNOSIS), each
+// over the images whose label is known. NOOP adds a tiny constant to every
+// float parameter (federation overhead benchmarks).
 absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
                                        const ImageSet& data,
                                        const TrainOptions& options);
@@ -55,6 +69,29 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
 EvalAggregate EvaluateLocal(ImageClassifierImpl& model, const ImageSet& data,
                             int class_count, EvalSplit split,
                             torch::Device device);
+
+struct EvaluationOptions {
+  int class_count = 3;
+  EvalSplit split = INTERNAL_VALIDATION;
+  torch::Device device = torch::kCPU;
+  // A head whose labelled patients are fewer is reported as suppressed.
+  int min_cell_count = 1;
+};
+struct LocalEvaluation {
+  EvalAggregate subtype;
+  // One per extra head of a fusion model: binary heads as 2-class
+  // aggregates over the images with a known label; PROGNOSIS as a survival
+  // aggregate over patients (their images' mean risk score).
+  std::vector<HeadAggregate> heads;
+};
+LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
+                              const EvaluationOptions& options);
+
+// Negative Cox partial log-likelihood (Breslow; tied times in arbitrary
+// order) of `risk` [N] for `months` [N] and `event` [N] (0/1), averaged over
+// events; zero when there is no event.
+torch::Tensor CoxLoss(torch::Tensor risk, torch::Tensor months,
+                      torch::Tensor event);
 
 }  // namespace echofed
 

@@ -43,6 +43,69 @@ std::string MacroAuc(const EvalAggregate& aggregate) {
                          summary.macro_auc_ci.upper);
 }
 
+// The extra heads of a fusion model, pooled over the sites per set: AUC of
+// the binary heads, Harrell's C of the prognosis head.
+std::string FormatHeads(const Plan& plan, const RoundRecord& round) {
+  std::string out;
+  for (int head : plan.heads()) {
+    if (head == Plan::SUBTYPE) continue;
+    const std::string name = Plan::Head_Name(static_cast<Plan::Head>(head));
+    for (EvalSplit split : {INTERNAL_VALIDATION, EXTERNAL_VALIDATION}) {
+      EvalAggregate binary;
+      SurvivalAggregate survival;
+      int sites = 0, suppressed = 0;
+      for (const SiteEvaluation& evaluation : round.evaluations()) {
+        for (const HeadAggregate& reported : evaluation.heads()) {
+          if (reported.head() != head) continue;
+          const bool is_survival = head == Plan::PROGNOSIS;
+          if ((is_survival ? reported.survival().split()
+                           : reported.binary().split()) != split) {
+            continue;
+          }
+          ++sites;
+          if (is_survival ? reported.survival().suppressed()
+                          : reported.binary().suppressed()) {
+            ++suppressed;
+            continue;
+          }
+          absl::Status added =
+              is_survival ? AddSurvivalAggregate(reported.survival(), &survival)
+                          : AddAggregate(reported.binary(), &binary);
+          added.IgnoreError();  // validated by the coordinator
+        }
+      }
+      if (sites == 0) continue;
+      const char* set = split == INTERNAL_VALIDATION ? "internal" : "external";
+      std::string value;
+      if (head == Plan::PROGNOSIS) {
+        ConcordanceIndex c = CIndex(survival);
+        value = std::isnan(c.c_index)
+                    ? "C-index n/a"
+                    : absl::StrFormat("C-index %.3f (%.3f-%.3f), %d patients",
+                                      c.c_index, c.ci.lower, c.ci.upper,
+                                      survival.num_patients());
+      } else {
+        MetricsSummary summary = Summarize(binary);
+        const ClassMetrics& positive =
+            summary.classes.size() == 2 ? summary.classes[1] : ClassMetrics();
+        value =
+            std::isnan(positive.auc)
+                ? "AUC n/a"
+                : absl::StrFormat("AUC %.3f (%.3f-%.3f), %d images",
+                                  positive.auc, positive.auc_ci.lower,
+                                  positive.auc_ci.upper, binary.num_images());
+      }
+      absl::StrAppend(
+          &out, absl::StrFormat(
+                    "  %-16s %-9s %s%s\n", name, set, value,
+                    suppressed > 0
+                        ? absl::StrFormat(" (%d sites suppressed)", suppressed)
+                        : ""));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 AdminClient::AdminClient(const std::string& address, const TlsMaterial& tls,
@@ -162,6 +225,7 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
                         Percent(MacroF1(*pooled)), MeanLoss(*pooled),
                         MacroAuc(*pooled)));
   }
+  absl::StrAppend(&out, FormatHeads(plan, round));
   return out;
 }
 

@@ -169,12 +169,20 @@ absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
   Plan plan;
   plan.set_name("demo: NB/GNB/GN subtype, synthetic cohort");
   for (const char* name : {"NB", "GNB", "GN"}) plan.add_class_names(name);
-  plan.set_model("small_cnn");
+  // The study's integrated model: ultrasound and clinical data fused, with
+  // every head (small enough to train on a laptop CPU).
+  plan.set_model("resnet_small_fusion");
+  for (Plan::Head head : {Plan::SUBTYPE, Plan::HIGH_RISK, Plan::BONE_MARROW,
+                          Plan::RESPONSE, Plan::PROGNOSIS}) {
+    plan.add_heads(head);
+  }
   plan.set_image_size(64);
   plan.set_rounds(options.rounds);
   plan.set_local_epochs(options.local_epochs);
   plan.set_batch_size(16);
-  plan.set_learning_rate(0.02);
+  plan.set_trainer(Plan::ADAMW);
+  plan.set_learning_rate(3e-3);
+  plan.set_schedule(Plan::COSINE);
   plan.set_strategy(Plan::FEDAVG);
   plan.set_round_deadline_seconds(120);
   plan.set_train_fraction(0.7);

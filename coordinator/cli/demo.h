@@ -17,7 +17,7 @@ struct DemoOptions {
   int sites = 4;
   int patients_per_site = 60;
   int rounds = 3;
-  int local_epochs = 3;
+  int local_epochs = 6;
   // Where echofed-coordinator and echofed-agent live (default: beside this
   // program).
   std::string bin_dir;

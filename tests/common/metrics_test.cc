@@ -1,7 +1,11 @@
 #include "common/metrics.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <iostream>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -512,6 +516,537 @@ TEST(MetricsTest, EmptyClassGivesNaNNotCrash) {
   EXPECT_TRUE(Summarize(malformed).classes.empty());
   malformed.mutable_confusion()->Truncate(4);
   EXPECT_FALSE(Summarize(malformed).has_scores);
+}
+
+// ---------------------------------------------------------------------------
+// Meta-analysis.
+
+// The BCG vaccine trials (Colditz et al., JAMA 1994;271:698-702; metafor's
+// dat.bcg): TB positive / negative among the vaccinated, then the controls.
+struct BcgTrial {
+  const char* label;
+  double tpos, tneg, cpos, cneg;
+};
+constexpr BcgTrial kBcgTrials[] = {
+    {"Aronson 1948", 4, 119, 11, 128},
+    {"Ferguson & Simes 1949", 6, 300, 29, 274},
+    {"Rosenthal et al 1960", 3, 228, 11, 209},
+    {"Hart & Sutherland 1977", 62, 13536, 248, 12619},
+    {"Frimodt-Moller et al 1973", 33, 5036, 47, 5761},
+    {"Stein & Aronson 1953", 180, 1361, 372, 1079},
+    {"Vandiviere et al 1973", 8, 2537, 10, 619},
+    {"TPT Madras 1980", 505, 87886, 499, 87892},
+    {"Coetzee & Berjak 1968", 29, 7470, 45, 7232},
+    {"Rosenthal et al 1961", 17, 1699, 65, 1600},
+    {"Comstock et al 1974", 186, 50448, 141, 27197},
+    {"Comstock & Webster 1969", 5, 2493, 3, 2338},
+    {"Comstock et al 1976", 27, 16886, 29, 17825},
+};
+
+// Log risk ratios and their variances, as metafor's escalc(measure = "RR").
+std::vector<StudyEstimate> BcgLogRiskRatios() {
+  std::vector<StudyEstimate> studies;
+  for (const BcgTrial& t : kBcgTrials) {
+    double treated = t.tpos + t.tneg, control = t.cpos + t.cneg;
+    studies.push_back({std::log(t.tpos / treated / (t.cpos / control)),
+                       1 / t.tpos - 1 / treated + 1 / t.cpos - 1 / control,
+                       t.label});
+  }
+  return studies;
+}
+
+TEST(MetaAnalysisTest, BcgTrialsMatchPublishedDerSimonianLaird) {
+  // Published to 4 decimals in metafor's own test against Stata's metan,
+  // tests/testthat/test_misc_metan_vs_rma.uni_with_dat.bcg.r:
+  // rma(yi, vi, method = "DL"): estimate -0.7141 (-1.0644, -0.3638),
+  // z -3.9952, tau^2 0.3088, I^2 92.1173%, exp: 0.4896 (0.3449, 0.6950);
+  // method = "FE": -0.4303 (-0.5097, -0.3509), QE 152.2330.
+  absl::StatusOr<MetaAnalysis> m = MetaAnalyze(BcgLogRiskRatios());
+  ASSERT_TRUE(m.ok()) << m.status();
+  const double tolerance = 5e-5;  // half a unit in the 4th decimal
+  EXPECT_EQ(m->study_count, 13);
+  EXPECT_NEAR(m->estimate, -0.7141, tolerance);
+  EXPECT_NEAR(m->ci.lower, -1.0644, tolerance);
+  EXPECT_NEAR(m->ci.upper, -0.3638, tolerance);
+  EXPECT_NEAR(m->estimate / m->standard_error, -3.9952, tolerance);
+  EXPECT_NEAR(m->tau2, 0.3088, tolerance);
+  EXPECT_NEAR(m->i2, 92.1173, tolerance);
+  EXPECT_NEAR(std::exp(m->estimate), 0.4896, tolerance);
+  EXPECT_NEAR(std::exp(m->ci.lower), 0.3449, tolerance);
+  EXPECT_NEAR(std::exp(m->ci.upper), 0.6950, tolerance);
+  EXPECT_NEAR(m->fixed_estimate, -0.4303, tolerance);
+  EXPECT_NEAR(m->fixed_estimate - kZ95 * m->fixed_standard_error, -0.5097,
+              tolerance);
+  EXPECT_NEAR(m->fixed_estimate + kZ95 * m->fixed_standard_error, -0.3509,
+              tolerance);
+  EXPECT_NEAR(m->q, 152.2330, tolerance);
+  EXPECT_EQ(m->degrees_of_freedom, 12);
+  // scipy.stats.chi2.sf(152.2330080823734, 12)
+  EXPECT_NEAR(m->q_p_value / 1.9967645908458624e-26, 1, 1e-9);
+  EXPECT_EQ(m->heterogeneity, Heterogeneity::kConsiderable);
+  EXPECT_EQ(HeterogeneityName(m->heterogeneity), "considerable");
+  ASSERT_EQ(m->weights.size(), 13u);
+  double total = 0;
+  for (const StudyWeight& w : m->weights) total += w.percent;
+  EXPECT_NEAR(total, 100, 1e-9);
+  // weights(res) in metafor: Aronson 5.04%, TPT Madras 10.22%.
+  EXPECT_EQ(m->weights[0].label, "Aronson 1948");
+  EXPECT_NEAR(m->weights[0].percent, 5.04, 5e-3);
+  EXPECT_NEAR(m->weights[7].percent, 10.22, 5e-3);
+}
+
+TEST(MetaAnalysisTest, HeterogeneityStatistics) {
+  // Four studies of variance 1 at (a, -a, 0, 0): the fixed estimate is 0 and
+  // Q = 2 a^2; Q = 5 on 3 degrees of freedom is I^2 = 40%.
+  auto four = [](double q) {
+    double a = std::sqrt(q / 2);
+    return std::vector<StudyEstimate>{
+        {a, 1, "a"}, {-a, 1, "b"}, {0, 1, "c"}, {0, 1, "d"}};
+  };
+  absl::StatusOr<MetaAnalysis> moderate = MetaAnalyze(four(5));
+  ASSERT_TRUE(moderate.ok());
+  EXPECT_NEAR(moderate->q, 5, 1e-12);
+  EXPECT_NEAR(moderate->i2, 40, 1e-9);
+  EXPECT_EQ(moderate->heterogeneity, Heterogeneity::kModerate);
+  // tau^2 = (Q - df) / (sum w - sum w^2 / sum w) = 2 / 3.
+  EXPECT_NEAR(moderate->tau2, 2.0 / 3, 1e-12);
+  EXPECT_NEAR(moderate->standard_error, std::sqrt((1 + 2.0 / 3) / 4), 1e-12);
+  for (const StudyWeight& w : moderate->weights) {
+    EXPECT_NEAR(w.percent, 25, 1e-12);
+  }
+  // Chi-square tails against scipy.stats.chi2.sf, both branches of the
+  // incomplete gamma function.
+  EXPECT_NEAR(moderate->q_p_value, 0.1717971442967335, 1e-12);
+  EXPECT_NEAR(MetaAnalyze(four(0.5))->q_p_value, 0.9188914116546758, 1e-12);
+  std::vector<StudyEstimate> two = {{0, 1, "a"},
+                                    {std::sqrt(2 * 3.841458820694124), 1, "b"}};
+  EXPECT_NEAR(MetaAnalyze(two)->q_p_value, 0.05, 1e-12);
+
+  // Less spread than the variances explain: tau^2 = 0, I^2 = 0, and the
+  // random-effects estimate is the fixed one.
+  absl::StatusOr<MetaAnalysis> homogeneous =
+      MetaAnalyze({{0.1, 0.04, "a"}, {0.12, 0.09, "b"}, {0.09, 0.01, "c"}});
+  ASSERT_TRUE(homogeneous.ok());
+  EXPECT_EQ(homogeneous->tau2, 0);
+  EXPECT_EQ(homogeneous->i2, 0);
+  EXPECT_EQ(homogeneous->heterogeneity, Heterogeneity::kLow);
+  EXPECT_NEAR(homogeneous->estimate, homogeneous->fixed_estimate, 1e-15);
+
+  // One study: itself, no heterogeneity to speak of.
+  absl::StatusOr<MetaAnalysis> one = MetaAnalyze({{0.8, 0.0025, "only"}});
+  ASSERT_TRUE(one.ok());
+  EXPECT_DOUBLE_EQ(one->estimate, 0.8);
+  EXPECT_NEAR(one->standard_error, 0.05, 1e-15);
+  EXPECT_EQ(one->tau2, 0);
+  EXPECT_EQ(one->q, 0);
+  EXPECT_TRUE(std::isnan(one->i2));
+  EXPECT_TRUE(std::isnan(one->q_p_value));
+  EXPECT_EQ(one->heterogeneity, Heterogeneity::kUndefined);
+  EXPECT_EQ(one->weights[0].percent, 100);
+
+  EXPECT_FALSE(MetaAnalyze({}).ok());
+  EXPECT_FALSE(MetaAnalyze({{0.5, 0, "zero variance"}}).ok());
+  EXPECT_FALSE(MetaAnalyze({{0.5, -1, "negative"}}).ok());
+  EXPECT_FALSE(MetaAnalyze({{NAN, 0.1, "nan"}, {0.5, 0.1, "fine"}}).ok());
+  EXPECT_FALSE(MetaAnalyze({{0.5, INFINITY, "inf"}}).ok());
+}
+
+TEST(MetaAnalysisTest, LogitProportionWithContinuityCorrection) {
+  StudyEstimate plain = LogitProportionStudy(8, 10, "plain");
+  EXPECT_EQ(plain.label, "plain");
+  EXPECT_NEAR(plain.estimate, std::log(4.0), 1e-15);
+  EXPECT_NEAR(plain.variance, 1.0 / 8 + 1.0 / 2, 1e-15);
+  StudyEstimate all = LogitProportionStudy(10, 10, "all");
+  EXPECT_NEAR(all.estimate, std::log(10.5 / 0.5), 1e-15);
+  EXPECT_NEAR(all.variance, 1 / 10.5 + 1 / 0.5, 1e-15);
+  StudyEstimate none = LogitProportionStudy(0, 5, "none");
+  EXPECT_NEAR(none.estimate, std::log(0.5 / 5.5), 1e-15);
+  EXPECT_TRUE(std::isnan(LogitProportionStudy(0, 0, "empty").estimate));
+  EXPECT_TRUE(std::isnan(LogitProportionStudy(3, 2, "bad").estimate));
+}
+
+TEST(MetaAnalysisTest, SensitivityAndSpecificityAcrossSites) {
+  // Binary sites, class 1 the positive class (rows: truth, columns:
+  // predicted). C is perfect (both corrected); E has no class-1 cases; D is
+  // suppressed.
+  EvalAggregate a = Make({40, 10, 5, 45}, 2);
+  EvalAggregate b = Make({30, 2, 8, 20}, 2);
+  EvalAggregate c = Make({25, 0, 0, 15}, 2);
+  EvalAggregate d = Make({0, 0, 0, 0}, 2);
+  d.set_suppressed(true);
+  EvalAggregate e = Make({10, 2, 0, 0}, 2);
+  std::vector<SiteAggregate> sites = {
+      {"A", &a}, {"B", &b}, {"C", &c}, {"D", &d}, {"E", &e}};
+
+  absl::StatusOr<SiteStudies> sensitivity = SensitivityStudies(sites, 1);
+  ASSERT_TRUE(sensitivity.ok()) << sensitivity.status();
+  ASSERT_EQ(sensitivity->studies.size(), 3u);
+  EXPECT_NEAR(sensitivity->studies[0].estimate, std::log(45.0 / 5), 1e-15);
+  EXPECT_NEAR(sensitivity->studies[2].estimate, std::log(15.5 / 0.5), 1e-15);
+  EXPECT_EQ(
+      sensitivity->excluded,
+      (std::vector<std::string>{"D: suppressed", "E: no cases of the class"}));
+
+  // Expected values: DerSimonian-Laird on the same logits in numpy (the
+  // implementation that reproduces the BCG numbers above).
+  absl::StatusOr<PooledSiteMetric> pooled = MetaAnalyzeSensitivity(sites, 1);
+  ASSERT_TRUE(pooled.ok()) << pooled.status();
+  EXPECT_NEAR(pooled->analysis.estimate, 1.8006960335601876, 1e-12);
+  EXPECT_NEAR(pooled->analysis.tau2, 0.6795639845732298, 1e-12);
+  EXPECT_NEAR(pooled->analysis.q, 5.895193271057865, 1e-12);
+  EXPECT_NEAR(pooled->analysis.q_p_value, 0.05246564862058471, 1e-12);
+  EXPECT_NEAR(pooled->analysis.i2, 66.07405545431575, 1e-10);
+  EXPECT_EQ(pooled->analysis.heterogeneity, Heterogeneity::kSubstantial);
+  EXPECT_NEAR(pooled->analysis.weights[2].percent, 13.78544708, 1e-8);
+  EXPECT_NEAR(pooled->estimate, 0.8582336416862222, 1e-12);
+  EXPECT_NEAR(pooled->ci.lower, 0.6445630187168884, 1e-12);
+  EXPECT_NEAR(pooled->ci.upper, 0.9528519745635265, 1e-12);
+  EXPECT_EQ(pooled->excluded.size(), 2u);
+
+  absl::StatusOr<PooledSiteMetric> specificity =
+      MetaAnalyzeSpecificity(sites, 1);
+  ASSERT_TRUE(specificity.ok()) << specificity.status();
+  EXPECT_EQ(specificity->analysis.study_count, 4);  // E has negatives
+  EXPECT_NEAR(specificity->analysis.estimate, 1.979069260156809, 1e-12);
+  EXPECT_NEAR(specificity->analysis.tau2, 0.346874199411199, 1e-12);
+  EXPECT_NEAR(specificity->analysis.i2, 41.63621786792665, 1e-10);
+  EXPECT_EQ(specificity->analysis.heterogeneity, Heterogeneity::kModerate);
+  EXPECT_NEAR(specificity->estimate, 0.878581909728812, 1e-12);
+  EXPECT_NEAR(specificity->ci.lower, 0.7461011337357994, 1e-12);
+  EXPECT_NEAR(specificity->ci.upper, 0.9468596013965093, 1e-12);
+  // Class 0's specificity is class 1's sensitivity in a binary problem.
+  EXPECT_NEAR(MetaAnalyzeSpecificity(sites, 0)->estimate, pooled->estimate,
+              1e-15);
+
+  EXPECT_FALSE(SensitivityStudies(sites, 2).ok());  // no such class
+  EXPECT_FALSE(SensitivityStudies({{"null", nullptr}}, 0).ok());
+  absl::StatusOr<PooledSiteMetric> nothing =
+      MetaAnalyzeSensitivity({{"D", &d}, {"E", &e}}, 1);
+  EXPECT_EQ(nothing.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(MetaAnalysisTest, AucAcrossSitesUsesEachSitesDeLongVariance) {
+  std::mt19937_64 random(7);
+  std::normal_distribution<double> noise(0, 1);
+  auto site = [&](int n, double separation) {
+    std::vector<Case> cases;
+    for (int i = 0; i < n; ++i) {
+      int truth = i % 3 == 0 ? 1 : 0;
+      double logit = noise(random) + (truth ? separation : 0.0);
+      double p = 1 / (1 + std::exp(-logit));
+      cases.push_back({truth, {1 - p, p}});
+    }
+    return FromCases(cases);
+  };
+  EvalAggregate a = site(120, 1.5), b = site(90, 0.8), c = site(200, 2.5);
+  // Every positive above every negative: AUC 1, DeLong variance 0.
+  EvalAggregate perfect = FromCases(
+      {{1, {0.1, 0.9}}, {1, {0.2, 0.8}}, {0, {0.7, 0.3}}, {0, {0.9, 0.1}}});
+  EvalAggregate no_scores = Make({10, 2, 3, 9}, 2);
+  no_scores.set_histogram_bins(0);
+  std::vector<SiteAggregate> sites = {{"a", &a},
+                                      {"b", &b},
+                                      {"c", &c},
+                                      {"perfect", &perfect},
+                                      {"no scores", &no_scores}};
+  absl::StatusOr<SiteStudies> studies = AucStudies(sites, 1);
+  ASSERT_TRUE(studies.ok()) << studies.status();
+  ASSERT_EQ(studies->studies.size(), 3u);
+  const EvalAggregate* used[] = {&a, &b, &c};
+  for (int i = 0; i < 3; ++i) {
+    ClassMetrics m = Summarize(*used[i]).classes[1];
+    EXPECT_EQ(studies->studies[i].estimate, m.auc);
+    EXPECT_EQ(studies->studies[i].variance, m.auc_variance);
+  }
+  ASSERT_EQ(studies->excluded.size(), 2u);
+  EXPECT_EQ(studies->excluded[0], "perfect: AUC 1 with DeLong variance 0");
+  EXPECT_EQ(studies->excluded[1], "no scores: no score histograms");
+
+  absl::StatusOr<PooledSiteMetric> pooled = MetaAnalyzeAuc(sites, 1);
+  ASSERT_TRUE(pooled.ok()) << pooled.status();
+  absl::StatusOr<MetaAnalysis> direct = MetaAnalyze(studies->studies);
+  EXPECT_EQ(pooled->estimate, direct->estimate);
+  EXPECT_EQ(pooled->analysis.tau2, direct->tau2);
+  EXPECT_GT(pooled->analysis.tau2, 0);  // separations 0.8 to 2.5 differ
+  EXPECT_EQ(pooled->ci.lower, direct->ci.lower);
+  EXPECT_EQ(pooled->ci.upper, std::min(1.0, direct->ci.upper));
+  EXPECT_EQ(pooled->analysis.weights[1].label, "b");
+  // Class 0's one-vs-rest AUC of p_0 is the same separation.
+  EXPECT_NEAR(MetaAnalyzeAuc(sites, 0)->estimate, pooled->estimate, 1e-12);
+}
+
+// ---------------------------------------------------------------------------
+// C-index.
+
+struct Patient {
+  double time_months;
+  bool event;
+  double risk;
+};
+
+struct ExactConcordance {
+  int64_t comparable = 0, concordant = 0, discordant = 0, tied = 0;
+  double c_index = NAN, standard_error = NAN;
+};
+
+// Harrell's C on every pair, O(n^2): comparable when one has the event
+// strictly before the other's time; the standard error is Hmisc's
+// rcorr.cens (Quade) formula, from each patient's concordant-minus-
+// discordant count w_i among its r_i comparable pairs.
+ExactConcordance ExactCIndex(const std::vector<Patient>& patients) {
+  const size_t n = patients.size();
+  std::vector<double> w(n, 0), r(n, 0);
+  ExactConcordance result;
+  for (size_t i = 0; i < n; ++i) {
+    if (!patients[i].event) continue;
+    for (size_t j = 0; j < n; ++j) {
+      if (!(patients[j].time_months > patients[i].time_months)) continue;
+      ++result.comparable;
+      ++r[i];
+      ++r[j];
+      int sign = patients[i].risk > patients[j].risk   ? 1
+                 : patients[i].risk < patients[j].risk ? -1
+                                                       : 0;
+      (sign > 0   ? result.concordant
+       : sign < 0 ? result.discordant
+                  : result.tied)++;
+      w[i] += sign;
+      w[j] += sign;
+    }
+  }
+  if (result.comparable == 0) return result;
+  const double pairs = static_cast<double>(result.comparable);
+  result.c_index = (result.concordant + 0.5 * result.tied) / pairs;
+  const double dxy = (result.concordant - result.discordant) / pairs;
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i)
+    sum += (w[i] - dxy * r[i]) * (w[i] - dxy * r[i]);
+  result.standard_error = std::sqrt(sum) / (2 * pairs);
+  return result;
+}
+
+// The patients as the aggregate sees them: time and score replaced by bins.
+std::vector<Patient> Binned(const std::vector<Patient>& patients) {
+  std::vector<Patient> binned;
+  for (const Patient& p : patients) {
+    binned.push_back({static_cast<double>(SurvivalTimeBin(p.time_months)),
+                      p.event, static_cast<double>(SurvivalScoreBin(p.risk))});
+  }
+  return binned;
+}
+
+SurvivalAggregate FromPatients(const std::vector<Patient>& patients) {
+  SurvivalAggregate a;
+  for (const Patient& p : patients) {
+    absl::Status status = AddSurvivalCase(&a, p.time_months, p.event, p.risk);
+    EXPECT_TRUE(status.ok()) << status;
+  }
+  return a;
+}
+
+TEST(CIndexTest, BinningSeparatesDays) {
+  EXPECT_EQ(SurvivalTimeBin(0), 0);
+  EXPECT_EQ(SurvivalTimeBin(1.0 / 32), 1);
+  EXPECT_EQ(SurvivalTimeBin(12), 12 * 32);
+  EXPECT_EQ(SurvivalTimeBin(1199.99), kSurvivalTimeBins - 1);
+  EXPECT_EQ(SurvivalTimeBin(1200), kSurvivalTimeBins - 1);
+  EXPECT_EQ(SurvivalTimeBin(1e12), kSurvivalTimeBins - 1);
+  // Whole days (days / 30.4375 months) never share a bin.
+  for (int day = 1; day <= 36524; ++day) {
+    ASSERT_LT(SurvivalTimeBin((day - 1) / 30.4375),
+              SurvivalTimeBin(day / 30.4375))
+        << day;
+  }
+  EXPECT_EQ(SurvivalScoreBin(0), 500);
+  EXPECT_EQ(SurvivalScoreBin(-800), 0);
+  EXPECT_EQ(SurvivalScoreBin(800), kSurvivalScoreBins - 1);
+  EXPECT_LT(SurvivalScoreBin(-0.1), SurvivalScoreBin(0.1));
+}
+
+TEST(CIndexTest, HandComputedPairs) {
+  // Comparable pairs (earlier event first): 1-2, 1-3, 1-4, 1-5 concordant;
+  // 2-3 discordant (1.0 < 1.5), 2-4, 2-5 concordant; 4-5 tied. 3 and 5 are
+  // censored; the patient at 1 month + 6 hours shares 1's time bin, so that
+  // pair is not comparable (nor in the exact index, were both times equal).
+  std::vector<Patient> patients = {
+      {1, true, 2.0}, {2, true, 1.0},  {3, false, 1.5},
+      {4, true, 0.0}, {5, false, 0.0}, {1.0 + 0.25 / 30.4375, false, 9.0}};
+  ConcordanceIndex c = CIndex(FromPatients(patients));
+  EXPECT_EQ(c.comparable_pairs, 8);
+  EXPECT_EQ(c.concordant, 6);
+  EXPECT_EQ(c.discordant, 1);
+  EXPECT_EQ(c.tied, 1);
+  EXPECT_DOUBLE_EQ(c.c_index, 6.5 / 8);
+  ExactConcordance exact = ExactCIndex(Binned(patients));
+  EXPECT_NEAR(c.standard_error, exact.standard_error, 1e-15);
+  // Hmisc's cidxcn (rcorr.cens), ported line by line to Python, on patients
+  // 1-5 (the sixth is in no comparable pair): C 0.8125, SD(Dxy) / 2.
+  EXPECT_NEAR(c.standard_error, 0.12645635981436443, 1e-15);
+  EXPECT_GT(c.standard_error, 0);
+  EXPECT_NEAR(c.ci.lower,
+              std::max(0.0, c.c_index - kZ95 * exact.standard_error), 1e-15);
+  EXPECT_LE(c.ci.upper, 1);
+
+  // No comparable pair: events on the same day, or only censoring.
+  EXPECT_TRUE(
+      std::isnan(CIndex(FromPatients({{3, true, 1}, {3, true, 2}})).c_index));
+  EXPECT_TRUE(
+      std::isnan(CIndex(FromPatients({{3, false, 1}, {5, false, 2}})).c_index));
+  EXPECT_TRUE(std::isnan(CIndex(SurvivalAggregate()).c_index));
+}
+
+// A hospital's cohort: risk x, hazard exp(beta x) / scale with Weibull
+// shape, uniform censoring over `follow_up` months, times in whole days; the
+// model's score is beta x plus noise.
+std::vector<Patient> SimulatedSite(std::mt19937_64& random, int n, double beta,
+                                   double scale, double shape, double follow_up,
+                                   double noise_sd, bool whole_days) {
+  std::normal_distribution<double> normal(0, 1);
+  std::exponential_distribution<double> exponential(1);
+  std::uniform_real_distribution<double> censoring(0, follow_up);
+  std::vector<Patient> patients;
+  for (int i = 0; i < n; ++i) {
+    double x = normal(random);
+    double hazard = std::exp(beta * x) / scale;
+    double event_time = std::pow(exponential(random) / hazard, 1 / shape);
+    double censor_time = censoring(random);
+    double time = std::min(event_time, censor_time);
+    if (whole_days) time = std::round(time * 30.4375) / 30.4375;
+    patients.push_back({time, event_time <= censor_time,
+                        beta * x + noise_sd * normal(random)});
+  }
+  return patients;
+}
+
+TEST(CIndexTest, PooledAggregateMatchesExactCIndexOfPooledPatients) {
+  for (bool whole_days : {true, false}) {
+    SCOPED_TRACE(whole_days ? "times in whole days" : "continuous times");
+    std::mt19937_64 random(whole_days ? 20261127 : 42);
+    // A high-risk cohort with early events, a mixed one with long
+    // follow-up, and a small strongly separated one.
+    std::vector<std::vector<Patient>> sites = {
+        SimulatedSite(random, 150, 1.0, 18, 1.0, 120, 0.5, whole_days),
+        SimulatedSite(random, 250, 1.5, 60, 0.7, 240, 0.5, whole_days),
+        SimulatedSite(random, 90, 2.0, 30, 1.0, 600, 0.2, whole_days)};
+    std::vector<Patient> all;
+    SurvivalAggregate pooled, reversed;
+    for (const std::vector<Patient>& site : sites) {
+      all.insert(all.end(), site.begin(), site.end());
+      SurvivalAggregate local = FromPatients(site);
+      ASSERT_TRUE(ValidateSurvivalAggregate(local).ok());
+      ASSERT_TRUE(AddSurvivalAggregate(local, &pooled).ok());
+    }
+    for (int s = 2; s >= 0; --s) {
+      ASSERT_TRUE(AddSurvivalAggregate(FromPatients(sites[s]), &reversed).ok());
+    }
+    ASSERT_TRUE(ValidateSurvivalAggregate(pooled).ok());
+    EXPECT_EQ(pooled.num_patients(), 490);
+    // Pooled = aggregate of the concatenated patients, in any order.
+    SurvivalAggregate concatenated = FromPatients(all);
+    EXPECT_EQ(pooled.SerializeAsString(), concatenated.SerializeAsString());
+    EXPECT_EQ(reversed.SerializeAsString(), concatenated.SerializeAsString());
+
+    ConcordanceIndex c = CIndex(pooled);
+    // Exactly the pair counts of the binned patients.
+    ExactConcordance binned = ExactCIndex(Binned(all));
+    EXPECT_EQ(c.comparable_pairs, binned.comparable);
+    EXPECT_EQ(c.concordant, binned.concordant);
+    EXPECT_EQ(c.discordant, binned.discordant);
+    EXPECT_EQ(c.tied, binned.tied);
+    EXPECT_NEAR(c.standard_error, binned.standard_error, 1e-12);
+    // And within 1e-3 of the exact index of the raw patients.
+    ExactConcordance exact = ExactCIndex(all);
+    EXPECT_GT(exact.comparable, 40000);
+    EXPECT_NEAR(c.c_index, exact.c_index, 1e-3);
+    EXPECT_NEAR(c.standard_error, exact.standard_error,
+                0.01 * exact.standard_error);
+    EXPECT_GT(c.c_index, 0.6);
+    EXPECT_LT(c.ci.lower, c.c_index);
+    EXPECT_GT(c.ci.upper, c.c_index);
+    std::cout << "C-index: aggregate " << c.c_index << ", exact "
+              << exact.c_index << " (diff " << c.c_index - exact.c_index
+              << "), SE aggregate " << c.standard_error << ", exact "
+              << exact.standard_error << "\n";
+  }
+}
+
+TEST(CIndexTest, InvalidInputsAndReportsAreRefused) {
+  SurvivalAggregate a;
+  EXPECT_FALSE(AddSurvivalCase(&a, -0.1, true, 0).ok());
+  EXPECT_FALSE(AddSurvivalCase(&a, NAN, true, 0).ok());
+  EXPECT_FALSE(AddSurvivalCase(&a, INFINITY, false, 0).ok());
+  EXPECT_FALSE(AddSurvivalCase(&a, 10, true, NAN).ok());
+  EXPECT_FALSE(AddSurvivalCase(&a, 10, true, -INFINITY).ok());
+  EXPECT_EQ(a.num_patients(), 0);
+  EXPECT_EQ(a.cells_size(), 0);
+  ASSERT_TRUE(AddSurvivalCase(&a, 10, true, 0.3).ok());
+  ASSERT_TRUE(AddSurvivalCase(&a, 10, false, 0.3).ok());
+  ASSERT_TRUE(AddSurvivalCase(&a, 2, false, -1).ok());
+  EXPECT_EQ(a.time_bins(), kSurvivalTimeBins);
+  EXPECT_EQ(a.cells_size(), 2);
+  EXPECT_EQ(a.cells(0).time_bin(), 64);
+  EXPECT_EQ(a.cells(1).events(), 1);
+  EXPECT_EQ(a.cells(1).censored(), 1);
+  ASSERT_TRUE(ValidateSurvivalAggregate(a).ok());
+
+  auto refused = [&](auto change) {
+    SurvivalAggregate b = a;
+    change(b);
+    SurvivalAggregate total = a;
+    const std::string before = total.SerializeAsString();
+    bool refused = !ValidateSurvivalAggregate(b).ok() &&
+                   !AddSurvivalAggregate(b, &total).ok();
+    return refused && total.SerializeAsString() == before;
+  };
+  EXPECT_TRUE(refused([](SurvivalAggregate& b) { b.set_time_bins(1200); }));
+  EXPECT_TRUE(
+      refused([](SurvivalAggregate& b) { b.set_time_bin_months(0.25); }));
+  EXPECT_TRUE(refused([](SurvivalAggregate& b) { b.set_score_bins(100); }));
+  EXPECT_TRUE(refused([](SurvivalAggregate& b) { b.set_num_patients(4); }));
+  EXPECT_TRUE(refused([](SurvivalAggregate& b) {
+    b.mutable_cells()->SwapElements(0, 1);  // unsorted
+  }));
+  EXPECT_TRUE(refused([](SurvivalAggregate& b) {
+    *b.add_cells() = b.cells(1);  // repeated
+    b.set_num_patients(5);
+  }));
+  EXPECT_TRUE(refused([](SurvivalAggregate& b) {
+    b.mutable_cells(0)->set_censored(0);  // empty cell
+    b.set_num_patients(2);
+  }));
+  EXPECT_TRUE(refused([](SurvivalAggregate& b) {
+    b.mutable_cells(0)->set_censored(-1);
+    b.mutable_cells(1)->set_events(3);
+  }));
+  EXPECT_TRUE(refused([](SurvivalAggregate& b) {
+    b.mutable_cells(1)->set_time_bin(kSurvivalTimeBins);
+  }));
+  EXPECT_TRUE(refused([](SurvivalAggregate& b) { b.set_suppressed(true); }));
+  // A malformed report gives no C, not a crash.
+  SurvivalAggregate malformed = a;
+  malformed.mutable_cells()->SwapElements(0, 1);
+  EXPECT_TRUE(std::isnan(CIndex(malformed).c_index));
+
+  // A suppressed report is empty and adds nothing.
+  SurvivalAggregate suppressed;
+  InitSurvivalAggregate(&suppressed);
+  suppressed.set_suppressed(true);
+  ASSERT_TRUE(ValidateSurvivalAggregate(suppressed).ok());
+  SurvivalAggregate total = a;
+  ASSERT_TRUE(AddSurvivalAggregate(suppressed, &total).ok());
+  EXPECT_EQ(total.SerializeAsString(), a.SerializeAsString());
+  // An empty total takes the binning; a total with another binning refuses.
+  SurvivalAggregate fresh;
+  ASSERT_TRUE(AddSurvivalAggregate(a, &fresh).ok());
+  EXPECT_EQ(fresh.SerializeAsString(), a.SerializeAsString());
+  SurvivalAggregate other = a;
+  other.set_time_bins(10);
+  EXPECT_FALSE(AddSurvivalAggregate(a, &other).ok());
+  EXPECT_EQ(other.num_patients(), 3);
+  SurvivalAggregate wrong;
+  wrong.set_time_bins(5);
+  EXPECT_EQ(AddSurvivalCase(&wrong, 1, true, 0).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

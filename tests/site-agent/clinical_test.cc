@@ -29,6 +29,37 @@ TEST(ClinicalTest, ParsesTypedValuesAndExplicitMissing) {
   EXPECT_EQ(*p2.histology, Histology::kGNB);  // nodular maps to GNB
   EXPECT_FALSE(p2.mycn_amplified.has_value());
   EXPECT_EQ(*table->records.at("P3").histology, Histology::kGNB);
+  // The INRG category keeps what the three-class label loses.
+  EXPECT_EQ(p1.inrg_histology, InrgHistology::kNeuroblastoma);
+  EXPECT_EQ(p2.inrg_histology, InrgHistology::kGnbNodular);
+  EXPECT_EQ(table->records.at("P3").inrg_histology,
+            InrgHistology::kGnMaturingOrGnbIntermixed);
+}
+
+TEST(ClinicalTest, HistologyCodesSetTheInrgCategory) {
+  absl::StatusOr<ClinicalTable> table = ParseClinicalCsv(
+      "patient_id,histology\n"
+      "gn,gn\n"  // codes are case-insensitive
+      "gnb,GNB\n"
+      "int,GNB-intermixed\n"
+      "nod,GNB-Nodular\n"
+      "nb,NB\n"
+      "none,NA\n",
+      "clinical.csv");
+  ASSERT_TRUE(table.ok()) << table.status();
+  ASSERT_TRUE(table->errors.empty());
+  const auto& r = table->records;
+  EXPECT_EQ(r.at("gn").histology, Histology::kGN);
+  EXPECT_EQ(r.at("gn").inrg_histology,
+            InrgHistology::kGnMaturingOrGnbIntermixed);
+  EXPECT_EQ(r.at("gnb").histology, Histology::kGNB);
+  EXPECT_FALSE(r.at("gnb").inrg_histology.has_value());  // unknown for INRG
+  EXPECT_EQ(r.at("int").inrg_histology,
+            InrgHistology::kGnMaturingOrGnbIntermixed);
+  EXPECT_EQ(r.at("nod").inrg_histology, InrgHistology::kGnbNodular);
+  EXPECT_EQ(r.at("nb").inrg_histology, InrgHistology::kNeuroblastoma);
+  EXPECT_FALSE(r.at("none").histology.has_value());
+  EXPECT_FALSE(r.at("none").inrg_histology.has_value());
 }
 
 TEST(ClinicalTest, BadRowsAreReportedAndLeftOut) {
@@ -76,16 +107,27 @@ TEST(ClinicalTest, WrittenLinesParseBack) {
   record.histology = Histology::kGN;
   record.response = Response::kPD;
   record.bone_marrow_metastasis = false;
+  ClinicalRecord nodular;
+  nodular.patient_id = "P2";
+  nodular.histology = Histology::kGNB;
+  nodular.inrg_histology = InrgHistology::kGnbNodular;
+  ClinicalRecord plain_gnb;
+  plain_gnb.patient_id = "P3";
+  plain_gnb.histology = Histology::kGNB;
   std::string text = absl::StrJoin(ClinicalColumns(), ",") + "\n" +
-                     ClinicalCsvLine(record) + "\n";
+                     ClinicalCsvLine(record) + "\n" + ClinicalCsvLine(nodular) +
+                     "\n" + ClinicalCsvLine(plain_gnb) + "\n";
   absl::StatusOr<ClinicalTable> table = ParseClinicalCsv(text, "c.csv");
   ASSERT_TRUE(table.ok()) << table.status();
-  ASSERT_EQ(table->records.size(), 1u);
+  ASSERT_EQ(table->records.size(), 3u);
   const ClinicalRecord& read = table->records.at("P,1");
   EXPECT_EQ(*read.histology, Histology::kGN);
   EXPECT_EQ(*read.response, Response::kPD);
   EXPECT_FALSE(*read.bone_marrow_metastasis);
   EXPECT_FALSE(read.ldh.has_value());
+  EXPECT_EQ(table->records.at("P2").histology, Histology::kGNB);
+  EXPECT_EQ(table->records.at("P2").inrg_histology, InrgHistology::kGnbNodular);
+  EXPECT_FALSE(table->records.at("P3").inrg_histology.has_value());
 }
 
 }  // namespace
