@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/pki.h"
 
@@ -46,6 +47,9 @@ void ApplyPlanDefaults(Plan* plan) {
   if (!plan->has_focal_gamma()) plan->set_focal_gamma(2.0);
   if (!plan->has_augment()) plan->set_augment(true);
   if (plan->heads_size() == 0) plan->add_heads(Plan::SUBTYPE);
+  if (plan->wire_precision() == Plan::WIRE_PRECISION_UNSPECIFIED) {
+    plan->set_wire_precision(Plan::FULL);
+  }
 }
 
 absl::Status ValidatePlan(const Plan& plan) {
@@ -106,6 +110,11 @@ absl::Status ValidatePlan(const Plan& plan) {
   }
   if (!heads.count(Plan::SUBTYPE)) {
     return bad("heads", "SUBTYPE must be among the heads");
+  }
+  if (heads.size() > 1 && !absl::EndsWith(plan.model(), "_fusion")) {
+    return bad("heads", absl::StrCat("model '", plan.model(),
+                                     "' reads images only; heads other than "
+                                     "SUBTYPE need a *_fusion model"));
   }
   if (plan.min_sites() < 1) return bad("min_sites", "must be at least 1");
   if (plan.round_deadline_seconds() < 1) {

@@ -96,8 +96,11 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
   absl::StatusOr<std::unique_ptr<Store>> store =
       Store::Open(options.state_dir + "/echofed.sqlite");
   if (!store.ok()) return store.status();
-  std::unique_ptr<Coordinator> coordinator(
-      new Coordinator(std::move(options), std::move(*store)));
+  absl::StatusOr<std::unique_ptr<AuditLog>> audit =
+      AuditLog::Open(options.state_dir + "/audit.log");
+  if (!audit.ok()) return audit.status();
+  std::unique_ptr<Coordinator> coordinator(new Coordinator(
+      std::move(options), std::move(*store), std::move(*audit)));
   if (absl::Status status = coordinator->Restore(); !status.ok()) {
     return status;
   }
@@ -105,8 +108,18 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
 }
 
 Coordinator::Coordinator(CoordinatorOptions options,
-                         std::unique_ptr<Store> store)
-    : options_(std::move(options)), store_(std::move(store)) {}
+                         std::unique_ptr<Store> store,
+                         std::unique_ptr<AuditLog> audit)
+    : options_(std::move(options)),
+      store_(std::move(store)),
+      audit_(std::move(audit)) {}
+
+void Coordinator::Audit(const AuditEvent& event) {
+  if (absl::Status status = audit_->Append(event, options_.clock->Now());
+      !status.ok()) {
+    LogError("audit log: ", status.message());
+  }
+}
 
 Coordinator::~Coordinator() { Shutdown(); }
 
@@ -205,6 +218,8 @@ absl::StatusOr<JoinResponse> Coordinator::Join(const std::string& site,
     LogInfo("site ", site, rejoin ? " rejoined" : " joined", " (device ",
             request.device(), ", ", request.data().patients(), " patients, ",
             request.data().images(), " images)");
+    Audit({site, rejoin ? "rejoin" : "join", "", -1, "",
+           absl::StrCat("device ", request.device())});
     if (active_ != nullptr) AdvanceLocked(*active_, now);
     WakeWaitersLocked(now, &delivery);
   }
@@ -462,6 +477,7 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
       LogInfo("run ", run->run_id, ": initial model from ", site, " (",
               run->global_layout.tensors_size(), " tensors, digest ",
               HexDigest(record.model_digest()).substr(0, 16), ")");
+      Audit({site, "initial-model", run->run_id, 0, record.model_digest(), ""});
       OpenTrainingLocked(*run, 1, now);
     } else {
       if (absl::Status status = run->aggregator->Add(**update, session.weight_);
@@ -702,6 +718,9 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
               HexDigest(*digest).substr(0, 16), " from ",
               absl::StrJoin(record.contributors(), ", "), " (mean train loss ",
               record.mean_train_loss(), ")");
+      Audit({"coordinator", "round-commit", run.run_id, run.round, *digest,
+             absl::StrCat(Plan::Strategy_Name(run.plan.strategy()), " of ",
+                          absl::StrJoin(record.contributors(), ","))});
       if (evaluate) {
         OpenEvaluationLocked(run, now);
       } else if (run.round < run.plan.rounds()) {
@@ -762,6 +781,8 @@ void Coordinator::FinishRunLocked(Run& run, RunStatus::State state,
   }
   LogInfo("run ", run.run_id, " ", PhaseName(state),
           message.empty() ? "" : ": ", message);
+  Audit({"coordinator", absl::StrCat("run-", PhaseName(state)), run.run_id,
+         run.round, "", message});
 }
 
 void Coordinator::Tick() {

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/audit_log.h"
 #include "common/clock.h"
 #include "common/tensor_bundle.h"
 #include "coordinator/store.h"
@@ -60,6 +61,10 @@ class Coordinator {
   static absl::StatusOr<std::unique_ptr<Coordinator>> Create(
       CoordinatorOptions options);
   ~Coordinator();
+
+  // Appends to the hash-chained audit log (state_dir/audit.log); a failure
+  // to write is logged, never hidden. Thread-safe.
+  void Audit(const AuditEvent& event);
 
   // --- Site agents (`site` is the verified certificate identity).
   absl::StatusOr<JoinResponse> Join(const std::string& site,
@@ -137,8 +142,8 @@ class Coordinator {
   };
   using Delivery = std::vector<std::pair<TaskCallback, absl::StatusOr<Task>>>;
 
-  explicit Coordinator(CoordinatorOptions options,
-                       std::unique_ptr<Store> store);
+  Coordinator(CoordinatorOptions options, std::unique_ptr<Store> store,
+              std::unique_ptr<AuditLog> audit);
   absl::Status Restore();
 
   absl::StatusOr<UploadReceipt> CompleteUpload(UploadSession& session);
@@ -176,6 +181,7 @@ class Coordinator {
 
   const CoordinatorOptions options_;
   const std::unique_ptr<Store> store_;
+  const std::unique_ptr<AuditLog> audit_;
 
   absl::Mutex mu_;
   std::map<std::string, SiteState> sites_ ABSL_GUARDED_BY(mu_);

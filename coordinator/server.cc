@@ -56,8 +56,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       Coordinator::Create(options.coordinator);
   if (!coordinator.ok()) return coordinator.status();
   server->coordinator_ = std::move(*coordinator);
-  server->auth_ = std::make_unique<Authenticator>(std::move(*verifier),
-                                                  std::move(*enrolment));
+  server->auth_ = std::make_unique<Authenticator>(
+      std::move(*verifier), std::move(*enrolment), server->coordinator_.get());
   server->federation_ = std::make_unique<FederationService>(
       server->coordinator_.get(), server->auth_.get());
   server->admin_ = std::make_unique<AdminService>(server->coordinator_.get(),

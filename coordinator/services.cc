@@ -152,6 +152,13 @@ absl::StatusOr<PeerIdentity> Authenticator::Authenticate(
     LogWarning("refused ", method, " from ", context.peer(),
                peer.ok() ? absl::StrCat(" (", peer->identity, ")") : "", ": ",
                status.message());
+    if (coordinator_ != nullptr) {
+      coordinator_->Audit(
+          {peer.ok() ? peer->identity : absl::StrCat("peer ", context.peer()),
+           "refused", "", -1, "",
+           absl::StrCat(method, ": ", absl::StatusCodeToString(status.code()),
+                        ": ", status.message())});
+    }
     return status;
   }
   return peer;
@@ -235,6 +242,8 @@ grpc::ServerUnaryReactor* AdminService::StartRun(
   if (run_id.ok()) {
     response->set_run_id(*run_id);
     LogInfo("operator ", peer->identity, " started run ", *run_id);
+    coordinator_->Audit(
+        {peer->identity, "run-start", *run_id, -1, "", request->plan().name()});
   }
   return FinishNow(context, run_id.status());
 }
@@ -246,6 +255,8 @@ grpc::ServerUnaryReactor* AdminService::StopRun(
       auth_->Authenticate(*context, {Role::kOperator}, "StopRun");
   if (!peer.ok()) return FinishNow(context, peer.status());
   LogInfo("operator ", peer->identity, " stops run ", request->run_id());
+  coordinator_->Audit(
+      {peer->identity, "run-stop", request->run_id(), -1, "", ""});
   return FinishNow(context, coordinator_->StopRun(request->run_id()));
 }
 
@@ -278,6 +289,8 @@ grpc::ServerWriteReactor<ModelChunk>* AdminService::DownloadModel(
   if (!peer.ok()) return new ModelStreamer(peer.status());
   LogInfo("operator ", peer->identity, " downloads run ", request->run_id(),
           " round ", request->round());
+  coordinator_->Audit({peer->identity, "model-download", request->run_id(),
+                       request->round(), "", ""});
   return new ModelStreamer(
       coordinator_->OpenModel(request->run_id(), request->round()));
 }

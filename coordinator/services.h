@@ -20,8 +20,12 @@ namespace echofed {
 // thread-safe.
 class Authenticator {
  public:
-  Authenticator(CertificateVerifier verifier, Enrolment enrolment)
-      : verifier_(std::move(verifier)), enrolment_(std::move(enrolment)) {}
+  // Refusals are written to `coordinator`'s audit log when it is given.
+  Authenticator(CertificateVerifier verifier, Enrolment enrolment,
+                Coordinator* coordinator = nullptr)
+      : verifier_(std::move(verifier)),
+        enrolment_(std::move(enrolment)),
+        coordinator_(coordinator) {}
 
   // UNAUTHENTICATED: no or invalid certificate. PERMISSION_DENIED: not
   // enrolled, or a role not allowed to make this call.
@@ -32,6 +36,7 @@ class Authenticator {
  private:
   CertificateVerifier verifier_;
   Enrolment enrolment_;
+  Coordinator* coordinator_;
 };
 
 class FederationService final : public Federation::CallbackService {

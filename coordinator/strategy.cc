@@ -34,7 +34,8 @@ class FedAvgRound : public RoundAggregator {
 // FedAdam / FedYogi (Reddi et al. 2021, Algorithm 2): with the mean update
 // delta = mean(x_i) - x_prev, the server keeps moments m and v and moves
 // x = x_prev + lr * m / (sqrt(v) + tau). Only trained float32 parameters
-// move this way; buffers and other dtypes take the plain average.
+// move this way (float16 / bfloat16 ones too, computed in float32); buffers
+// and integer tensors take the plain average.
 class FedOptRound : public FedAvgRound {
  public:
   FedOptRound(const Plan& plan, const RoundContext& context)
@@ -47,7 +48,9 @@ class FedOptRound : public FedAvgRound {
         tau_(static_cast<float>(plan.server_tau())) {
     for (int i = 0; i < context.layout.tensors_size(); ++i) {
       const TensorSpec& spec = context.layout.tensors(i);
-      if (spec.dtype() == FLOAT32 && !spec.buffer()) {
+      const bool floating = spec.dtype() == FLOAT32 ||
+                            spec.dtype() == FLOAT16 || spec.dtype() == BFLOAT16;
+      if (floating && !spec.buffer()) {
         moment_index_.push_back(moments_layout_.tensors_size());
         TensorSpec* moment = moments_layout_.add_tensors();
         moment->set_name(spec.name());
@@ -100,32 +103,44 @@ class FedOptRound : public FedAvgRound {
                                 moments_layout_);
     if (!v_out.ok()) return v_out.status();
 
-    std::vector<float> x, m, v;
+    std::vector<float> x, mean, m, v;
+    std::vector<char> bytes;
     absl::Status status = sum_.EmitAverage([&](int index, uint64_t first,
                                                absl::string_view average) {
       const int moment = moment_index_[index];
       if (moment < 0) return (*model)->Append(average);
-      const size_t count = average.size() / sizeof(float);
+      // Half-precision models (plan wire_precision) are updated in float32
+      // and written back in their own dtype; the moments stay float32.
+      const DType dtype = context_.layout.tensors(index).dtype();
+      const size_t element = *DTypeSize(dtype);
+      const size_t count = average.size() / element;
       x.resize(count);
+      mean.resize(count);
       m.assign(count, 0.0f);
       v.assign(count, tau_ * tau_);
-      const uint64_t offset = first * sizeof(float);
-      char* x_bytes = reinterpret_cast<char*>(x.data());
-      if (absl::Status read =
-              (*previous)->Read(index, offset, average.size(), x_bytes);
+      bytes.resize(average.size());
+      if (absl::Status read = (*previous)->Read(index, first * element,
+                                                average.size(), bytes.data());
           !read.ok()) {
         return read;
       }
+      for (size_t k = 0; k < count; ++k) {
+        x[k] = static_cast<float>(
+            ElementToDouble(dtype, bytes.data() + k * element));
+        mean[k] = static_cast<float>(
+            ElementToDouble(dtype, average.data() + k * element));
+      }
+      const uint64_t offset = first * sizeof(float);
+      const size_t moment_bytes = count * sizeof(float);
       if (previous_m != nullptr) {
-        absl::Status read = previous_m->Read(moment, offset, average.size(),
+        absl::Status read = previous_m->Read(moment, offset, moment_bytes,
                                              reinterpret_cast<char*>(m.data()));
         if (read.ok()) {
-          read = previous_v->Read(moment, offset, average.size(),
+          read = previous_v->Read(moment, offset, moment_bytes,
                                   reinterpret_cast<char*>(v.data()));
         }
         if (!read.ok()) return read;
       }
-      const float* mean = reinterpret_cast<const float*>(average.data());
       for (size_t k = 0; k < count; ++k) {
         float delta = mean[k] - x[k];
         m[k] = beta1_ * m[k] + (1 - beta1_) * delta;
@@ -137,14 +152,18 @@ class FedOptRound : public FedAvgRound {
           v[k] = beta2_ * v[k] + (1 - beta2_) * square;
         }
         x[k] += learning_rate_ * m[k] / (std::sqrt(v[k]) + tau_);
+        DoubleToElement(dtype, x[k], bytes.data() + k * element);
       }
-      auto bytes = [count](const std::vector<float>& values) {
+      auto floats = [moment_bytes](const std::vector<float>& values) {
         return absl::string_view(reinterpret_cast<const char*>(values.data()),
-                                 count * sizeof(float));
+                                 moment_bytes);
       };
-      absl::Status appended = (*m_out)->Append(bytes(m));
-      if (appended.ok()) appended = (*v_out)->Append(bytes(v));
-      if (appended.ok()) appended = (*model)->Append(bytes(x));
+      absl::Status appended = (*m_out)->Append(floats(m));
+      if (appended.ok()) appended = (*v_out)->Append(floats(v));
+      if (appended.ok()) {
+        appended =
+            (*model)->Append(absl::string_view(bytes.data(), bytes.size()));
+      }
       return appended;
     });
     if (!status.ok()) return status;

@@ -13,6 +13,11 @@ packages=(
   libcli11-dev
   libgtest-dev libgmock-dev
   python3-sklearn
+  # PyTorch for Python (the same LibTorch 1.13): checkpoints and TorchScript
+  # checked with torch.load / torch.jit.load (tests/models), and the
+  # reference side of train_speed_bench. About 142 MB installed with its
+  # dependencies (22 MB download).
+  python3-torch
   # The fuzz test (tests/fuzz): clang with libFuzzer and the sanitizer
   # runtimes (only recommended by clang, so named here), and llvm-14 for
   # llvm-symbolizer, which puts function names into sanitizer reports.

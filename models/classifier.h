@@ -156,7 +156,7 @@ struct ModelOptions {
 // torch's global generator, so seed it first for a reproducible start.
 //   small_cnn                       ~25k parameters, tests and demos
 //   resnet18                        ResNet-18 (11.2M), 224-pixel images
-//   resnet_small                    ResNet-10, widths 16..128 (1.2M), 64-128
+//   resnet_small                    ResNet-10, widths 32..256 (1.2M), 64-128
 //                                   pixel images on CPUs
 //   <resnet18|resnet_small>_fusion        image + clinical, concatenated
 //   <resnet18|resnet_small>_gated_fusion  image + clinical, gated

@@ -63,13 +63,18 @@ absl::StatusOr<torch::ScalarType> ToTorchDType(DType dtype) {
 }
 
 absl::StatusOr<TensorBundle> ExportState(const torch::nn::Module& module,
-                                         const std::string& model_name) {
+                                         const std::string& model_name,
+                                         DType float_wire) {
+  absl::StatusOr<torch::ScalarType> wire_type = ToTorchDType(float_wire);
+  if (!wire_type.ok()) return wire_type.status();
   TensorBundle bundle;
   bundle.manifest.set_model_name(model_name);
   for (const auto& [name, value, buffer] : NamedState(module)) {
-    absl::StatusOr<DType> dtype = ToWireDType(value.scalar_type());
+    torch::Tensor cpu = value.detach().to(torch::kCPU);
+    if (cpu.scalar_type() == torch::kFloat32) cpu = cpu.to(*wire_type);
+    cpu = cpu.contiguous();
+    absl::StatusOr<DType> dtype = ToWireDType(cpu.scalar_type());
     if (!dtype.ok()) return dtype.status();
-    torch::Tensor cpu = value.detach().to(torch::kCPU).contiguous();
     TensorSpec* spec = bundle.manifest.add_tensors();
     spec->set_name(name);
     spec->set_dtype(*dtype);
@@ -97,13 +102,18 @@ absl::Status ImportState(const TensorBundle& bundle,
     absl::StatusOr<torch::ScalarType> type = ToTorchDType(spec.dtype());
     if (!type.ok()) return type.status();
     std::vector<int64_t> shape(spec.shape().begin(), spec.shape().end());
-    if (spec.name() != state[i].name || *type != target.scalar_type() ||
+    const bool half_into_float =
+        target.scalar_type() == torch::kFloat32 &&
+        (*type == torch::kFloat16 || *type == torch::kBFloat16);
+    if (spec.name() != state[i].name ||
+        (*type != target.scalar_type() && !half_into_float) ||
         target.sizes() != c10::IntArrayRef(shape)) {
       return absl::InvalidArgumentError(
           absl::StrCat("received tensor ", DescribeSpec(spec),
                        " does not match the model's '", state[i].name, "'"));
     }
-    if (bundle.data[i].size() != target.nbytes()) {
+    if (bundle.data[i].size() !=
+        static_cast<size_t>(target.numel()) * c10::elementSize(*type)) {
       return absl::InvalidArgumentError(
           absl::StrCat("tensor '", spec.name(), "' has the wrong byte count"));
     }

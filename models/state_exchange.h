@@ -19,11 +19,15 @@ absl::StatusOr<DType> ToWireDType(torch::ScalarType type);
 absl::StatusOr<torch::ScalarType> ToTorchDType(DType dtype);
 
 // Copies parameters and buffers (on any device) into a sealed bundle.
+// `float_wire` FLOAT16 or BFLOAT16 sends float32 tensors at half size (plan
+// option wire_precision); other dtypes travel as they are.
 absl::StatusOr<TensorBundle> ExportState(const torch::nn::Module& module,
-                                         const std::string& model_name);
+                                         const std::string& model_name,
+                                         DType float_wire = FLOAT32);
 
-// Loads a bundle into the module in place; names, shapes and dtypes must
-// match exactly.
+// Loads a bundle into the module in place; names and shapes must match
+// exactly, and dtypes too, except that half-precision tensors load into
+// float32 ones.
 absl::Status ImportState(const TensorBundle& bundle, torch::nn::Module& module);
 
 // FedBN: the batch-norm layers' parameters and buffers (copies, by name),

@@ -407,7 +407,10 @@ absl::StatusOr<TensorBundle> Agent::ExportForUpload(RunData& run,
       run.train.size() > 0) {
     fusion->clinical_encoder()->SetLocalStatistics(run.train.clinical, weight);
   }
-  return ExportState(*run.model, run.plan.model());
+  DType wire = run.plan.wire_precision() == Plan::HALF            ? FLOAT16
+               : run.plan.wire_precision() == Plan::BFLOAT16_WIRE ? BFLOAT16
+                                                                  : FLOAT32;
+  return ExportState(*run.model, run.plan.model(), wire);
 }
 
 absl::StatusOr<TensorBundle> Agent::Download(

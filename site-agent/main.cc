@@ -2,10 +2,14 @@
 //   run         join the coordinator and work through training tasks
 //   synth       write the built-in synthetic cohort (demo, tests)
 //   check-data  read the site's manifest and images, print what qualifies
+//   diagnose    run the trained model on one patient (report) or on the
+//               whole local cohort (batch CSV); results stay at the site
 
 #include <csignal>
 #include <filesystem>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -18,7 +22,9 @@
 #include "site-agent/agent.h"
 #include "site-agent/cohort.h"
 #include "site-agent/dataset.h"
+#include "site-agent/diagnose.h"
 #include "site-agent/synthetic_cohort.h"
+#include "site-agent/trainer.h"
 #include "torch/torch.h"
 
 namespace {
@@ -130,6 +136,134 @@ int CheckData(const std::string& data_dir, std::vector<std::string> classes,
   return cohort.flow.included > 0 ? 0 : 3;
 }
 
+struct DiagnoseFlags {
+  std::string model_path;
+  std::string plan_path;
+  std::vector<std::string> images;
+  std::string clinical_path;
+  std::string patient_id;
+  std::string out_dir;
+  std::string expected_digest;
+  std::string baseline_path;
+  std::string data_dir;
+  std::string device = "cpu";
+  int round = -1;
+  int threads = 0;
+  bool allow_missing_clinical = false;
+};
+
+int Diagnose(const DiagnoseFlags& flags) {
+  auto fail = [](const absl::Status& status) {
+    std::cerr << "diagnose: " << status.message() << "\n";
+    return 1;
+  };
+  if (flags.threads > 0) {
+    torch::set_num_threads(flags.threads);
+    torch::set_num_interop_threads(1);
+  }
+  const bool batch = !flags.data_dir.empty();
+  if (batch && (!flags.images.empty() || !flags.clinical_path.empty() ||
+                !flags.patient_id.empty())) {
+    std::cerr << "diagnose: --data (batch) takes the site folder's "
+                 "manifest.csv and clinical.csv; leave out --image, "
+                 "--clinical and --patient\n";
+    return 2;
+  }
+  if (!batch && flags.images.empty()) {
+    std::cerr << "diagnose: give the patient's images (--image, repeatable) "
+                 "or a site folder (--data)\n";
+    return 2;
+  }
+  absl::StatusOr<echofed::Plan> plan =
+      echofed::LoadDiagnosticPlan(flags.plan_path);
+  if (!plan.ok()) return fail(plan.status());
+  echofed::DiagnosticModelOptions model_options;
+  model_options.expected_digest_hex = flags.expected_digest;
+  if (flags.round >= 0) model_options.global_round = flags.round;
+  absl::StatusOr<torch::Device> device = echofed::ResolveDevice(flags.device);
+  if (!device.ok()) return fail(device.status());
+  model_options.device = *device;
+  absl::StatusOr<std::unique_ptr<echofed::DiagnosticModel>> model =
+      echofed::DiagnosticModel::Load(flags.model_path, *plan, model_options);
+  if (!model.ok()) return fail(model.status());
+
+  if (batch) {
+    echofed::BatchOptions options;
+    options.data_dir = flags.data_dir;
+    options.out_dir = flags.out_dir;
+    absl::StatusOr<echofed::BatchResult> result =
+        echofed::DiagnoseBatch(**model, options);
+    if (!result.ok()) return fail(result.status());
+    std::cout << result->diagnosed << " of " << result->patients
+              << " patients diagnosed, " << result->failed
+              << " refused (reason in the row)\n"
+              << result->baseline_note << "\n"
+              << "rows: " << result->csv_path
+              << " (mode 0600; it identifies patients and must stay at the "
+                 "site)\n";
+    return result->failed == 0 ? 0 : 3;
+  }
+
+  echofed::PatientInput patient;
+  patient.patient_id = flags.patient_id;
+  for (const std::string& path : flags.images) {
+    echofed::ImageRecord record;
+    record.patient_id = flags.patient_id;
+    record.image_path = path;
+    patient.images.push_back(record);
+  }
+  if (!flags.clinical_path.empty()) {
+    absl::StatusOr<echofed::ClinicalRecord> record =
+        echofed::LoadPatientClinical(flags.clinical_path, flags.patient_id);
+    if (!record.ok()) return fail(record.status());
+    if (patient.patient_id.empty()) patient.patient_id = record->patient_id;
+    patient.clinical = std::move(*record);
+  } else if ((*model)->uses_clinical() && !flags.allow_missing_clinical) {
+    std::cerr << "diagnose: model " << (*model)->plan().model()
+              << " reads the clinical record: give --clinical (and "
+                 "--patient), or --allow-missing-clinical to run it with "
+                 "every clinical input missing\n";
+    return 2;
+  }
+  if (patient.patient_id.empty()) {
+    std::cerr << "diagnose: name the patient (--patient)\n";
+    return 2;
+  }
+  std::optional<echofed::BaselineHazard> baseline;
+  if (!flags.baseline_path.empty()) {
+    absl::StatusOr<std::string> text =
+        echofed::ReadFileToString(flags.baseline_path);
+    if (!text.ok()) return fail(text.status());
+    absl::StatusOr<echofed::BaselineHazard> parsed =
+        echofed::ParseBaselineHazard(*text, flags.baseline_path);
+    if (!parsed.ok()) return fail(parsed.status());
+    baseline = std::move(*parsed);
+  }
+  echofed::DiagnoseOptions options;
+  options.baseline = baseline ? &*baseline : nullptr;
+  echofed::DiagnoseTimings timings;
+  absl::StatusOr<echofed::DiagnosticReport> report =
+      (*model)->Diagnose(patient, options, &timings);
+  if (!report.ok()) return fail(report.status());
+  absl::StatusOr<echofed::DiagnosticReportFiles> files =
+      echofed::WriteDiagnosticReport(*report, flags.out_dir);
+  if (!files.ok()) return fail(files.status());
+  const echofed::DiagnosticReport& r = *report;
+  std::cout << "patient " << r.patient_id << ": "
+            << r.class_names[r.predicted_class]
+            << absl::StrFormat(" %.1f%%",
+                               100 * r.subtype_probabilities[r.predicted_class])
+            << ", INRG rule " << echofed::DescribeInrg(r.inrg) << "\n";
+  for (const std::string& warning : r.warnings) {
+    std::cout << "warning: " << warning << "\n";
+  }
+  std::cout << "report: " << files->html << "\n        " << files->json
+            << "\n(decision support, not a diagnosis; mode 0600, stays at "
+               "the site; "
+            << absl::StrFormat("%.0f ms", timings.total_ms) << ")\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -172,6 +306,50 @@ int main(int argc, char** argv) {
   check->add_option("--excluded-out", exclusions_path,
                     "where to write the excluded patients (site-local file)");
 
+  CLI::App* diagnose = app.add_subcommand(
+      "diagnose",
+      "run the trained model on one patient (JSON + HTML report) or on a "
+      "whole site folder (--data: one CSV row per patient)");
+  DiagnoseFlags diagnose_flags;
+  diagnose
+      ->add_option("--model", diagnose_flags.model_path,
+                   "model file (.efm, from `echofed model download`)")
+      ->required();
+  diagnose
+      ->add_option("--plan", diagnose_flags.plan_path,
+                   "the plan textproto the model was trained with")
+      ->required();
+  diagnose->add_option("--image", diagnose_flags.images,
+                       "an ultrasound image of the patient (DICOM, JPEG, "
+                       "PNG); repeat for several");
+  diagnose->add_option("--clinical", diagnose_flags.clinical_path,
+                       "clinical.csv (with --patient), or one row as CSV or "
+                       "JSON (*.json)");
+  diagnose->add_option("--patient", diagnose_flags.patient_id,
+                       "patient id (the clinical row's patient_id)");
+  diagnose
+      ->add_option("--out", diagnose_flags.out_dir,
+                   "folder for the report files (site-local)")
+      ->required();
+  diagnose->add_option("--expected-digest", diagnose_flags.expected_digest,
+                       "SHA-256 of the model as `echofed model download` "
+                       "printed it; refuse any other model");
+  diagnose->add_option("--round", diagnose_flags.round,
+                       "global round of the model, for provenance");
+  diagnose->add_option("--baseline-hazard", diagnose_flags.baseline_path,
+                       "baseline hazard for the EFS curve (batch mode "
+                       "writes one from the site's cohort)");
+  diagnose->add_option("--data", diagnose_flags.data_dir,
+                       "batch mode: site folder with manifest.csv and "
+                       "clinical.csv");
+  diagnose->add_flag("--allow-missing-clinical",
+                     diagnose_flags.allow_missing_clinical,
+                     "run a fusion model without a clinical record");
+  diagnose->add_option("--device", diagnose_flags.device,
+                       "cpu (default), cuda or auto");
+  diagnose->add_option("--threads", diagnose_flags.threads,
+                       "LibTorch CPU threads (0: default)");
+
   CLI11_PARSE(app, argc, argv);
   echofed::SetLogComponent("agent");
 
@@ -187,5 +365,6 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (check->parsed()) return CheckData(data_dir, classes, exclusions_path);
+  if (diagnose->parsed()) return Diagnose(diagnose_flags);
   return 2;
 }

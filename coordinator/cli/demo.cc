@@ -256,8 +256,17 @@ absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
     if (!digest.ok()) {
       result = digest.status();
     } else {
+      // The plan beside the model: `echofed-agent diagnose` needs both.
+      std::string plan_path = dir + "/plan.textproto";
+      result = WriteFileAtomically(plan_path, ToTextProto(plan));
       out << "final global model: " << model << " (sha256 "
-          << absl::BytesToHexString(*digest).substr(0, 16) << "...)\n";
+          << absl::BytesToHexString(*digest).substr(0, 16) << "..., round "
+          << options.rounds << "), plan: " << plan_path << "\n"
+          << "diagnose a synthetic patient, e.g.:\n  echofed-agent diagnose "
+             "--model "
+          << model << " --plan " << plan_path << " --data " << dir
+          << "/data/site-" << options.sites << " --out " << dir
+          << "/diagnose\n";
     }
   }
   for (Subprocess& agent : agents) {

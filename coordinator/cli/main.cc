@@ -3,6 +3,7 @@
 //   run start|status|stop    runs on a coordinator
 //   runs                     list runs
 //   model download           fetch a committed global model
+//   report                   the statistician's report (JSON, CSV, HTML)
 //   demo                     a whole local federation on synthetic data
 
 #include <iostream>
@@ -12,12 +13,14 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/audit_log.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/plan_util.h"
 #include "coordinator/cli/admin_client.h"
 #include "coordinator/cli/demo.h"
 #include "coordinator/cli/kits.h"
+#include "coordinator/cli/report.h"
 
 namespace {
 
@@ -134,6 +137,25 @@ int main(int argc, char** argv) {
   download->add_option("-o,--out", out_path, "output .efm file")->required();
   AddConnectionOptions(download, &connection);
 
+  CLI::App* report = app.add_subcommand(
+      "report",
+      "validation report of a run: JSON, tidy CSV and a self-contained HTML "
+      "page (statistician or operator kit)");
+  int report_round = -1;
+  std::string report_dir;
+  report->add_option("--run", run_id, "run id (default: latest)");
+  report->add_option("--round", report_round,
+                     "round (default: the last evaluated one)");
+  report->add_option("--out", report_dir, "output folder")->required();
+  AddConnectionOptions(report, &connection);
+
+  CLI::App* audit = app.add_subcommand("audit", "the coordinator's audit log");
+  audit->require_subcommand(1);
+  CLI::App* audit_verify = audit->add_subcommand(
+      "verify", "check the hash chain of an audit log (state_dir/audit.log)");
+  std::string audit_path;
+  audit_verify->add_option("file", audit_path, "audit log")->required();
+
   CLI::App* demo = app.add_subcommand(
       "demo", "run a whole federation locally on a SYNTHETIC cohort");
   echofed::DemoOptions demo_options;
@@ -170,6 +192,16 @@ int main(int argc, char** argv) {
     if (!status.ok()) return Fail(status);
     std::cout << "kit for " << request.identity << " (" << role << ") in "
               << pki_dir << "/" << request.identity << "\n";
+    return 0;
+  }
+  if (audit_verify->parsed()) {
+    absl::StatusOr<echofed::AuditVerification> verified =
+        echofed::VerifyAuditLog(audit_path);
+    if (!verified.ok()) return Fail(verified.status());
+    std::cout << audit_path << ": " << verified->lines
+              << " lines, hash chain intact; head " << verified->head_hash
+              << "\n(record the head hash elsewhere: removing lines at the end "
+                 "leaves no trace in the file itself)\n";
     return 0;
   }
   if (demo->parsed()) {
@@ -221,6 +253,20 @@ int main(int argc, char** argv) {
           echofed::RunStatus::State_Name(status.state()), status.round(),
           status.plan().rounds(), status.plan().name());
     }
+    return 0;
+  }
+  if (report->parsed()) {
+    absl::StatusOr<echofed::RunStatus> status = admin->GetRunStatus(run_id);
+    if (!status.ok()) return Fail(status.status());
+    echofed::ReportOptions options;
+    options.round = report_round;
+    options.generated_unix_ms = absl::ToUnixMillis(absl::Now());
+    absl::StatusOr<echofed::ReportPaths> paths =
+        echofed::WriteReport(*status, options, report_dir);
+    if (!paths.ok()) return Fail(paths.status());
+    std::cout << "run " << status->run_id() << " round " << paths->round
+              << ":\n  " << paths->html << "\n  " << paths->csv << "\n  "
+              << paths->json << "\n";
     return 0;
   }
   if (download->parsed()) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/half.h"
 #include "common/plan_util.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
@@ -257,6 +258,57 @@ TEST(FedOptTest, MomentsPersistBesideTheModelsAndDriveLaterRounds) {
     results[variant] = w;
   }
   EXPECT_NE(results[0][0], results[1][0]);
+}
+
+TEST(FedOptTest, HalfPrecisionModelsMoveLikeFloatOnes) {
+  // The same round in float32 and in float16: the server step is computed
+  // in float32 either way and only rounded on writing.
+  Plan plan;
+  plan.set_strategy(Plan::FEDYOGI);
+  ApplyPlanDefaults(&plan);
+  std::vector<float> results[2];
+  for (int half = 0; half < 2; ++half) {
+    TempDir dir;
+    auto model = [&](float value) {
+      TensorBundle bundle = ModelOf(std::vector<float>(kDims, value), 0);
+      if (half) {
+        TensorSpec* spec = bundle.manifest.mutable_tensors(0);
+        spec->set_dtype(FLOAT16);
+        std::string bytes(kDims * 2, '\0');
+        for (int d = 0; d < kDims; ++d) {
+          uint16_t bits = FloatToHalf(value);
+          std::memcpy(&bytes[2 * d], &bits, 2);
+        }
+        bundle.data[0] = bytes;
+        EXPECT_TRUE(SealBundle(&bundle).ok());
+      }
+      return bundle;
+    };
+    ASSERT_TRUE(WriteModelFile(dir.Join("model_0.efm"), model(0.5f)).ok());
+    RoundContext context{model(0).manifest, 1, dir.Join("model_0.efm"),
+                         dir.path()};
+    std::unique_ptr<RoundAggregator> aggregator =
+        CreateRoundAggregator(plan, context);
+    TensorBundle update = model(1.5f);
+    BundleSource source(&update);
+    ASSERT_TRUE(aggregator->Add(source, 1).ok());
+    ASSERT_TRUE(aggregator->WriteModel(dir.Join("model_1.efm")).ok());
+    TensorBundle next =
+        *(*ModelFileReader::Open(dir.Join("model_1.efm")))->ReadAll();
+    EXPECT_EQ(next.manifest.tensors(0).dtype(), half ? FLOAT16 : FLOAT32);
+    for (int d = 0; d < kDims; ++d) {
+      if (half) {
+        uint16_t bits;
+        std::memcpy(&bits, next.data[0].data() + 2 * d, 2);
+        results[half].push_back(HalfToFloat(bits));
+      } else {
+        results[half].push_back(WeightsOf(next)[d]);
+      }
+    }
+  }
+  // Moved by about the server learning rate (0.01) from 0.5, in both.
+  EXPECT_GT(results[0][0], 0.505f);
+  EXPECT_NEAR(results[1][0], results[0][0], 1e-3);
 }
 
 TEST(RobustStrategyTest, RefusesAnUpdateOfAnotherLayout) {

@@ -3,8 +3,11 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <limits>
 
+#include "common/audit_log.h"
 #include "common/grpc_util.h"
 #include "common/tensor_bundle.h"
 #include "coordinator/server.h"
@@ -199,6 +202,17 @@ TEST_F(MtlsServerTest, SiteCannotCallTheAdminApi) {
   EXPECT_EQ(admin->GetRunStatus(&status_context, RunStatusRequest(), &status)
                 .error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
+  // Both refusals are in the hash-chained audit log, and it verifies.
+  std::string audit_path = dir_.Join("state/audit.log");
+  absl::StatusOr<AuditVerification> audit = VerifyAuditLog(audit_path);
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  std::ifstream in(audit_path);
+  std::string text((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("site-a\trefused\t-\t-\t-\tStartRun: PERMISSION_DENIED"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("GetRunStatus: PERMISSION_DENIED"), std::string::npos);
 }
 
 TEST_F(MtlsServerTest, OperatorCannotActAsSite) {

@@ -51,3 +51,33 @@ TEST(StateExchangeTest, UnknownModelNameIsNotFound) {
 
 }  // namespace
 }  // namespace echofed
+
+namespace echofed {
+namespace {
+
+TEST(StateExchangeTest, HalfPrecisionWireHalvesFloatTensorsAndLoadsBack) {
+  auto source = NewModel(1);
+  absl::StatusOr<TensorBundle> full = ExportState(*source, "small_cnn");
+  absl::StatusOr<TensorBundle> half =
+      ExportState(*source, "small_cnn", FLOAT16);
+  ASSERT_TRUE(full.ok() && half.ok());
+  size_t full_bytes = 0, half_bytes = 0;
+  for (int i = 0; i < full->manifest.tensors_size(); ++i) {
+    full_bytes += full->data[i].size();
+    half_bytes += half->data[i].size();
+    const DType dtype = half->manifest.tensors(i).dtype();
+    EXPECT_TRUE(dtype == FLOAT16 || dtype == INT64) << dtype;
+  }
+  EXPECT_LT(half_bytes, full_bytes * 0.51);
+  auto target = NewModel(2);
+  ASSERT_TRUE(ImportState(*half, *target).ok());
+  torch::Tensor input = torch::randn({2, 1, 64, 64});
+  source->eval();
+  target->eval();
+  // Weights rounded to 11 significant bits: close, not equal.
+  EXPECT_TRUE(torch::allclose(source->forward(input), target->forward(input),
+                              1e-2, 1e-2));
+}
+
+}  // namespace
+}  // namespace echofed

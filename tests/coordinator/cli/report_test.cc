@@ -1,0 +1,624 @@
+#include "coordinator/cli/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/files.h"
+#include "common/metrics.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fixtures.h"
+
+namespace echofed {
+namespace {
+
+using ::google::protobuf::ListValue;
+using ::google::protobuf::Struct;
+using ::google::protobuf::Value;
+
+constexpr int kClasses = 3;
+
+// One patient (one image) as a site holds it; never leaves the test.
+struct Case {
+  int truth = 0;
+  std::vector<double> probabilities;
+  int high_risk = 0;
+  double high_risk_probability = 0;
+  double efs_months = 0;
+  bool event = false;
+  double risk_score = 0;
+};
+
+// Synthetic predictions: softmax of noise plus a site-specific signal on the
+// true class, so sites differ (heterogeneity) and scores rarely tie.
+std::vector<Case> MakeCases(int count, double signal, unsigned seed,
+                            bool without_last_class = false) {
+  std::mt19937 random(seed);
+  std::normal_distribution<double> noise(0, 1);
+  std::uniform_real_distribution<double> uniform(0, 1);
+  std::vector<Case> cases;
+  for (int i = 0; i < count; ++i) {
+    Case c;
+    c.truth = i % (without_last_class ? kClasses - 1 : kClasses);
+    std::vector<double> logits(kClasses);
+    double total = 0;
+    for (int k = 0; k < kClasses; ++k) {
+      logits[k] = noise(random) + (k == c.truth ? signal : 0);
+      total += std::exp(logits[k]);
+    }
+    for (int k = 0; k < kClasses; ++k) {
+      c.probabilities.push_back(std::exp(logits[k]) / total);
+    }
+    c.high_risk = uniform(random) < 0.4 ? 1 : 0;
+    c.high_risk_probability =
+        1 / (1 + std::exp(-(noise(random) + (c.high_risk ? 1.2 : -0.6))));
+    c.risk_score = noise(random) + (c.high_risk ? 0.8 : 0);
+    c.efs_months = 1 + 60 * uniform(random) * std::exp(-0.5 * c.risk_score);
+    c.event = uniform(random) < 0.5;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+struct SiteData {
+  std::string name;
+  EvalSplit split;
+  std::vector<Case> cases;
+};
+
+// What a site would send for these cases (its aggregates).
+SiteEvaluation Evaluate(const SiteData& site) {
+  SiteEvaluation evaluation;
+  evaluation.set_site(site.name);
+  EvalAggregate* aggregate = evaluation.mutable_aggregate();
+  InitAggregate(kClasses, aggregate);
+  aggregate->set_split(site.split);
+  HeadAggregate* high_risk = evaluation.add_heads();
+  high_risk->set_head(Plan::HIGH_RISK);
+  InitAggregate(2, high_risk->mutable_binary());
+  high_risk->mutable_binary()->set_split(site.split);
+  HeadAggregate* prognosis = evaluation.add_heads();
+  prognosis->set_head(Plan::PROGNOSIS);
+  InitSurvivalAggregate(prognosis->mutable_survival());
+  prognosis->mutable_survival()->set_split(site.split);
+  for (const Case& c : site.cases) {
+    EXPECT_TRUE(AddCase(aggregate, c.truth, c.probabilities).ok());
+    EXPECT_TRUE(AddCase(high_risk->mutable_binary(), c.high_risk,
+                        {1 - c.high_risk_probability, c.high_risk_probability})
+                    .ok());
+    EXPECT_TRUE(AddSurvivalCase(prognosis->mutable_survival(), c.efs_months,
+                                c.event, c.risk_score)
+                    .ok());
+  }
+  aggregate->set_num_patients(aggregate->num_images());
+  high_risk->mutable_binary()->set_num_patients(
+      high_risk->binary().num_images());
+  return evaluation;
+}
+
+// What site-agent/agent.cc sends for a set below the minimum cell count.
+SiteEvaluation Suppressed(const std::string& name, EvalSplit split) {
+  SiteEvaluation evaluation;
+  evaluation.set_site(name);
+  EvalAggregate* aggregate = evaluation.mutable_aggregate();
+  aggregate->set_split(split);
+  aggregate->set_class_count(kClasses);
+  aggregate->mutable_confusion()->Resize(kClasses * kClasses, 0);
+  aggregate->set_suppressed(true);
+  HeadAggregate* high_risk = evaluation.add_heads();
+  high_risk->set_head(Plan::HIGH_RISK);
+  InitAggregate(2, high_risk->mutable_binary());
+  high_risk->mutable_binary()->set_split(split);
+  high_risk->mutable_binary()->set_suppressed(true);
+  HeadAggregate* prognosis = evaluation.add_heads();
+  prognosis->set_head(Plan::PROGNOSIS);
+  InitSurvivalAggregate(prognosis->mutable_survival());
+  prognosis->mutable_survival()->set_split(split);
+  prognosis->mutable_survival()->set_suppressed(true);
+  return evaluation;
+}
+
+// The aggregates of the concatenated cases, built directly (not by adding
+// the sites' reports): what the pooled rows must equal.
+struct Concatenated {
+  EvalAggregate subtype;
+  EvalAggregate high_risk;
+  SurvivalAggregate prognosis;
+  std::vector<Case> cases;
+};
+
+Concatenated Concatenate(const std::vector<SiteData>& sites, EvalSplit split) {
+  Concatenated all;
+  InitAggregate(kClasses, &all.subtype);
+  InitAggregate(2, &all.high_risk);
+  InitSurvivalAggregate(&all.prognosis);
+  for (const SiteData& site : sites) {
+    if (site.split != split) continue;
+    for (const Case& c : site.cases) {
+      EXPECT_TRUE(AddCase(&all.subtype, c.truth, c.probabilities).ok());
+      EXPECT_TRUE(
+          AddCase(&all.high_risk, c.high_risk,
+                  {1 - c.high_risk_probability, c.high_risk_probability})
+              .ok());
+      EXPECT_TRUE(
+          AddSurvivalCase(&all.prognosis, c.efs_months, c.event, c.risk_score)
+              .ok());
+      all.cases.push_back(c);
+    }
+  }
+  all.subtype.set_num_patients(all.subtype.num_images());
+  return all;
+}
+
+// RFC 4180 fields: quoted fields may hold commas and doubled quotes.
+std::vector<std::string> ParseCsvLine(const std::string& line) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        fields.back() += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        fields.back() += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.emplace_back();
+    } else {
+      fields.back() += c;
+    }
+  }
+  return fields;
+}
+
+struct CsvRow {
+  std::string set, set_type, split, head, metric, class_name;
+  std::string estimate, lower, upper, n, note;
+};
+
+// (set, head, metric, class) -> row.
+using CsvTable =
+    std::map<std::tuple<std::string, std::string, std::string, std::string>,
+             CsvRow>;
+
+CsvTable ParseCsv(const std::string& csv, const std::string& run_id,
+                  int round) {
+  CsvTable table;
+  std::vector<std::string> lines = absl::StrSplit(csv, '\n');
+  EXPECT_EQ(lines.front(), kReportCsvHeader);
+  const size_t columns = ParseCsvLine(lines.front()).size();
+  for (size_t i = 1; i < lines.size(); ++i) {
+    if (lines[i].empty()) continue;
+    std::vector<std::string> f = ParseCsvLine(lines[i]);
+    EXPECT_EQ(f.size(), columns) << lines[i];
+    if (f.size() != columns) continue;
+    EXPECT_EQ(f[0], run_id);
+    EXPECT_EQ(f[1], absl::StrCat(round));
+    CsvRow row{f[2], f[3], f[4],  f[5],  f[6], f[7],
+               f[8], f[9], f[10], f[11], f[12]};
+    auto key = std::make_tuple(row.set, row.head, row.metric, row.class_name);
+    EXPECT_EQ(table.count(key), 0u) << "duplicate row " << lines[i];
+    table[key] = row;
+  }
+  return table;
+}
+
+double Parse(const std::string& text) {
+  return text == "NA" ? kNaN : std::stod(text);
+}
+
+// Equal as written: the CSV keeps the shortest text that reads back as the
+// same double, so a recomputation matches to rounding (Brier sums are added
+// in another order when pooled).
+void ExpectValue(const CsvTable& table, const std::string& set,
+                 const std::string& head, const std::string& metric,
+                 const std::string& class_name, double expected,
+                 const Interval& ci = Interval()) {
+  auto it = table.find({set, head, metric, class_name});
+  ASSERT_NE(it, table.end())
+      << set << " " << head << " " << metric << " " << class_name;
+  const CsvRow& row = it->second;
+  auto near = [&](const std::string& text, double value, const char* what) {
+    if (std::isnan(value)) {
+      EXPECT_EQ(text, "NA")
+          << set << " " << metric << " " << class_name << " " << what;
+    } else {
+      EXPECT_NEAR(Parse(text), value, 1e-12 * std::max(1.0, std::abs(value)))
+          << set << " " << metric << " " << class_name << " " << what;
+    }
+  };
+  near(row.estimate, expected, "estimate");
+  near(row.lower, ci.lower, "lower");
+  near(row.upper, ci.upper, "upper");
+}
+
+const Value& Get(const Struct& object, const std::string& key) {
+  static const Value* missing = new Value();
+  auto it = object.fields().find(key);
+  EXPECT_NE(it, object.fields().end()) << "no key " << key;
+  return it == object.fields().end() ? *missing : it->second;
+}
+
+class ReportTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sites_ = {
+        {"site-1", INTERNAL_VALIDATION, MakeCases(40, 1.8, 11)},
+        {"site-2", INTERNAL_VALIDATION, MakeCases(35, 1.0, 12)},
+        // A class absent at one site: its per-class rows are undefined there.
+        {"site-3", INTERNAL_VALIDATION, MakeCases(30, 2.5, 13, true)},
+        {"site-4", EXTERNAL_VALIDATION, MakeCases(60, 1.4, 14)},
+    };
+    Plan plan = testing::MakePlan({"site-1", "site-2", "site-3", "site-5"},
+                                  {"site-4"}, 2);
+    plan.set_name("report test");
+    plan.set_min_cell_count(5);
+    plan.set_train_fraction(0.7);
+    plan.add_heads(Plan::SUBTYPE);
+    plan.add_heads(Plan::HIGH_RISK);
+    plan.add_heads(Plan::PROGNOSIS);
+    status_.set_run_id("run-test-1");
+    *status_.mutable_plan() = plan;
+    status_.set_state(RunStatus::DONE);
+    status_.set_round(2);
+    RoundRecord* init = status_.add_rounds();
+    init->set_round(0);
+    // An earlier evaluated round, on fewer cases.
+    RoundRecord* first = status_.add_rounds();
+    first->set_round(1);
+    for (const SiteData& site : sites_) {
+      SiteData fewer = site;
+      fewer.cases.resize(10);
+      *first->add_evaluations() = Evaluate(fewer);
+    }
+    RoundRecord* second = status_.add_rounds();
+    second->set_round(2);
+    second->set_model_digest(std::string(32, '\x5e'));
+    for (const SiteData& site : sites_) {
+      second->add_contributors(site.name);
+      *second->add_evaluations() = Evaluate(site);
+    }
+    // site-5 has too few patients: it releases nothing.
+    *second->add_evaluations() = Suppressed("site-5", INTERNAL_VALIDATION);
+  }
+
+  std::vector<SiteData> sites_;
+  RunStatus status_;
+};
+
+TEST_F(ReportTest, WritesTheThreeFiles) {
+  testing::TempDir dir;
+  absl::StatusOr<ReportPaths> paths =
+      WriteReport(status_, ReportOptions(), dir.Join("out"));
+  ASSERT_TRUE(paths.ok()) << paths.status();
+  EXPECT_EQ(paths->round, 2);  // the last evaluated round by default
+  for (const std::string& path : {paths->json, paths->csv, paths->html}) {
+    absl::StatusOr<std::string> content = ReadFileToString(path);
+    ASSERT_TRUE(content.ok()) << content.status();
+    EXPECT_GT(content->size(), 1000u) << path;
+  }
+}
+
+TEST_F(ReportTest, CsvHasEveryRowAndPooledValuesOfTheConcatenatedCases) {
+  absl::StatusOr<ReportDocuments> report =
+      RenderReport(status_, ReportOptions());
+  ASSERT_TRUE(report.ok()) << report.status();
+  const CsvTable table = ParseCsv(report->csv, "run-test-1", 2);
+
+  const std::vector<std::string> classes = {"NB", "GNB", "GN"};
+  const std::vector<std::string> sets = {
+      "site-1", "site-2",          "site-3",         "site-5",
+      "site-4", "pooled_internal", "pooled_external"};
+  const std::vector<std::string> overall = {
+      "patients",          "images",        "accuracy",
+      "balanced_accuracy", "macro_f1",      "cohen_kappa",
+      "macro_auc",         "hand_till_auc", "brier"};
+  const std::vector<std::string> per_class = {"sensitivity",
+                                              "specificity",
+                                              "precision",
+                                              "npv",
+                                              "f1",
+                                              "auc",
+                                              "brier",
+                                              "calibration_intercept",
+                                              "calibration_slope"};
+  for (const std::string& set : sets) {
+    for (const std::string& metric : overall) {
+      EXPECT_EQ(table.count({set, "SUBTYPE", metric, ""}), 1u)
+          << set << " " << metric;
+    }
+    for (const std::string& metric : per_class) {
+      for (const std::string& name : classes) {
+        EXPECT_EQ(table.count({set, "SUBTYPE", metric, name}), 1u)
+            << set << " " << metric << " " << name;
+      }
+    }
+    EXPECT_EQ(table.count({set, "HIGH_RISK", "auc", "positive"}), 1u) << set;
+    EXPECT_EQ(table.count({set, "PROGNOSIS", "c_index", ""}), 1u) << set;
+  }
+  EXPECT_EQ(table.at({"site-1", "SUBTYPE", "accuracy", ""}).set_type, "site");
+  EXPECT_EQ(table.at({"site-4", "SUBTYPE", "accuracy", ""}).split, "external");
+  EXPECT_EQ(table.at({"pooled_internal", "SUBTYPE", "accuracy", ""}).set_type,
+            "pooled");
+
+  // The suppressed site: every value NA, with the reason.
+  const CsvRow& suppressed = table.at({"site-5", "SUBTYPE", "accuracy", ""});
+  EXPECT_EQ(suppressed.estimate, "NA");
+  EXPECT_EQ(suppressed.n, "NA");
+  EXPECT_EQ(suppressed.note, "suppressed (< min cell count 5)");
+  EXPECT_EQ(table.at({"site-5", "PROGNOSIS", "c_index", ""}).note,
+            "suppressed (< min cell count 5)");
+  EXPECT_NE(table.at({"pooled_internal", "SUBTYPE", "patients", ""})
+                .note.find("suppressed, not pooled: site-5"),
+            std::string::npos);
+  // The class absent at site-3.
+  const CsvRow& absent = table.at({"site-3", "SUBTYPE", "sensitivity", "GN"});
+  EXPECT_EQ(absent.estimate, "NA");
+  EXPECT_EQ(absent.note, "no cases of the class");
+
+  for (EvalSplit split : {INTERNAL_VALIDATION, EXTERNAL_VALIDATION}) {
+    const std::string set =
+        split == INTERNAL_VALIDATION ? "pooled_internal" : "pooled_external";
+    const Concatenated all = Concatenate(sites_, split);
+    const MetricsSummary expected = Summarize(all.subtype);
+    ExpectValue(table, set, "SUBTYPE", "images", "",
+                static_cast<double>(all.cases.size()));
+    ExpectValue(table, set, "SUBTYPE", "accuracy", "", expected.accuracy,
+                expected.accuracy_ci);
+    ExpectValue(table, set, "SUBTYPE", "balanced_accuracy", "",
+                expected.balanced_accuracy);
+    ExpectValue(table, set, "SUBTYPE", "macro_f1", "", expected.macro.f1);
+    ExpectValue(table, set, "SUBTYPE", "cohen_kappa", "", expected.cohen_kappa);
+    ExpectValue(table, set, "SUBTYPE", "macro_auc", "", expected.macro_auc,
+                expected.macro_auc_ci);
+    ExpectValue(table, set, "SUBTYPE", "hand_till_auc", "",
+                expected.hand_till_auc);
+    ExpectValue(table, set, "SUBTYPE", "brier", "", expected.brier);
+    for (int c = 0; c < kClasses; ++c) {
+      const ClassMetrics& m = expected.classes[c];
+      ExpectValue(table, set, "SUBTYPE", "sensitivity", classes[c],
+                  m.sensitivity, m.sensitivity_ci);
+      ExpectValue(table, set, "SUBTYPE", "specificity", classes[c],
+                  m.specificity, m.specificity_ci);
+      ExpectValue(table, set, "SUBTYPE", "precision", classes[c], m.precision,
+                  m.precision_ci);
+      ExpectValue(table, set, "SUBTYPE", "npv", classes[c], m.npv, m.npv_ci);
+      ExpectValue(table, set, "SUBTYPE", "f1", classes[c], m.f1);
+      ExpectValue(table, set, "SUBTYPE", "auc", classes[c], m.auc, m.auc_ci);
+      ExpectValue(table, set, "SUBTYPE", "brier", classes[c], m.brier);
+      ExpectValue(table, set, "SUBTYPE", "calibration_intercept", classes[c],
+                  m.calibration_intercept);
+      ExpectValue(table, set, "SUBTYPE", "calibration_slope", classes[c],
+                  m.calibration_slope);
+      EXPECT_EQ(table.at({set, "SUBTYPE", "sensitivity", classes[c]}).n,
+                absl::StrCat(m.support));
+    }
+    const ClassMetrics positive = Summarize(all.high_risk).classes[1];
+    ExpectValue(table, set, "HIGH_RISK", "auc", "positive", positive.auc,
+                positive.auc_ci);
+    const ConcordanceIndex c_index = CIndex(all.prognosis);
+    ExpectValue(table, set, "PROGNOSIS", "c_index", "", c_index.c_index,
+                c_index.ci);
+
+    // And against the raw cases, without the library: accuracy exactly.
+    int correct = 0;
+    for (const Case& c : all.cases) {
+      const int predicted = static_cast<int>(
+          std::max_element(c.probabilities.begin(), c.probabilities.end()) -
+          c.probabilities.begin());
+      correct += predicted == c.truth;
+    }
+    EXPECT_DOUBLE_EQ(Parse(table.at({set, "SUBTYPE", "accuracy", ""}).estimate),
+                     static_cast<double>(correct) / all.cases.size());
+    EXPECT_EQ(table.at({set, "SUBTYPE", "accuracy", ""}).n,
+              absl::StrCat(all.cases.size()));
+  }
+
+  // Meta-analysis rows: internal sites (3 + a suppressed one) and all sites;
+  // one external site gives no meta_external.
+  std::vector<SiteAggregate> internal;
+  const RoundRecord& round = status_.rounds(2);
+  for (const SiteEvaluation& evaluation : round.evaluations()) {
+    if (evaluation.aggregate().split() == INTERNAL_VALIDATION) {
+      internal.push_back({evaluation.site(), &evaluation.aggregate()});
+    }
+  }
+  for (int c = 0; c < kClasses; ++c) {
+    absl::StatusOr<PooledSiteMetric> auc = MetaAnalyzeAuc(internal, c);
+    ASSERT_TRUE(auc.ok()) << auc.status();
+    ExpectValue(table, "meta_internal", "SUBTYPE", "auc_dl", classes[c],
+                auc->estimate, auc->ci);
+    ExpectValue(table, "meta_internal", "SUBTYPE", "auc_tau2", classes[c],
+                auc->analysis.tau2);
+    ExpectValue(table, "meta_internal", "SUBTYPE", "auc_i2_percent", classes[c],
+                auc->analysis.i2);
+    for (const char* metric : {"sensitivity_dl", "specificity_dl",
+                               "sensitivity_i2_percent", "specificity_tau2"}) {
+      EXPECT_EQ(table.count({"meta_internal", "SUBTYPE", metric, classes[c]}),
+                1u)
+          << metric;
+      EXPECT_EQ(table.count({"meta_all", "SUBTYPE", metric, classes[c]}), 1u)
+          << metric;
+    }
+    EXPECT_EQ(table.count({"meta_external", "SUBTYPE", "auc_dl", classes[c]}),
+              0u);
+  }
+  EXPECT_NE(table.at({"meta_internal", "SUBTYPE", "auc_dl", "NB"})
+                .note.find("site-5: suppressed"),
+            std::string::npos);
+  EXPECT_EQ(table.at({"meta_all", "SUBTYPE", "auc_dl", "NB"}).split, "all");
+  EXPECT_EQ(table.count({"meta_internal", "HIGH_RISK", "auc_dl", "positive"}),
+            1u);
+}
+
+TEST_F(ReportTest, JsonParsesAndHoldsTheSections) {
+  absl::StatusOr<ReportDocuments> report =
+      RenderReport(status_, ReportOptions());
+  ASSERT_TRUE(report.ok()) << report.status();
+  Struct root;
+  // A real JSON parser (protobuf's, into google.protobuf.Struct); its status
+  // type differs between protobuf releases, hence auto.
+  const auto parsed =
+      google::protobuf::util::JsonStringToMessage(report->json, &root);
+  ASSERT_TRUE(parsed.ok()) << parsed.ToString() << "\n"
+                           << report->json.substr(0, 2000);
+  for (const char* key : {"schema", "run", "round", "sets", "meta_analyses",
+                          "suppressed", "patient_flow", "tripod_ai"}) {
+    EXPECT_TRUE(root.fields().count(key) == 1) << key;
+  }
+  EXPECT_EQ(Get(Get(root, "run").struct_value(), "run_id").string_value(),
+            "run-test-1");
+  EXPECT_EQ(Get(Get(root, "round").struct_value(), "round").number_value(), 2);
+  const ListValue& sets = Get(root, "sets").list_value();
+  ASSERT_EQ(sets.values_size(), 7);  // 5 sites, 2 pools
+  const MetricsSummary expected =
+      Summarize(Concatenate(sites_, INTERNAL_VALIDATION).subtype);
+  bool saw_pool = false;
+  for (const Value& value : sets.values()) {
+    const Struct& set = value.struct_value();
+    const std::string name = Get(set, "set").string_value();
+    const bool is_site = Get(set, "set_type").string_value() == "site";
+    if (name == "site-5") {
+      EXPECT_TRUE(Get(set, "suppressed").bool_value());
+      EXPECT_EQ(Get(set, "subtype").kind_case(), Value::kNullValue);
+      continue;
+    }
+    const Struct& subtype = Get(set, "subtype").struct_value();
+    for (const Value& c : Get(subtype, "classes").list_value().values()) {
+      // Sites get no thresholds and no decision curves (see report.h).
+      EXPECT_EQ(c.struct_value().fields().count("roc_fpr_tpr_threshold") == 1,
+                !is_site)
+          << name;
+      EXPECT_EQ(c.struct_value().fields().count(
+                    "decision_curve_threshold_net_benefit_treat_all") == 1,
+                !is_site)
+          << name;
+    }
+    if (name == "pooled_internal") {
+      saw_pool = true;
+      EXPECT_DOUBLE_EQ(Get(Get(subtype, "accuracy").struct_value(), "estimate")
+                           .number_value(),
+                       expected.accuracy);
+      EXPECT_EQ(
+          Get(set, "suppressed_sites").list_value().values(0).string_value(),
+          "site-5");
+    }
+  }
+  EXPECT_TRUE(saw_pool);
+  const ListValue& suppressed = Get(root, "suppressed").list_value();
+  ASSERT_EQ(suppressed.values_size(), 3);  // subtype and two heads of site-5
+  EXPECT_EQ(Get(suppressed.values(0).struct_value(), "status").string_value(),
+            "suppressed (< min cell count 5)");
+  EXPECT_FALSE(
+      Get(Get(root, "patient_flow").struct_value(), "available_from_federation")
+          .bool_value());
+  EXPECT_GT(Get(root, "tripod_ai").list_value().values_size(), 20);
+}
+
+TEST_F(ReportTest, HtmlIsSelfContainedWithPlotsAndSuppressedSites) {
+  absl::StatusOr<ReportDocuments> report =
+      RenderReport(status_, ReportOptions());
+  ASSERT_TRUE(report.ok()) << report.status();
+  const std::string& html = report->html;
+  EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_NE(html.find("</html>"), std::string::npos);
+  auto count = [&](const std::string& needle) {
+    int n = 0;
+    for (size_t at = html.find(needle); at != std::string::npos;
+         at = html.find(needle, at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  // ROC: 2 pools + 4 sites; calibration: 2 pools; forest: 3 classes + the
+  // binary head.
+  EXPECT_EQ(count("<svg "), 12);
+  EXPECT_EQ(count("<svg "), count("</svg>"));
+  EXPECT_EQ(count("aria-label=\"ROC curves, "), 6);
+  EXPECT_EQ(count("aria-label=\"Calibration, "), 2);
+  EXPECT_EQ(count("aria-label=\"Forest plot of AUC, "), 4);
+  EXPECT_GE(count("suppressed (&lt; min cell count 5)"), 3);
+  EXPECT_NE(html.find("<table class=\"confusion\">"), std::string::npos);
+  EXPECT_NE(html.find("id=\"tripod\""), std::string::npos);
+  EXPECT_NE(html.find("not available from the federation"), std::string::npos);
+  EXPECT_NE(html.find("site-local"), std::string::npos);
+  EXPECT_NE(html.find("I²"), std::string::npos);
+  // Self-contained: no script, no fetched asset; the only URL is the SVG
+  // namespace.
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find(" src="), std::string::npos);
+  EXPECT_EQ(html.find("<link"), std::string::npos);
+  EXPECT_EQ(count("http"), count("http://www.w3.org/2000/svg"));
+}
+
+TEST_F(ReportTest, NoPerCaseDataInAnyOutput) {
+  absl::StatusOr<ReportDocuments> report =
+      RenderReport(status_, ReportOptions());
+  ASSERT_TRUE(report.ok()) << report.status();
+  for (const std::string* document :
+       {&report->json, &report->csv, &report->html}) {
+    EXPECT_EQ(document->find("score_histogram"), std::string::npos);
+    EXPECT_EQ(document->find("time_bin"), std::string::npos);
+    for (const SiteData& site : sites_) {
+      for (const Case& c : site.cases) {
+        // A score or follow-up time to 8 decimals: a metric would match one
+        // by chance with probability about 1e-8 per number written.
+        for (double value :
+             {c.probabilities[0], c.probabilities[1], c.probabilities[2],
+              c.high_risk_probability, c.efs_months, c.risk_score}) {
+          const std::string text = absl::StrFormat("%.8f", value);
+          ASSERT_EQ(document->find(text), std::string::npos)
+              << text << " of a case of " << site.name;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(ReportTest, RoundsAndErrors) {
+  ReportOptions options;
+  options.round = 1;
+  absl::StatusOr<ReportDocuments> first = RenderReport(status_, options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->round, 1);
+  const CsvTable table = ParseCsv(first->csv, "run-test-1", 1);
+  EXPECT_EQ(table.at({"pooled_internal", "SUBTYPE", "images", ""}).estimate,
+            "30");
+
+  options.round = 0;  // initialisation: nothing evaluated
+  EXPECT_EQ(RenderReport(status_, options).status().code(),
+            absl::StatusCode::kNotFound);
+  options.round = 7;
+  EXPECT_EQ(RenderReport(status_, options).status().code(),
+            absl::StatusCode::kNotFound);
+
+  RunStatus wrong_classes = status_;
+  wrong_classes.mutable_plan()->add_class_names("extra");
+  EXPECT_EQ(RenderReport(wrong_classes, ReportOptions()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // Same status, same bytes (no clock unless asked).
+  EXPECT_EQ(RenderReport(status_, ReportOptions())->html,
+            RenderReport(status_, ReportOptions())->html);
+  ReportOptions dated;
+  dated.generated_unix_ms = 1790000000000;
+  EXPECT_NE(RenderReport(status_, dated)->html.find("generated 2026-"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace echofed
