@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/sha256.h"
+#include "models/checkpoint.h"
 #include "models/state_exchange.h"
 #include "site-agent/clinical_features.h"
 #include "site-agent/trainer.h"
@@ -249,6 +250,26 @@ absl::StatusOr<Agent::RunData*> Agent::PrepareRun(const Task& task) {
 absl::Status Agent::Initialize(const Task& task) {
   absl::StatusOr<RunData*> run = PrepareRun(task);
   if (!run.ok()) return run.status();
+  if (!options_.initial_checkpoint.empty()) {
+    absl::StatusOr<TensorBundle> layout =
+        ExportState(*(*run)->model, task.plan().model());
+    if (!layout.ok()) return layout.status();
+    absl::StatusOr<TensorBundle> checkpoint =
+        LoadTorchStateDict(options_.initial_checkpoint, layout->manifest);
+    if (!checkpoint.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("initial checkpoint ", options_.initial_checkpoint,
+                       ": ", checkpoint.status().message()));
+    }
+    if (absl::Status status = ImportState(*checkpoint, *(*run)->model);
+        !status.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("initial checkpoint ", options_.initial_checkpoint,
+                       " does not fit model ", task.plan().model(), ": ",
+                       status.message()));
+    }
+    LogInfo("initial model from checkpoint ", options_.initial_checkpoint);
+  }
   absl::StatusOr<TensorBundle> state =
       ExportForUpload(**run, std::max<int64_t>(1, (*run)->train.size()));
   if (!state.ok()) return state.status();

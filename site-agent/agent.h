@@ -27,6 +27,8 @@ struct AgentOptions {
   TlsMaterial tls;
   std::string data_dir;
   std::string device = "auto";
+  // Initial model from this state-dict file instead of the plan's seed.
+  std::string initial_checkpoint;
   // Leave after the first run this site took part in has ended (demo,
   // tests); a service keeps waiting for the next run.
   bool exit_after_run = false;

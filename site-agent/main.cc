@@ -67,6 +67,10 @@ int RunAgent(const std::string& config_path, bool exit_after_run, int threads) {
   options.tls = std::move(*tls);
   options.data_dir = echofed::ResolveRelativeTo(config_path, config.data_dir());
   if (!config.device().empty()) options.device = config.device();
+  if (!config.initial_checkpoint().empty()) {
+    options.initial_checkpoint =
+        echofed::ResolveRelativeTo(config_path, config.initial_checkpoint());
+  }
   options.exit_after_run = exit_after_run;
   echofed::Agent agent(std::move(options));
   g_agent = &agent;
