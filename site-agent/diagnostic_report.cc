@@ -18,6 +18,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/files.h"
+#include "common/html.h"
+#include "common/json_writer.h"
 #include "site-agent/clinical.h"
 #include "site-agent/csv.h"
 
@@ -31,95 +33,6 @@ bool IsHexDigest(absl::string_view text) {
 }
 
 // ---------------------------------------------------------------- JSON
-
-std::string JsonQuote(absl::string_view text) {
-  std::string out = "\"";
-  for (unsigned char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += "\"";
-  return out;
-}
-
-// A small streaming writer with two-space indentation; keeps track of
-// commas so that callers only say what comes next.
-class JsonWriter {
- public:
-  void BeginObject() { Open('{'); }
-  void EndObject() { Close('}'); }
-  void BeginArray() { Open('['); }
-  void EndArray() { Close(']'); }
-  void Key(absl::string_view key) {
-    Separate();
-    absl::StrAppend(&out_, JsonQuote(key), ": ");
-    after_key_ = true;
-  }
-  void String(absl::string_view value) { Value(JsonQuote(value)); }
-  void Number(double value) {
-    Value(std::isfinite(value) ? absl::StrFormat("%.6g", value) : "null");
-  }
-  void Int(int64_t value) { Value(absl::StrCat(value)); }
-  void Bool(bool value) { Value(value ? "true" : "false"); }
-  void Null() { Value("null"); }
-  std::string Take() {
-    out_ += "\n";
-    return std::move(out_);
-  }
-
- private:
-  void Separate() {
-    if (after_key_) {
-      after_key_ = false;
-      return;
-    }
-    if (!first_.empty()) {
-      if (!first_.back()) out_ += ",";
-      first_.back() = false;
-      out_ += "\n" + std::string(2 * first_.size(), ' ');
-    }
-  }
-  void Value(absl::string_view text) {
-    Separate();
-    out_.append(text.data(), text.size());
-  }
-  void Open(char bracket) {
-    Separate();
-    out_ += bracket;
-    first_.push_back(true);
-  }
-  void Close(char bracket) {
-    bool empty = first_.back();
-    first_.pop_back();
-    if (!empty) out_ += "\n" + std::string(2 * first_.size(), ' ');
-    out_ += bracket;
-  }
-
-  std::string out_;
-  std::vector<bool> first_;
-  bool after_key_ = false;
-};
 
 void WriteBinaryHead(JsonWriter& json, const char* key, const char* field,
                      const BinaryHeadResult& head) {
@@ -142,14 +55,6 @@ std::string GroupWords(RiskGroup group) {
 }
 
 // ---------------------------------------------------------------- HTML
-
-std::string Html(absl::string_view text) {
-  return absl::StrReplaceAll(text, {{"&", "&amp;"},
-                                    {"<", "&lt;"},
-                                    {">", "&gt;"},
-                                    {"\"", "&quot;"},
-                                    {"'", "&#39;"}});
-}
 
 std::string Percent(double probability) {
   return absl::StrFormat("%.1f%%", 100.0 * probability);
@@ -175,7 +80,7 @@ std::string BinaryHeadHtml(const char* title, const char* meaning,
                            const std::string& extra) {
   std::string html = absl::StrCat("<section><h2>", title, "</h2>");
   if (!head.available) {
-    absl::StrAppend(&html, "<p class=\"na\">", Html(title), ": ",
+    absl::StrAppend(&html, "<p class=\"na\">", HtmlEscape(title), ": ",
                     kNotAvailableFromModel, ".</p>");
   } else {
     absl::StrAppend(&html, "<table><tr><td>", meaning,
@@ -525,7 +430,8 @@ std::string DescribeInrg(const InrgClassification& inrg) {
 }
 
 std::string DiagnosticReportJson(const DiagnosticReport& report) {
-  JsonWriter json;
+  // Numbers as %.6g, as this report has always written them.
+  JsonWriter json(JsonWriter::NumberFormat::kSixSignificantDigits);
   json.BeginObject();
   json.Key("report");
   json.String("echofed diagnostic decision support");
@@ -753,15 +659,15 @@ absl::StatusOr<std::string> DiagnosticReportHtml(
   std::string html = absl::StrCat(
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
       "<title>Decision-support report, patient ",
-      Html(report.patient_id), "</title><style>", kCss,
+      HtmlEscape(report.patient_id), "</title><style>", kCss,
       "</style></head><body>\n<h1>Ultrasound decision-support report</h1>"
       "<div class=\"meta\">Patient <b>",
-      Html(report.patient_id), "</b> &middot; ", report.images.size(),
+      HtmlEscape(report.patient_id), "</b> &middot; ", report.images.size(),
       report.images.size() == 1 ? " image" : " images", " &middot; generated ",
-      Html(p.generated_at), "</div>\n<p class=\"statement\">",
-      Html(kDecisionSupportStatement), "</p>\n");
+      HtmlEscape(p.generated_at), "</div>\n<p class=\"statement\">",
+      HtmlEscape(kDecisionSupportStatement), "</p>\n");
   for (const std::string& warning : report.warnings) {
-    absl::StrAppend(&html, "<div class=\"warning\">", Html(warning),
+    absl::StrAppend(&html, "<div class=\"warning\">", HtmlEscape(warning),
                     "</div>\n");
   }
 
@@ -770,13 +676,13 @@ absl::StatusOr<std::string> DiagnosticReportHtml(
   if (report.predicted_class >= 0) {
     absl::StrAppend(
         &html, "<p>Most probable: <span class=\"predicted\">",
-        Html(report.class_names[report.predicted_class]), "</span> (",
+        HtmlEscape(report.class_names[report.predicted_class]), "</span> (",
         Percent(report.subtype_probabilities[report.predicted_class]), ")</p>");
   }
   absl::StrAppend(&html, "<table>");
   for (size_t c = 0; c < report.class_names.size(); ++c) {
     const bool top = static_cast<int>(c) == report.predicted_class;
-    absl::StrAppend(&html, "<tr><td>", Html(report.class_names[c]),
+    absl::StrAppend(&html, "<tr><td>", HtmlEscape(report.class_names[c]),
                     "</td><td class=\"num\">",
                     Percent(report.subtype_probabilities[c]), "</td><td>",
                     Bar(report.subtype_probabilities[c], top), "</td></tr>");
@@ -791,12 +697,12 @@ absl::StatusOr<std::string> DiagnosticReportHtml(
   std::string inrg = absl::StrCat(
       "<table><tr><td>INRG pretreatment risk group (rule, from the clinical "
       "record)</td><td><b>",
-      Html(DescribeInrg(report.inrg)), "</b></td></tr>");
+      HtmlEscape(DescribeInrg(report.inrg)), "</b></td></tr>");
   if (!report.inrg.rule.empty()) {
     absl::StrAppend(&inrg,
                     "<tr><td class=\"small\">rule path</td><td "
                     "class=\"small\">",
-                    Html(report.inrg.rule), "</td></tr>");
+                    HtmlEscape(report.inrg.rule), "</td></tr>");
   }
   absl::StrAppend(&inrg,
                   "</table><p class=\"small\">Rule: Cohn SL et al., J Clin "
@@ -839,15 +745,15 @@ absl::StatusOr<std::string> DiagnosticReportHtml(
       absl::StrAppend(
           &html, "</table>",
           SurvivalSvg(report.prognosis.curve, baseline.max_follow_up_months),
-          "<p class=\"small\">Baseline hazard: ", Html(baseline.source), " (",
-          baseline.patients, " patients, ", baseline.events,
+          "<p class=\"small\">Baseline hazard: ", HtmlEscape(baseline.source),
+          " (", baseline.patients, " patients, ", baseline.events,
           " events). Not extrapolated past the longest "
           "follow-up.</p>");
     } else {
       absl::StrAppend(&html,
                       "<p class=\"na\">Estimated event-free survival curve: "
                       "not available. ",
-                      Html(report.prognosis.curve_note), "</p>");
+                      HtmlEscape(report.prognosis.curve_note), "</p>");
     }
   }
   absl::StrAppend(&html, "</section>\n");
@@ -857,7 +763,7 @@ absl::StatusOr<std::string> DiagnosticReportHtml(
                   "<section><h2>What drove the subtype prediction "
                   "(Grad-CAM)</h2>");
   if (!report.saliency_note.empty()) {
-    absl::StrAppend(&html, "<p class=\"na\">", Html(report.saliency_note),
+    absl::StrAppend(&html, "<p class=\"na\">", HtmlEscape(report.saliency_note),
                     "</p>");
   }
   for (const ImageResult& image : report.images) {
@@ -869,7 +775,7 @@ absl::StatusOr<std::string> DiagnosticReportHtml(
     absl::StrAppend(&html,
                     "<div class=\"pair\"><figure><img alt=\"ultrasound "
                     "image\" src=\"",
-                    *original, "\"><figcaption>", Html(image.file_name),
+                    *original, "\"><figcaption>", HtmlEscape(image.file_name),
                     "</figcaption></figure>");
     if (image.saliency) {
       std::vector<uint8_t> overlay =
@@ -880,7 +786,7 @@ absl::StatusOr<std::string> DiagnosticReportHtml(
       absl::StrAppend(
           &html, "<figure><img alt=\"Grad-CAM heat map\" src=\"", *heat,
           "\"><figcaption>Grad-CAM for ",
-          Html(report.class_names[report.predicted_class]),
+          HtmlEscape(report.class_names[report.predicted_class]),
           image.saliency->all_zero
               ? ": no region raised this class's score (map is zero)"
               : "",
@@ -890,7 +796,7 @@ absl::StatusOr<std::string> DiagnosticReportHtml(
     for (size_t c = 0; c < report.class_names.size() &&
                        c < image.subtype_probabilities.size();
          ++c) {
-      absl::StrAppend(&html, Html(report.class_names[c]), " ",
+      absl::StrAppend(&html, HtmlEscape(report.class_names[c]), " ",
                       Percent(image.subtype_probabilities[c]), "<br>");
     }
     absl::StrAppend(&html, "</div></div>\n");
@@ -911,9 +817,9 @@ absl::StatusOr<std::string> DiagnosticReportHtml(
                     "<table><tr><th>field</th><th>value</th><th>used "
                     "by</th></tr>");
     for (const ClinicalInput& input : report.clinical_inputs) {
-      absl::StrAppend(&html, "<tr><td>", Html(input.column), "</td><td>",
-                      Html(input.value), "</td><td class=\"small\">",
-                      Html(input.used_by), "</td></tr>");
+      absl::StrAppend(&html, "<tr><td>", HtmlEscape(input.column), "</td><td>",
+                      HtmlEscape(input.value), "</td><td class=\"small\">",
+                      HtmlEscape(input.used_by), "</td></tr>");
     }
     absl::StrAppend(&html, "</table>");
   }
@@ -922,16 +828,18 @@ absl::StatusOr<std::string> DiagnosticReportHtml(
   // Provenance.
   absl::StrAppend(
       &html, "<section><h2>Provenance</h2><table>", "<tr><td>model</td><td>",
-      Html(p.model_name), " (", Html(p.model_file), ")</td></tr>",
-      "<tr><td>model digest (SHA-256)</td><td><code>", Html(p.model_digest_hex),
-      "</code></td></tr>", "<tr><td>plan</td><td>", Html(p.plan_name),
-      "</td></tr>", "<tr><td>global round</td><td>",
+      HtmlEscape(p.model_name), " (", HtmlEscape(p.model_file), ")</td></tr>",
+      "<tr><td>model digest (SHA-256)</td><td><code>",
+      HtmlEscape(p.model_digest_hex), "</code></td></tr>",
+      "<tr><td>plan</td><td>", HtmlEscape(p.plan_name), "</td></tr>",
+      "<tr><td>global round</td><td>",
       p.global_round ? absl::StrCat(*p.global_round)
                      : "not recorded in the model file",
-      "</td></tr><tr><td>generated</td><td>", Html(p.generated_at),
-      "</td></tr><tr><td>software</td><td>echofed ", Html(p.software_version),
+      "</td></tr><tr><td>generated</td><td>", HtmlEscape(p.generated_at),
+      "</td></tr><tr><td>software</td><td>echofed ",
+      HtmlEscape(p.software_version),
       "</td></tr></table></section>\n<p class=\"statement\">",
-      Html(kDecisionSupportStatement), "</p>\n</body></html>\n");
+      HtmlEscape(kDecisionSupportStatement), "</p>\n</body></html>\n");
   return html;
 }
 

@@ -18,6 +18,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/files.h"
+#include "common/html.h"
+#include "common/json_writer.h"
 #include "common/metrics.h"
 
 namespace echofed {
@@ -395,159 +397,7 @@ std::string PercentWithInterval(double value, const Interval& ci) {
 }
 
 // ---------------------------------------------------------------------------
-// JSON: a small writer, because the documents are built field by field and
-// NaN must become null (JSON has no NaN).
-
-class JsonWriter {
- public:
-  void BeginObject() { Open('{'); }
-  void EndObject() { Close('}'); }
-  // Inline arrays stay on one line (ROC points, confusion rows).
-  void BeginArray(bool inline_array = false) { Open('[', inline_array); }
-  void EndArray() { Close(']'); }
-  void Key(absl::string_view key) {
-    Separate();
-    absl::StrAppend(&out_, Quote(key), ": ");
-    after_key_ = true;
-  }
-  void String(absl::string_view value) {
-    Separate();
-    out_ += Quote(value);
-  }
-  void Number(double value) {
-    Separate();
-    out_ += std::isfinite(value) ? Shortest(value) : "null";
-  }
-  void Int(int64_t value) {
-    Separate();
-    absl::StrAppend(&out_, value);
-  }
-  void Bool(bool value) {
-    Separate();
-    out_ += value ? "true" : "false";
-  }
-  void Null() {
-    Separate();
-    out_ += "null";
-  }
-  // Shorthands for "key": value.
-  void Field(absl::string_view key, absl::string_view value) {
-    Key(key);
-    String(value);
-  }
-  void Field(absl::string_view key, const char* value) {
-    Key(key);
-    String(value);
-  }
-  void Field(absl::string_view key, const std::string& value) {
-    Key(key);
-    String(value);
-  }
-  void Field(absl::string_view key, double value) {
-    Key(key);
-    Number(value);
-  }
-  void Field(absl::string_view key, int64_t value) {
-    Key(key);
-    Int(value);
-  }
-  void Field(absl::string_view key, int value) {
-    Key(key);
-    Int(value);
-  }
-  void Field(absl::string_view key, bool value) {
-    Key(key);
-    Bool(value);
-  }
-  void FieldInterval(absl::string_view key, const Interval& ci) {
-    Key(key);
-    BeginArray(true);
-    Number(ci.lower);
-    Number(ci.upper);
-    EndArray();
-  }
-  std::string Take() {
-    out_ += "\n";
-    return std::move(out_);
-  }
-
- private:
-  struct Level {
-    bool first = true;
-    bool inline_level = false;
-  };
-
-  static std::string Quote(absl::string_view text) {
-    std::string out = "\"";
-    for (unsigned char c : text) {
-      switch (c) {
-        case '"':
-          out += "\\\"";
-          break;
-        case '\\':
-          out += "\\\\";
-          break;
-        case '\n':
-          out += "\\n";
-          break;
-        case '\t':
-          out += "\\t";
-          break;
-        case '\r':
-          out += "\\r";
-          break;
-        default:
-          if (c < 0x20) {
-            out += absl::StrFormat("\\u%04x", c);
-          } else {
-            out += static_cast<char>(c);
-          }
-      }
-    }
-    out += "\"";
-    return out;
-  }
-
-  bool Inline() const {
-    return !levels_.empty() && levels_.back().inline_level;
-  }
-
-  void Newline() {
-    out_ += "\n";
-    out_.append(2 * levels_.size(), ' ');
-  }
-
-  // Before a value or key: a comma after a sibling, then a line break.
-  void Separate() {
-    if (after_key_) {
-      after_key_ = false;
-      return;
-    }
-    if (levels_.empty()) return;
-    if (!levels_.back().first) out_ += Inline() ? ", " : ",";
-    levels_.back().first = false;
-    if (!Inline()) Newline();
-  }
-
-  void Open(char bracket, bool inline_level = false) {
-    Separate();
-    out_ += bracket;
-    // Inside an inline array everything stays inline.
-    levels_.push_back({true, inline_level || Inline()});
-  }
-
-  void Close(char bracket) {
-    const bool empty = levels_.back().first;
-    const bool was_inline = levels_.back().inline_level;
-    levels_.pop_back();
-    if (!empty && !was_inline) Newline();
-    out_ += bracket;
-  }
-
-  std::string out_;
-  std::vector<Level> levels_;
-  bool after_key_ = false;
-};
+// JSON, through common/json_writer.h: NaN becomes null (JSON has no NaN).
 
 void WriteClassJson(const ClassMetrics& m, const std::string& name,
                     bool with_thresholds, JsonWriter* json) {
@@ -1244,33 +1094,6 @@ std::string RenderCsv(const Report& report) {
 // the page has no script, no external asset and no runtime dependency: it
 // opens offline, inside a hospital network, and archives as one file.
 
-std::string Html(absl::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 // Okabe & Ito's palette: distinguishable with the common colour-vision
 // deficiencies.
 const char* Colour(int index) {
@@ -1300,7 +1123,7 @@ std::string SvgOpen(double width, double height, absl::string_view label) {
       "aria-label=\"%s\" font-family=\"sans-serif\" font-size=\"11\">"
       "<title>%s</title><rect width=\"100%%\" height=\"100%%\" "
       "fill=\"#fff\"/>",
-      width, height, width, height, Html(label), Html(label));
+      width, height, width, height, HtmlEscape(label), HtmlEscape(label));
 }
 
 std::string SvgText(double x, double y, absl::string_view text,
@@ -1308,7 +1131,7 @@ std::string SvgText(double x, double y, absl::string_view text,
                     absl::string_view extra = "") {
   return absl::StrFormat(
       "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\"%s>%s</text>", x, y,
-      anchor, extra, Html(text));
+      anchor, extra, HtmlEscape(text));
 }
 
 std::string SvgLine(double x1, double y1, double x2, double y2,
@@ -1346,7 +1169,7 @@ std::string SvgAxes(const Frame& f, const std::vector<double>& x_ticks,
               "middle"),
       absl::StrFormat("<text transform=\"translate(12 %.1f) rotate(-90)\" "
                       "text-anchor=\"middle\">%s</text>",
-                      (f.Y(f.y_min) + f.Y(f.y_max)) / 2, Html(y_title)));
+                      (f.Y(f.y_min) + f.Y(f.y_max)) / 2, HtmlEscape(y_title)));
   return out;
 }
 
@@ -1456,7 +1279,7 @@ std::string CalibrationSvg(const Report& report, const SetResult& set) {
               "observed %.3f</title></circle>",
               f.X(bin.mean_predicted), f.Y(bin.observed_fraction),
               2 + 5 * std::sqrt(static_cast<double>(bin.count) / largest),
-              Colour(c), Html(report.class_names[c]), bin.count,
+              Colour(c), HtmlEscape(report.class_names[c]), bin.count,
               bin.mean_predicted, bin.observed_fraction));
     }
     if (points.size() > 1) {
@@ -1674,17 +1497,18 @@ std::string ForestSvg(const Report& report, int head, int class_index,
 
 std::string ConfusionTable(const Report& report, const SetResult& set) {
   const int k = set.aggregate.class_count();
-  std::string out =
-      absl::StrCat("<table class=\"confusion\"><caption>", Html(set.title),
-                   "</caption><tr><th>true \\ predicted</th>");
+  std::string out = absl::StrCat("<table class=\"confusion\"><caption>",
+                                 HtmlEscape(set.title),
+                                 "</caption><tr><th>true \\ predicted</th>");
   for (int p = 0; p < k; ++p) {
-    absl::StrAppend(&out, "<th>", Html(report.class_names[p]), "</th>");
+    absl::StrAppend(&out, "<th>", HtmlEscape(report.class_names[p]), "</th>");
   }
   absl::StrAppend(&out, "<th>total</th></tr>");
   for (int t = 0; t < k; ++t) {
     int64_t row_total = 0;
     for (int p = 0; p < k; ++p) row_total += set.aggregate.confusion(t * k + p);
-    absl::StrAppend(&out, "<tr><th>", Html(report.class_names[t]), "</th>");
+    absl::StrAppend(&out, "<tr><th>", HtmlEscape(report.class_names[t]),
+                    "</th>");
     for (int p = 0; p < k; ++p) {
       const int64_t count = set.aggregate.confusion(t * k + p);
       const double share =
@@ -1706,7 +1530,8 @@ std::string ConfusionTable(const Report& report, const SetResult& set) {
 
 std::string SuppressedCell(const Report& report) {
   return absl::StrCat("<span class=\"suppressed\">",
-                      Html(SuppressedText(report.min_cell_count)), "</span>");
+                      HtmlEscape(SuppressedText(report.min_cell_count)),
+                      "</span>");
 }
 
 std::string PerformanceTable(const Report& report) {
@@ -1718,7 +1543,7 @@ std::string PerformanceTable(const Report& report) {
   for (const SetResult& set : report.sets) {
     const bool pooled = set.type == SetType::kPooled;
     absl::StrAppend(&out, pooled ? "<tr class=\"pooled\">" : "<tr>", "<td>",
-                    Html(set.title), "</td><td>", SplitName(set.split),
+                    HtmlEscape(set.title), "</td><td>", SplitName(set.split),
                     "</td>");
     if (set.suppressed) {
       absl::StrAppend(&out, "<td colspan=\"9\">",
@@ -1743,20 +1568,21 @@ std::string PerformanceTable(const Report& report) {
 
 std::string ClassTable(const Report& report, const SetResult& set) {
   std::string out = absl::StrCat(
-      "<table><caption>", Html(set.title),
+      "<table><caption>", HtmlEscape(set.title),
       "</caption><tr><th>class</th><th>n</th><th>sensitivity</th>"
       "<th>specificity</th><th>precision (PPV)</th><th>NPV</th><th>F1</th>"
       "<th>AUC (DeLong 95% CI)</th><th>Brier</th></tr>");
   for (size_t c = 0; c < set.summary.classes.size(); ++c) {
     const ClassMetrics& m = set.summary.classes[c];
     absl::StrAppend(
-        &out, "<tr><td>", Html(report.class_names[c]), "</td><td>", m.support,
-        "</td><td>", PercentWithInterval(m.sensitivity, m.sensitivity_ci),
-        "</td><td>", PercentWithInterval(m.specificity, m.specificity_ci),
-        "</td><td>", PercentWithInterval(m.precision, m.precision_ci),
-        "</td><td>", PercentWithInterval(m.npv, m.npv_ci), "</td><td>",
-        Percent(m.f1), "</td><td>", WithInterval(m.auc, m.auc_ci), "</td><td>",
-        Fixed(m.brier), "</td></tr>");
+        &out, "<tr><td>", HtmlEscape(report.class_names[c]), "</td><td>",
+        m.support, "</td><td>",
+        PercentWithInterval(m.sensitivity, m.sensitivity_ci), "</td><td>",
+        PercentWithInterval(m.specificity, m.specificity_ci), "</td><td>",
+        PercentWithInterval(m.precision, m.precision_ci), "</td><td>",
+        PercentWithInterval(m.npv, m.npv_ci), "</td><td>", Percent(m.f1),
+        "</td><td>", WithInterval(m.auc, m.auc_ci), "</td><td>", Fixed(m.brier),
+        "</td></tr>");
   }
   out += "</table>";
   return out;
@@ -1776,7 +1602,8 @@ std::string HeadsSection(const Report& report) {
   for (const SetResult& set : report.sets) {
     absl::StrAppend(
         &out, set.type == SetType::kPooled ? "<tr class=\"pooled\">" : "<tr>",
-        "<td>", Html(set.title), "</td><td>", SplitName(set.split), "</td>");
+        "<td>", HtmlEscape(set.title), "</td><td>", SplitName(set.split),
+        "</td>");
     for (size_t h = 0; h < report.heads.size(); ++h) {
       const HeadResult& head = set.heads[h];
       std::string cell;
@@ -1814,13 +1641,14 @@ std::string MetaTable(const Report& report) {
       "<th style=\"text-align:left\">left out</th></tr>";
   for (const MetaResult& row : report.meta) {
     if (row.metric != "auc") continue;
-    absl::StrAppend(&out, "<tr><td>", Html(report.groups[row.group].title),
-                    "</td><td>",
-                    row.head < 0 ? "SUBTYPE" : HeadName(report.heads[row.head]),
-                    "</td><td>",
-                    Html(row.head < 0 ? report.class_names[row.class_index]
-                                      : std::string("positive")),
-                    "</td>");
+    absl::StrAppend(
+        &out, "<tr><td>", HtmlEscape(report.groups[row.group].title),
+        "</td><td>",
+        row.head < 0 ? "SUBTYPE" : HeadName(report.heads[row.head]),
+        "</td><td>",
+        HtmlEscape(row.head < 0 ? report.class_names[row.class_index]
+                                : std::string("positive")),
+        "</td>");
     std::vector<std::string> excluded;
     for (const char* metric : {"auc", "sensitivity", "specificity"}) {
       const MetaResult* meta =
@@ -1828,7 +1656,7 @@ std::string MetaTable(const Report& report) {
       if (meta == nullptr || !meta->pooled.ok()) {
         absl::StrAppend(
             &out, "<td class=\"na\">",
-            meta == nullptr ? "" : Html(meta->pooled.status().message()),
+            meta == nullptr ? "" : HtmlEscape(meta->pooled.status().message()),
             "</td>");
         continue;
       }
@@ -1848,7 +1676,7 @@ std::string MetaTable(const Report& report) {
       }
     }
     absl::StrAppend(&out, "<td style=\"white-space:normal;text-align:left\">",
-                    Html(absl::StrJoin(excluded, "; ")), "</td></tr>");
+                    HtmlEscape(absl::StrJoin(excluded, "; ")), "</td></tr>");
   }
   out += "</table>";
   return out;
@@ -1860,7 +1688,7 @@ std::string RunSection(const Report& report) {
   const RoundRecord& round = *report.round;
   std::string sites;
   for (const Plan::SiteRole& role : plan.sites()) {
-    absl::StrAppend(&sites, "<tr><td>", Html(role.site()), "</td><td>",
+    absl::StrAppend(&sites, "<tr><td>", HtmlEscape(role.site()), "</td><td>",
                     role.role() == Plan::EXTERNAL_VALIDATION
                         ? "external validation (all patients validate)"
                         : "training; internal validation on its held-out "
@@ -1874,17 +1702,18 @@ std::string RunSection(const Report& report) {
   };
   return absl::StrCat(
       "<h2 id=\"run\">Run and model</h2><table class=\"kv\">",
-      row("run", Html(status.run_id())), row("plan", Html(plan.name())),
+      row("run", HtmlEscape(status.run_id())),
+      row("plan", HtmlEscape(plan.name())),
       row("state", RunStatus::State_Name(status.state())),
       row("round reported", absl::StrCat(round.round(), " of ", plan.rounds())),
       row("model",
-          absl::StrCat(Html(plan.model()), ", image ", plan.image_size(),
+          absl::StrCat(HtmlEscape(plan.model()), ", image ", plan.image_size(),
                        " px, ",
                        Plan::Normalization_Name(plan.normalization()))),
       row("committed model (SHA-256)",
           absl::StrCat("<code>", absl::BytesToHexString(round.model_digest()),
                        "</code>")),
-      row("classes", Html(absl::StrJoin(report.class_names, ", "))),
+      row("classes", HtmlEscape(absl::StrJoin(report.class_names, ", "))),
       row("heads", absl::StrJoin(heads, ", ")),
       row("training",
           absl::StrCat(Plan::Strategy_Name(plan.strategy()), ", ",
@@ -1899,7 +1728,7 @@ std::string RunSection(const Report& report) {
           absl::StrCat("sites release no set of fewer than ",
                        report.min_cell_count, " patients")),
       row("contributors to this round",
-          Html(absl::StrJoin(round.contributors(), ", "))),
+          HtmlEscape(absl::StrJoin(round.contributors(), ", "))),
       "</table><table class=\"text\"><tr><th>centre</th><th>role</th></tr>",
       sites, "</table>");
 }
@@ -1913,13 +1742,14 @@ std::string FlowSection(const Report& report) {
       "federation has is the evaluated set of each site, below.</p><table>"
       "<tr><th>site</th><th>split</th><th>patients</th><th>images</th>";
   for (const std::string& name : report.class_names) {
-    absl::StrAppend(&out, "<th>", Html(name), " images</th>");
+    absl::StrAppend(&out, "<th>", HtmlEscape(name), " images</th>");
   }
   out += "</tr>";
   for (const SetResult& set : report.sets) {
     absl::StrAppend(
         &out, set.type == SetType::kPooled ? "<tr class=\"pooled\">" : "<tr>",
-        "<td>", Html(set.title), "</td><td>", SplitName(set.split), "</td>");
+        "<td>", HtmlEscape(set.title), "</td><td>", SplitName(set.split),
+        "</td>");
     if (set.suppressed) {
       absl::StrAppend(&out, "<td colspan=\"", 2 + report.class_names.size(),
                       "\">",
@@ -1946,13 +1776,13 @@ std::string SuppressedSection(const Report& report) {
   for (const SetResult& set : report.sets) {
     if (set.type != SetType::kSite) continue;
     if (set.suppressed) {
-      absl::StrAppend(&rows, "<tr><td>", Html(set.key), "</td><td>",
+      absl::StrAppend(&rows, "<tr><td>", HtmlEscape(set.key), "</td><td>",
                       SplitName(set.split), "</td><td>SUBTYPE</td><td>",
                       SuppressedCell(report), "</td></tr>");
     }
     for (size_t h = 0; h < report.heads.size(); ++h) {
       if (!set.heads[h].suppressed) continue;
-      absl::StrAppend(&rows, "<tr><td>", Html(set.key), "</td><td>",
+      absl::StrAppend(&rows, "<tr><td>", HtmlEscape(set.key), "</td><td>",
                       SplitName(set.split), "</td><td>",
                       HeadName(report.heads[h]), "</td><td>",
                       SuppressedCell(report), "</td></tr>");
@@ -1989,10 +1819,10 @@ std::string TripodSection() {
     while (!where.empty()) {
       const size_t hash = where.find('#');
       if (hash == absl::string_view::npos) {
-        where_html += Html(where);
+        where_html += HtmlEscape(where);
         break;
       }
-      where_html += Html(where.substr(0, hash));
+      where_html += HtmlEscape(where.substr(0, hash));
       size_t end = hash + 1;
       while (end < where.size() && absl::ascii_islower(where[end])) ++end;
       const absl::string_view anchor = where.substr(hash + 1, end - hash - 1);
@@ -2009,7 +1839,7 @@ std::string TripodSection() {
                         : status == "not_applicable" ? "not applicable"
                                                      : "authors (manuscript)";
     absl::StrAppend(&out, "<tr class=\"", status, "\"><td>", item.item,
-                    "</td><td>", Html(item.topic), "</td><td>", label,
+                    "</td><td>", HtmlEscape(item.topic), "</td><td>", label,
                     "</td><td>", where_html, "</td></tr>");
   }
   out += "</table>";
@@ -2046,12 +1876,12 @@ std::string RenderHtml(const Report& report) {
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
       "<meta name=\"viewport\" content=\"width=device-width\">"
       "<title>echofed validation report: ",
-      Html(status.plan().name()), " (", Html(status.run_id()),
+      HtmlEscape(status.plan().name()), " (", HtmlEscape(status.run_id()),
       ")</title><style>", kStyle, "</style></head><body>");
-  absl::StrAppend(&out, "<h1>Validation report: ", Html(status.plan().name()),
-                  "</h1><p>", "run <code>", Html(status.run_id()),
-                  "</code>, round ", report.round->round(), " of ",
-                  status.plan().rounds());
+  absl::StrAppend(
+      &out, "<h1>Validation report: ", HtmlEscape(status.plan().name()),
+      "</h1><p>", "run <code>", HtmlEscape(status.run_id()), "</code>, round ",
+      report.round->round(), " of ", status.plan().rounds());
   if (report.options.generated_unix_ms != 0) {
     absl::StrAppend(
         &out, ", generated ",
@@ -2121,8 +1951,8 @@ std::string RenderHtml(const Report& report) {
   for (const SetResult& set : report.sets) {
     if (set.type != SetType::kSite) continue;
     if (set.suppressed) {
-      absl::StrAppend(&out, "<p>", Html(set.key), ": ", SuppressedCell(report),
-                      "</p>");
+      absl::StrAppend(&out, "<p>", HtmlEscape(set.key), ": ",
+                      SuppressedCell(report), "</p>");
     } else {
       absl::StrAppend(&out, "<figure>", RocSvg(report, set, 280), "</figure>");
     }
