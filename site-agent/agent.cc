@@ -258,15 +258,14 @@ absl::Status Agent::Initialize(const Task& task) {
         LoadTorchStateDict(options_.initial_checkpoint, layout->manifest);
     if (!checkpoint.ok()) {
       return absl::FailedPreconditionError(
-          absl::StrCat("initial checkpoint ", options_.initial_checkpoint,
-                       ": ", checkpoint.status().message()));
+          absl::StrCat("initial checkpoint ", options_.initial_checkpoint, ": ",
+                       checkpoint.status().message()));
     }
     if (absl::Status status = ImportState(*checkpoint, *(*run)->model);
         !status.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("initial checkpoint ", options_.initial_checkpoint,
-                       " does not fit model ", task.plan().model(), ": ",
-                       status.message()));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "initial checkpoint ", options_.initial_checkpoint,
+          " does not fit model ", task.plan().model(), ": ", status.message()));
     }
     LogInfo("initial model from checkpoint ", options_.initial_checkpoint);
   }

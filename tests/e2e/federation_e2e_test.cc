@@ -11,6 +11,9 @@
 #include "coordinator/cli/admin_client.h"
 #include "coordinator/cli/kits.h"
 #include "gtest/gtest.h"
+#include "models/checkpoint.h"
+#include "models/classifier.h"
+#include "models/state_exchange.h"
 #include "tests/testing/fixtures.h"
 
 namespace echofed {
@@ -95,7 +98,11 @@ class FederationE2eTest : public ::testing::Test {
                         "\"\ncoordinator_name: \"localhost\"\n",
                         "tls { ca_cert: \"pki/", site, "/ca.pem\" cert: \"pki/",
                         site, "/cert.pem\" key: \"pki/", site, "/key.pem\" }\n",
-                        "data_dir: \"data/", site, "\"\n"))
+                        "data_dir: \"data/", site, "\"\n",
+                        initial_checkpoint_.empty()
+                            ? ""
+                            : absl::StrCat("initial_checkpoint: \"",
+                                           initial_checkpoint_, "\"\n")))
             .ok());
     absl::StatusOr<Subprocess> agent =
         Subprocess::Start({BinaryPath("echofed-agent"), "run", "--config",
@@ -143,6 +150,8 @@ class FederationE2eTest : public ::testing::Test {
   std::string pki_;
   std::vector<std::string> sites_ = {"site-1", "site-2", "site-3"};
   std::string address_;
+  // Relative to the agents' config files; empty: none.
+  std::string initial_checkpoint_;
   std::unique_ptr<Subprocess> coordinator_;
   std::vector<std::unique_ptr<Subprocess>> agents_;
   std::unique_ptr<AdminClient> admin_;
@@ -177,6 +186,28 @@ TEST_F(FederationE2eTest, ThreeHospitalsTrainTogetherOverMutualTls) {
   EXPECT_EQ(*digest, status->rounds(2).model_digest());
   // Agents leave once the run is over.
   for (auto& agent : agents_) EXPECT_EQ(agent->Wait(absl::Seconds(30)), 0);
+}
+
+TEST_F(FederationE2eTest, InitialModelComesFromTheSitesCheckpoint) {
+  // A PyTorch-format state dict at the sites (as a study would start from
+  // pretrained weights); whichever site the coordinator asks for the
+  // initial model must send exactly these weights.
+  torch::manual_seed(99);
+  auto model = *CreateClassifier({"small_cnn", 3});
+  absl::StatusOr<TensorBundle> weights = ExportState(*model, "small_cnn");
+  ASSERT_TRUE(weights.ok());
+  ASSERT_TRUE(SaveTorchStateDict(*weights, dir_.Join("pretrained.pt")).ok());
+  for (auto& agent : agents_) agent->Terminate(absl::Seconds(3));
+  initial_checkpoint_ = "pretrained.pt";
+  for (size_t i = 0; i < sites_.size(); ++i) StartAgent(i);
+
+  absl::StatusOr<std::string> run_id = admin_->StartRun(MakeRunPlan(1, 3, 60));
+  ASSERT_TRUE(run_id.ok()) << run_id.status();
+  absl::StatusOr<RunStatus> status = WaitFor(
+      *run_id, [](const RunStatus& s) { return s.rounds_size() >= 1; },
+      absl::Seconds(90));
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->rounds(0).model_digest(), ModelDigest(weights->manifest));
 }
 
 TEST_F(FederationE2eTest, KilledAgentRoundClosesAtDeadlineAndAgentRejoins) {
