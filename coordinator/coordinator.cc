@@ -900,6 +900,9 @@ RunStatus Coordinator::StatusOfLocked(const Run& run) {
     site->set_batch(state.batch);
     site->set_loss(state.loss);
     site->set_device(state.join.device());
+    if (state.join.has_data()) {
+      *site->mutable_declared_data() = state.join.data();
+    }
   }
   for (const RoundRecord& record : run.rounds) *status.add_rounds() = record;
   return status;

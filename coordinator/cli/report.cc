@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -109,6 +110,36 @@ bool IsSurvivalHead(int head) { return head == Plan::PROGNOSIS; }
 
 std::string SuppressedText(int min_cell_count) {
   return absl::StrCat("suppressed (< min cell count ", min_cell_count, ")");
+}
+
+// A plan site's entry in the run status, or null.
+const SiteStatus* FindSiteStatus(const RunStatus& status,
+                                 const std::string& site) {
+  for (const SiteStatus& entry : status.sites()) {
+    if (entry.site() == site) return &entry;
+  }
+  return nullptr;
+}
+
+// Why the run status holds no counts declared by `site`; empty when it does.
+std::string UndeclaredReason(const SiteStatus* site) {
+  if (site == nullptr) return "not available: the site is not in the status";
+  if (site->has_declared_data()) return "";
+  if (!site->joined()) {
+    return "not available: the site has not joined since the coordinator "
+           "started";
+  }
+  return "not available: the site declared no counts when it joined";
+}
+
+// Images per label as declared, sorted by label (protobuf maps are not).
+std::map<std::string, int64_t> SortedLabels(const DataSummary& data) {
+  return std::map<std::string, int64_t>(data.images_per_label().begin(),
+                                        data.images_per_label().end());
+}
+
+std::string RoleName(Plan::Role role) {
+  return role == Plan::EXTERNAL_VALIDATION ? "external_validation" : "training";
 }
 
 // The split a site's report is about; a report that does not say takes the
@@ -690,9 +721,10 @@ const std::vector<TripodItem>& TripodItems() {
        "authors'"},
       {"17-19", "Ethics, open science, patient and public involvement",
        "authors", "the manuscript"},
-      {"20a", "Participant flow", "site_local",
-       "#flow: the CONSORT-style flow is printed at each site by echofed-agent "
-       "check-data; the federation receives the evaluated counts only"},
+      {"20a", "Participant flow", "partly",
+       "#flow: patients and images each site declared at join, and the "
+       "evaluated counts; the CONSORT-style flow (screened, excluded by "
+       "reason) is printed at each site by echofed-agent check-data"},
       {"20b", "Participant characteristics by centre", "partly",
        "#flow: class distribution per centre; clinical characteristics are not "
        "available from the federation"},
@@ -837,8 +869,36 @@ std::string RenderJson(const Report& report) {
   json.Field("note",
              "The CONSORT-style flow (screened, excluded by reason, included) "
              "is computed at each site by echofed-agent check-data and is not "
-             "sent to the coordinator; the evaluated counts per site are "
-             "below.");
+             "sent to the coordinator. What the federation has: the aggregate "
+             "counts each site declared when it joined (declared_at_join, "
+             "before the patient-level split, not verified by the "
+             "coordinator) and the evaluated counts per site and set "
+             "(sites).");
+  json.Key("declared_at_join");
+  json.BeginArray();
+  for (const Plan::SiteRole& role : report.status->plan().sites()) {
+    const SiteStatus* site = FindSiteStatus(*report.status, role.site());
+    const std::string reason = UndeclaredReason(site);
+    json.BeginObject();
+    json.Field("site", role.site());
+    json.Field("role", RoleName(role.role()));
+    json.Field("declared", reason.empty());
+    if (reason.empty()) {
+      const DataSummary& data = site->declared_data();
+      json.Field("patients", data.patients());
+      json.Field("images", data.images());
+      json.Key("images_per_label");
+      json.BeginObject();
+      for (const auto& [label, images] : SortedLabels(data)) {
+        json.Field(label, images);
+      }
+      json.EndObject();
+    } else {
+      json.Field("status", reason);
+    }
+    json.EndObject();
+  }
+  json.EndArray();
   json.Key("sites");
   json.BeginArray();
   for (const SetResult& set : report.sets) {
@@ -1739,8 +1799,43 @@ std::string FlowSection(const Report& report) {
       "CONSORT-style flow (screened, excluded by reason, included, split) is "
       "site-local: each site prints it with <code>echofed-agent "
       "check-data</code>, and it does not reach the coordinator. What the "
-      "federation has is the evaluated set of each site, below.</p><table>"
-      "<tr><th>site</th><th>split</th><th>patients</th><th>images</th>";
+      "federation has is below: the aggregate counts each site declared "
+      "when it joined, and the evaluated set of each site.</p>";
+  absl::StrAppend(
+      &out,
+      "<h3>Declared by each site at join</h3><p class=\"note\">Counts only, "
+      "as each site's agent read its local data when it last joined the "
+      "coordinator: before the patient-level split, and not verified by the "
+      "coordinator.</p><table><tr><th>site</th><th>role</th><th>patients</th>"
+      "<th>images</th><th>images per label</th></tr>");
+  for (const Plan::SiteRole& role : report.status->plan().sites()) {
+    const SiteStatus* site = FindSiteStatus(*report.status, role.site());
+    const std::string reason = UndeclaredReason(site);
+    absl::StrAppend(&out, "<tr><td>", HtmlEscape(role.site()), "</td><td>",
+                    role.role() == Plan::EXTERNAL_VALIDATION
+                        ? "external validation"
+                        : "training",
+                    "</td>");
+    if (!reason.empty()) {
+      absl::StrAppend(&out, "<td colspan=\"3\">", HtmlEscape(reason),
+                      "</td></tr>");
+      continue;
+    }
+    const DataSummary& data = site->declared_data();
+    std::vector<std::string> labels;
+    for (const auto& [label, images] : SortedLabels(data)) {
+      labels.push_back(absl::StrCat(HtmlEscape(label), ": ", images));
+    }
+    absl::StrAppend(&out, "<td>", data.patients(), "</td><td>", data.images(),
+                    "</td><td>",
+                    labels.empty() ? std::string("not declared")
+                                   : absl::StrJoin(labels, ", "),
+                    "</td></tr>");
+  }
+  absl::StrAppend(
+      &out,
+      "</table><h3>Evaluated sets</h3><table>"
+      "<tr><th>site</th><th>split</th><th>patients</th><th>images</th>");
   for (const std::string& name : report.class_names) {
     absl::StrAppend(&out, "<th>", HtmlEscape(name), " images</th>");
   }

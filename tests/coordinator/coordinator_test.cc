@@ -189,6 +189,39 @@ TEST_F(CoordinatorTest, RoundClosesAtDeadlineOnceMinimumIsMet) {
   EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_F(CoordinatorTest, StatusCarriesTheCountsSitesDeclaredAtJoin) {
+  JoinRequest request;
+  request.set_device("cpu");
+  request.mutable_data()->set_patients(40);
+  request.mutable_data()->set_images(120);
+  (*request.mutable_data()->mutable_images_per_label())["NB"] = 70;
+  (*request.mutable_data()->mutable_images_per_label())["GN"] = 50;
+  ASSERT_TRUE(coordinator_->Join("a", request).ok());
+  JoinRequest without_data;
+  without_data.set_device("cpu");
+  ASSERT_TRUE(coordinator_->Join("b", without_data).ok());
+  ASSERT_TRUE(coordinator_->StartRun(MakePlan({"a", "b", "c"}, {}, 1)).ok());
+
+  const RunStatus status = Status();
+  ASSERT_EQ(status.sites_size(), 3);
+  const SiteStatus& a = status.sites(0);
+  ASSERT_EQ(a.site(), "a");
+  ASSERT_TRUE(a.has_declared_data());
+  EXPECT_EQ(a.declared_data().patients(), 40);
+  EXPECT_EQ(a.declared_data().images(), 120);
+  EXPECT_EQ(a.declared_data().images_per_label().at("NB"), 70);
+  EXPECT_EQ(a.declared_data().images_per_label().at("GN"), 50);
+  EXPECT_EQ(status.sites(1).site(), "b");  // joined, declared nothing
+  EXPECT_FALSE(status.sites(1).has_declared_data());
+  EXPECT_EQ(status.sites(2).site(), "c");  // never joined
+  EXPECT_FALSE(status.sites(2).has_declared_data());
+
+  // A rejoin replaces the declaration.
+  request.mutable_data()->set_patients(41);
+  ASSERT_TRUE(coordinator_->Join("a", request).ok());
+  EXPECT_EQ(Status().sites(0).declared_data().patients(), 41);
+}
+
 TEST_F(CoordinatorTest, RoundWaitsBeyondDeadlineBelowMinimum) {
   for (const char* site : {"a", "b", "c"}) Join(site);
   Plan plan = MakePlan({"a", "b", "c"}, {}, 1);

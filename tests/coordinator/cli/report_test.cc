@@ -294,6 +294,25 @@ class ReportTest : public ::testing::Test {
     }
     // site-5 has too few patients: it releases nothing.
     *second->add_evaluations() = Suppressed("site-5", INTERNAL_VALIDATION);
+    // What the sites declared at join: site-3 joined without counts, site-5
+    // never joined.
+    auto add_site = [&](const std::string& name, bool joined, int64_t patients,
+                        int64_t nb_images, int64_t gn_images) {
+      SiteStatus* site = status_.add_sites();
+      site->set_site(name);
+      site->set_joined(joined);
+      if (patients == 0) return;
+      DataSummary* data = site->mutable_declared_data();
+      data->set_patients(patients);
+      data->set_images(nb_images + gn_images);
+      (*data->mutable_images_per_label())["NB"] = nb_images;
+      (*data->mutable_images_per_label())["GN"] = gn_images;
+    };
+    add_site("site-1", true, 131, 210, 97);
+    add_site("site-2", true, 117, 188, 61);
+    add_site("site-3", true, 0, 0, 0);
+    add_site("site-4", true, 203, 344, 152);
+    add_site("site-5", false, 0, 0, 0);
   }
 
   std::vector<SiteData> sites_;
@@ -523,9 +542,34 @@ TEST_F(ReportTest, JsonParsesAndHoldsTheSections) {
   ASSERT_EQ(suppressed.values_size(), 3);  // subtype and two heads of site-5
   EXPECT_EQ(Get(suppressed.values(0).struct_value(), "status").string_value(),
             "suppressed (< min cell count 5)");
-  EXPECT_FALSE(
-      Get(Get(root, "patient_flow").struct_value(), "available_from_federation")
-          .bool_value());
+  const Struct& flow = Get(root, "patient_flow").struct_value();
+  // The CONSORT-style flow stays at the sites; the declared counts do not.
+  EXPECT_FALSE(Get(flow, "available_from_federation").bool_value());
+  const ListValue& declared = Get(flow, "declared_at_join").list_value();
+  ASSERT_EQ(declared.values_size(), 5);  // every plan site, in plan order
+  std::map<std::string, const Struct*> by_site;
+  for (const Value& value : declared.values()) {
+    by_site[Get(value.struct_value(), "site").string_value()] =
+        &value.struct_value();
+  }
+  const Struct& site1 = *by_site.at("site-1");
+  EXPECT_TRUE(Get(site1, "declared").bool_value());
+  EXPECT_EQ(Get(site1, "role").string_value(), "training");
+  EXPECT_EQ(Get(site1, "patients").number_value(), 131);
+  EXPECT_EQ(Get(site1, "images").number_value(), 307);
+  const Struct& labels = Get(site1, "images_per_label").struct_value();
+  EXPECT_EQ(Get(labels, "NB").number_value(), 210);
+  EXPECT_EQ(Get(labels, "GN").number_value(), 97);
+  EXPECT_EQ(Get(*by_site.at("site-4"), "role").string_value(),
+            "external_validation");
+  EXPECT_EQ(Get(*by_site.at("site-4"), "patients").number_value(), 203);
+  for (const char* name : {"site-3", "site-5"}) {
+    const Struct& site = *by_site.at(name);
+    EXPECT_FALSE(Get(site, "declared").bool_value()) << name;
+    EXPECT_EQ(site.fields().count("patients"), 0u) << name;
+    EXPECT_EQ(Get(site, "status").string_value().rfind("not available", 0), 0u)
+        << name;
+  }
   EXPECT_GT(Get(root, "tripod_ai").list_value().values_size(), 20);
 }
 
@@ -556,6 +600,19 @@ TEST_F(ReportTest, HtmlIsSelfContainedWithPlotsAndSuppressedSites) {
   EXPECT_NE(html.find("id=\"tripod\""), std::string::npos);
   EXPECT_NE(html.find("not available from the federation"), std::string::npos);
   EXPECT_NE(html.find("site-local"), std::string::npos);
+  // The counts the sites declared at join, labelled as such; the missing
+  // ones said plainly.
+  EXPECT_NE(html.find("Declared by each site at join"), std::string::npos);
+  EXPECT_NE(html.find("<tr><td>site-1</td><td>training</td><td>131</td>"
+                      "<td>307</td><td>GN: 97, NB: 210</td></tr>"),
+            std::string::npos);
+  EXPECT_NE(html.find("<tr><td>site-4</td><td>external validation</td>"
+                      "<td>203</td><td>496</td><td>GN: 152, NB: 344</td></tr>"),
+            std::string::npos);
+  EXPECT_NE(html.find("the site declared no counts when it joined"),
+            std::string::npos);
+  EXPECT_NE(html.find("the site has not joined since the coordinator started"),
+            std::string::npos);
   EXPECT_NE(html.find("I²"), std::string::npos);
   // Self-contained: no script, no fetched asset; the only URL is the SVG
   // namespace.
