@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -217,10 +218,70 @@ class Converter {
           "    x = torch.flatten(self.features.forward(images), 1)\n"
           "    return self.head.forward(self.dropout.forward(x))\n");
     }
-    return absl::UnimplementedError(
-        absl::StrCat(path, " (", module.name(),
-                     ") has no TorchScript export; exportable: small_cnn, "
-                     "resnet18, resnet_small"));
+    if (dynamic_cast<const ClinicalEncoderImpl*>(&module)) {
+      // ClinicalEncoderImpl::forward: float64 statistics, z-scores with the
+      // missing values at the mean, clipped, then the missing indicators.
+      return std::string(
+          "def forward(self, clinical: Tensor) -> Tensor:\n"
+          "    count = self.stat_count\n"
+          "    known = count > 0\n"
+          "    mean = torch.where(known, self.stat_sum / "
+          "count.clamp_min(1e-12), 0.0)\n"
+          "    variance = self.stat_sum_squares / count.clamp_min(1e-12) - "
+          "mean * mean\n"
+          "    std = torch.where(known & (variance > 1e-12), "
+          "variance.clamp_min(1e-12).sqrt(), 1.0)\n"
+          "    missing = torch.isnan(clinical)\n"
+          "    z = (clinical - mean.to(clinical.dtype)) / "
+          "std.to(clinical.dtype)\n"
+          "    z = torch.where(missing, torch.zeros_like(z), z).clamp(-6, 6)\n"
+          "    return self.mlp.forward(torch.cat([z, missing.to(z.dtype)], "
+          "1))\n");
+    }
+    if (dynamic_cast<const FusionModelImpl*>(&module)) {
+      return FusionSource(module);
+    }
+    return absl::UnimplementedError(absl::StrCat(
+        path, " (", module.name(),
+        ") has no TorchScript export; exportable: small_cnn, resnet18, "
+        "resnet_small and their *_fusion, *_gated_fusion models"));
+  }
+
+  // FusionModelImpl::Predict as forward(images, clinical) -> {"subtype":
+  // [N, C] logits, "<head>": [N] per extra head}, the extra heads read from
+  // the children named "head_<head>" (in registration order) and the gated
+  // variant from the presence of "gate".
+  static std::string FusionSource(const Module& module) {
+    bool gated = false;
+    std::vector<std::string> heads;
+    for (const auto& item : module.named_children()) {
+      if (item.key() == "gate") gated = true;
+      if (absl::StartsWith(item.key(), "head_")) heads.push_back(item.key());
+    }
+    std::string source =
+        "def forward(self, images: Tensor, clinical: Tensor) -> "
+        "Dict[str, Tensor]:\n"
+        "    image_embedding = self.encoder.forward(images)\n"
+        "    clinical_embedding = self.clinical.forward(clinical)\n"
+        "    fused = torch.cat([image_embedding, clinical_embedding], 1)\n";
+    if (gated) {
+      absl::StrAppend(
+          &source,
+          "    gate = torch.sigmoid(self.gate.forward(fused))\n"
+          "    fused = gate * self.image_projection.forward(image_embedding) "
+          "+ (1 - gate) * "
+          "self.clinical_projection.forward(clinical_embedding)\n");
+    }
+    absl::StrAppend(&source,
+                    "    fused = self.dropout.forward(fused)\n"
+                    "    outputs: Dict[str, Tensor] = {}\n"
+                    "    outputs[\"subtype\"] = self.subtype.forward(fused)\n");
+    for (const std::string& head : heads) {
+      absl::StrAppend(&source, "    outputs[\"",
+                      absl::StripPrefix(head, "head_"), "\"] = ", Child(head),
+                      ".forward(fused).squeeze(1)\n");
+    }
+    return absl::StrCat(source, "    return outputs\n");
   }
 
   std::shared_ptr<torch::jit::CompilationUnit> unit_ =

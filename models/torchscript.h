@@ -17,10 +17,17 @@
 // batch-norm statistics), so the file could not be fine-tuned.
 //
 // Layers known here: Conv2d (zero padding), BatchNorm2d, ReLU, MaxPool2d,
-// AdaptiveAvgPool2d, Linear, Dropout, Sequential; models: small_cnn and the
-// image-only ResNet classifiers (resnet18, resnet_small). Their forward
-// code is restated here, so tests/models/checkpoint_test.cc compares the
-// outputs of every exported model with the C++ model's.
+// AdaptiveAvgPool2d, Linear, Dropout, Sequential; models: small_cnn, the
+// image-only ResNet classifiers (resnet18, resnet_small) and their fusion
+// models (*_fusion, *_gated_fusion, with the clinical encoder). Their
+// forward code is restated here, so tests/models/checkpoint_test.cc
+// compares the outputs of every exported model with the C++ model's.
+//
+// An image model's forward is images [N, 1, H, W] -> subtype logits
+// [N, C]. A fusion model's is (images [N, 1, H, W], clinical [N, F] float
+// with NaN where missing) -> Dict[str, Tensor]: "subtype" [N, C] logits
+// and, per extra head, its module name without "head_" (e.g. "high_risk",
+// "prognosis") -> [N], as FusionModelImpl::Predict.
 
 #include <string>
 
@@ -32,8 +39,8 @@
 namespace echofed {
 
 // The TorchScript twin of `model`, in eval mode (call train() to fine-tune),
-// on the CPU. Unimplemented for a module type it does not know (the fusion
-// and benchmark models), naming the module.
+// on the CPU. Unimplemented for a module type it does not know (the
+// benchmark models), naming the module.
 absl::StatusOr<torch::jit::Module> ToTorchScript(
     const torch::nn::Module& model);
 

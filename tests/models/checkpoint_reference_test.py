@@ -14,6 +14,9 @@ Usage: checkpoint_reference_test.py PATH/TO/checkpoint_reference_tool
    architecture).
 3. torch.jit.load(model.torchscript.pt) must give the same logits and
    state, with no model code.
+   Likewise fusion.torchscript.pt (resnet_small_gated_fusion) on the
+   fixed images and clinical values with NaN gaps: its Dict[str, Tensor]
+   must match expected.txt's "fusion" lines.
 4. A state dict saved by Python (its own module-by-module order) must load
    back into echofed (tool "logits") and give the same logits.
 
@@ -45,6 +48,24 @@ def fixed_input():
     index = torch.arange(3 * 64 * 64, dtype=torch.int64)
     return ((index * 7919) % 256).to(torch.float32).div(128).sub(1).view(
         3, 1, 64, 64)
+
+
+def fixed_clinical():
+    index = torch.arange(3 * 14, dtype=torch.int64)
+    values = ((index * 7919) % 256).to(torch.float32).div(32).sub(4)
+    values[index % 5 == 0] = float("nan")
+    values[1] = 1000.0
+    return values.view(3, 14)
+
+
+def parse_fusion(text):
+    outputs = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "fusion":
+            outputs[(fields[1], int(fields[2]), int(fields[3]))] = float(
+                fields[4])
+    return outputs
 
 
 def parse_logits(text):
@@ -127,6 +148,21 @@ def main():
             failures.append("TorchScript state names differ")
         elif not all(torch.equal(script_state[k], state[k]) for k in state):
             failures.append("TorchScript state values differ")
+
+        fusion = torch.jit.load(os.path.join(work, "fusion.torchscript.pt"))
+        fusion.eval()
+        with torch.no_grad():
+            outputs = fusion(fixed_input(), fixed_clinical())
+        actual = {}
+        for name, tensor in outputs.items():
+            values = tensor.reshape(tensor.shape[0], -1)
+            for r in range(values.shape[0]):
+                for c in range(values.shape[1]):
+                    actual[(name, r, c)] = float(values[r, c])
+        compare_logits("torch.jit.load fusion", parse_fusion(lines), actual,
+                       failures)
+        if fusion.state_dict()["clinical.stat_count"].dtype != torch.float64:
+            failures.append("fusion clinical statistics are not float64")
 
         # 4. Python -> echofed, in Python's own order.
         python_path = os.path.join(work, "from_python.pt")

@@ -8,6 +8,11 @@
 //     (ExportTorchScript), and DIR/expected.txt:
 //       tensor NAME DTYPE SHAPE SHA256 SUM   per tensor, in order
 //       logit ROW COLUMN VALUE                eval-mode logits of Input()
+//     Also a resnet_small_gated_fusion (heads SUBTYPE, HIGH_RISK,
+//     PROGNOSIS; 14 clinical features with statistics) as
+//     DIR/fusion.torchscript.pt, with its eval-mode outputs of Input() and
+//     Clinical() in expected.txt:
+//       fusion OUTPUT ROW COLUMN VALUE        COLUMN 0 for the [N] heads
 //   checkpoint_reference_tool logits PATH
 //     Loads a state dict that Python wrote (LoadTorchStateDict with the
 //     model's layout, then ImportState) into resnet_small and prints its
@@ -29,6 +34,7 @@
 #include "models/classifier.h"
 #include "models/state_exchange.h"
 #include "models/torchscript.h"
+#include "proto/plan.pb.h"
 
 namespace {
 
@@ -40,6 +46,21 @@ torch::Tensor Input() {
   torch::Tensor index = torch::arange(3 * 64 * 64, torch::kInt64);
   return ((index * 7919).remainder(256).to(torch::kFloat32) / 128 - 1)
       .view({3, 1, 64, 64});
+}
+
+constexpr char kFusionModel[] = "resnet_small_gated_fusion";
+constexpr int kClinicalFeatures = 14;
+
+// Exactly representable too: ((i * 7919) mod 256) / 32 - 4 for the i-th
+// value of [3, 14], NaN (missing) where i mod 5 == 0, and value 1 set to
+// 1000 (clipped to 6 standard deviations).
+torch::Tensor Clinical() {
+  torch::Tensor index = torch::arange(3 * kClinicalFeatures, torch::kInt64);
+  torch::Tensor values =
+      (index * 7919).remainder(256).to(torch::kFloat32) / 32 - 4;
+  values.masked_fill_(index.remainder(5) == 0, std::nanf(""));
+  values[1] = 1000;
+  return values.view({3, kClinicalFeatures});
 }
 
 std::string Logits(echofed::ImageClassifierImpl& model) {
@@ -82,6 +103,48 @@ std::shared_ptr<echofed::ImageClassifierImpl> NewModel() {
   return *echofed::CreateClassifier({kModel, 3});
 }
 
+// The fusion model's export and its "fusion ..." lines.
+absl::StatusOr<std::string> WriteFusion(const std::string& dir) {
+  torch::manual_seed(1);
+  echofed::ModelOptions options{kFusionModel, 3};
+  options.heads = {echofed::Plan::SUBTYPE, echofed::Plan::HIGH_RISK,
+                   echofed::Plan::PROGNOSIS};
+  options.clinical_features = kClinicalFeatures;
+  absl::StatusOr<std::shared_ptr<echofed::ImageClassifierImpl>> model =
+      echofed::CreateClassifier(options);
+  if (!model.ok()) return model.status();
+  auto& fusion = dynamic_cast<echofed::FusionModelImpl&>(**model);
+  fusion.clinical_encoder()->SetLocalStatistics(
+      torch::randn({50, kClinicalFeatures}) * 2 + 1, 50);
+  (*model)->train();
+  torch::NoGradGuard no_grad;
+  for (int i = 0; i < 3; ++i) {
+    (*model)->Predict(torch::randn({4, 1, 64, 64}),
+                      torch::randn({4, kClinicalFeatures}));
+  }
+  (*model)->eval();
+  if (absl::Status status =
+          echofed::ExportTorchScript(**model, dir + "/fusion.torchscript.pt");
+      !status.ok()) {
+    return status;
+  }
+  echofed::ModelOutputs outputs = (*model)->Predict(Input(), Clinical());
+  std::string out;
+  auto append = [&out](const std::string& name, torch::Tensor values) {
+    values = values.reshape({values.size(0), -1}).contiguous();
+    for (int64_t row = 0; row < values.size(0); ++row) {
+      for (int64_t column = 0; column < values.size(1); ++column) {
+        absl::StrAppendFormat(&out, "fusion %s %d %d %.9g\n", name, row, column,
+                              values[row][column].item<float>());
+      }
+    }
+  };
+  append("subtype", outputs.subtype);
+  append("high_risk", outputs.heads.at(echofed::Plan::HIGH_RISK));
+  append("prognosis", outputs.heads.at(echofed::Plan::PROGNOSIS));
+  return out;
+}
+
 int Write(const std::string& dir) {
   auto model = NewModel();
   model->train();
@@ -113,6 +176,9 @@ int Write(const std::string& dir) {
         absl::BytesToHexString(spec.sha256()), Sum(spec, state->data[i]));
   }
   expected += Logits(*model);
+  absl::StatusOr<std::string> fusion = WriteFusion(dir);
+  if (!fusion.ok()) return Fail(fusion.status());
+  expected += *fusion;
   if (absl::Status status =
           echofed::WriteFileAtomically(dir + "/expected.txt", expected);
       !status.ok()) {

@@ -2,6 +2,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,7 @@
 #include "models/classifier.h"
 #include "models/state_exchange.h"
 #include "models/torchscript.h"
+#include "proto/plan.pb.h"
 #include "tests/testing/fixtures.h"
 #include "torch/csrc/jit/serialization/pickle.h"
 #include "torch/script.h"
@@ -201,13 +204,114 @@ INSTANTIATE_TEST_SUITE_P(Models, TorchScriptTest,
                          ::testing::Values("small_cnn", "resnet_small",
                                            "resnet18"));
 
+constexpr int kClinicalFeatures = 14;
+
+// [rows, 14] clinical values with NaN gaps, column 12 constant (no
+// variance) and column 13 missing throughout (no statistics).
+torch::Tensor ClinicalWithGaps(int64_t rows) {
+  torch::Tensor clinical = torch::randn({rows, kClinicalFeatures}) * 3 + 1;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  clinical.masked_fill_(torch::rand({rows, kClinicalFeatures}) < 0.25, nan);
+  clinical.select(1, 12).fill_(2.5);
+  clinical.select(1, 13).fill_(nan);
+  return clinical;
+}
+
+class FusionTorchScriptTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FusionTorchScriptTest, ExportedModelComputesTheSameOutputs) {
+  torch::manual_seed(1);
+  ModelOptions options{GetParam(), 3};
+  options.heads = {Plan::SUBTYPE, Plan::HIGH_RISK, Plan::PROGNOSIS};
+  options.clinical_features = kClinicalFeatures;
+  absl::StatusOr<std::shared_ptr<ImageClassifierImpl>> created =
+      CreateClassifier(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::shared_ptr<ImageClassifierImpl> model = *created;
+  auto* fusion = dynamic_cast<FusionModelImpl*>(model.get());
+  ASSERT_NE(fusion, nullptr);
+  fusion->clinical_encoder()->SetLocalStatistics(ClinicalWithGaps(40), 40);
+  {
+    // Moved batch-norm statistics.
+    torch::NoGradGuard no_grad;
+    model->train();
+    for (int i = 0; i < 2; ++i) {
+      model->Predict(torch::randn({4, 1, 64, 64}), ClinicalWithGaps(4));
+    }
+  }
+  model->eval();
+
+  TempDir dir;
+  const std::string path = dir.Join("fusion.torchscript.pt");
+  absl::Status exported = ExportTorchScript(*model, path);
+  ASSERT_TRUE(exported.ok()) << exported;
+  torch::jit::Module script = torch::jit::load(path);
+
+  torch::Tensor images = torch::randn({5, 1, 64, 64});
+  torch::Tensor clinical = ClinicalWithGaps(5);
+  // Far outside the statistics: clipped at 6 standard deviations.
+  clinical[0][0] = 1e4;
+  clinical[1][1] = -1e4;
+  torch::NoGradGuard no_grad;
+  ModelOutputs expected = model->Predict(images, clinical);
+  c10::Dict<c10::IValue, c10::IValue> actual =
+      script.forward({images, clinical}).toGenericDict();
+  const std::map<std::string, torch::Tensor> want = {
+      {"subtype", expected.subtype},
+      {"high_risk", expected.heads.at(Plan::HIGH_RISK)},
+      {"prognosis", expected.heads.at(Plan::PROGNOSIS)}};
+  EXPECT_EQ(actual.size(), want.size());
+  for (const auto& [name, tensor] : want) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(actual.contains(name));
+    torch::Tensor got = actual.at(name).toTensor();
+    ASSERT_EQ(got.sizes(), tensor.sizes());
+    EXPECT_LT((got - tensor).abs().max().item<float>(), 1e-5) << tensor << got;
+  }
+  EXPECT_EQ(want.at("subtype").sizes(), (std::vector<int64_t>{5, 3}));
+  EXPECT_EQ(want.at("prognosis").sizes(), (std::vector<int64_t>{5}));
+
+  // Same names and values as the exchange state, float64 statistics
+  // included.
+  absl::StatusOr<TensorBundle> state = ExportState(*model, GetParam());
+  ASSERT_TRUE(state.ok()) << state.status();
+  int matched = 0;
+  for (const auto& item : script.named_parameters()) {
+    EXPECT_TRUE(item.value.equal(model->named_parameters()[item.name]))
+        << item.name;
+    ++matched;
+  }
+  for (const auto& item : script.named_buffers()) {
+    EXPECT_TRUE(item.value.equal(model->named_buffers()[item.name]))
+        << item.name;
+    ++matched;
+  }
+  EXPECT_EQ(matched, state->manifest.tensors_size());
+
+  // Training mode reaches the fusion dropout.
+  script.train();
+  torch::Tensor a = script.forward({images, clinical})
+                        .toGenericDict()
+                        .at("subtype")
+                        .toTensor();
+  torch::Tensor b = script.forward({images, clinical})
+                        .toGenericDict()
+                        .at("subtype")
+                        .toTensor();
+  EXPECT_FALSE(torch::equal(a, b));
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, FusionTorchScriptTest,
+                         ::testing::Values("resnet_small_fusion",
+                                           "resnet_small_gated_fusion",
+                                           "resnet18_fusion",
+                                           "resnet18_gated_fusion"));
+
 TEST(TorchScriptExportTest, UnknownModulesAreUnimplemented) {
   torch::manual_seed(1);
-  ModelOptions options{"resnet_small_fusion", 3};
-  options.clinical_features = 4;
-  auto fusion = *CreateClassifier(options);
+  auto blob = *CreateClassifier({"bench_blob_1000", 3});
   TempDir dir;
-  absl::Status status = ExportTorchScript(*fusion, dir.Join("fusion.pt"));
+  absl::Status status = ExportTorchScript(*blob, dir.Join("blob.pt"));
   EXPECT_EQ(status.code(), absl::StatusCode::kUnimplemented) << status;
 }
 
