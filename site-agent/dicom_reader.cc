@@ -458,11 +458,14 @@ absl::Status CheckJpegFrame(DcmElement* pixel_data, const DicomImageInfo& info,
     if (!read(offset, 4, marker) || marker[0] != 0xFF) {
       return corrupt("no JPEG frame header");
     }
-    if (marker[1] == 0xFF) {  // fill byte before a marker
-      ++offset;
-      continue;
-    }
+    // Fill bytes and standalone markers (TEM, RSTn) are legal JPEG, but no
+    // encoder puts them among the header segments, and DCMTK's own header
+    // scan (DJCodecDecoder::scanJpegDataForBitDepth) loops forever on some
+    // of them (found by tests/fuzz/image_fuzz): refuse them here.
     const Uint8 code = marker[1];
+    if (code == 0xFF || code == 0x01 || (code >= 0xD0 && code <= 0xD8)) {
+      return corrupt("unexpected marker among the JPEG header segments");
+    }
     // SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC); SOF55 is JPEG-LS.
     const bool frame_header = (code >= 0xC0 && code <= 0xCF && code != 0xC4 &&
                                code != 0xC8 && code != 0xCC) ||
@@ -481,7 +484,9 @@ absl::Status CheckJpegFrame(DcmElement* pixel_data, const DicomImageInfo& info,
       return absl::OkStatus();
     }
     if (code == 0xDA || code == 0xD9) return corrupt("no JPEG frame header");
-    offset += 2 + (static_cast<Uint32>(marker[2]) << 8 | marker[3]);
+    const Uint32 segment = static_cast<Uint32>(marker[2]) << 8 | marker[3];
+    if (segment < 2) return corrupt("a JPEG segment length below 2");
+    offset += 2 + segment;
   }
 }
 

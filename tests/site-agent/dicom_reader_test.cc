@@ -715,6 +715,29 @@ TEST_F(DicomReaderTest, CorruptJpegStreamIsAnError) {
   ExpectNoIdentifiers(image.status());
 }
 
+TEST_F(DicomReaderTest, StandaloneMarkerAmongJpegHeadersIsRefusedNotHung) {
+  // A TEM marker where the quantisation table's marker was, its length
+  // left behind: DCMTK's header scan loops forever on this (found by
+  // tests/fuzz/image_fuzz); the reader must refuse it first.
+  DJ_RPLossy quality(90);
+  Builder()
+      .Image(64, 64, 1, 8, 8, "MONOCHROME2")
+      .Pixels8(Gradient8(64, 64))
+      .Save(Path("jpeg.dcm"), EXS_JPEGProcess1, &quality);
+  absl::StatusOr<std::string> bytes = ReadFileToString(Path("jpeg.dcm"));
+  ASSERT_TRUE(bytes.ok());
+  const size_t table = bytes->find(std::string("\xFF\xDB\x00\x43", 4));
+  ASSERT_NE(table, std::string::npos);
+  std::string corrupt = *bytes;
+  corrupt[table + 1] = '\x01';
+  absl::StatusOr<GrayImage> image = DecodeDicomGray(corrupt, "tem");
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(image.status().message().find("unexpected marker"),
+            std::string::npos)
+      << image.status();
+}
+
 TEST_F(DicomReaderTest, ImpossibleDimensionsAreRefused) {
   Builder()
       .Image(16, 0, 1, 8, 8, "MONOCHROME2")
