@@ -16,6 +16,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "site-agent/csv.h"
 #include "tests/testing/fixtures.h"
 
 namespace echofed {
@@ -159,32 +160,6 @@ Concatenated Concatenate(const std::vector<SiteData>& sites, EvalSplit split) {
   return all;
 }
 
-// RFC 4180 fields: quoted fields may hold commas and doubled quotes.
-std::vector<std::string> ParseCsvLine(const std::string& line) {
-  std::vector<std::string> fields(1);
-  bool quoted = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    const char c = line[i];
-    if (quoted) {
-      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-        fields.back() += '"';
-        ++i;
-      } else if (c == '"') {
-        quoted = false;
-      } else {
-        fields.back() += c;
-      }
-    } else if (c == '"') {
-      quoted = true;
-    } else if (c == ',') {
-      fields.emplace_back();
-    } else {
-      fields.back() += c;
-    }
-  }
-  return fields;
-}
-
 struct CsvRow {
   std::string set, set_type, split, head, metric, class_name;
   std::string estimate, lower, upper, n, note;
@@ -200,10 +175,10 @@ CsvTable ParseCsv(const std::string& csv, const std::string& run_id,
   CsvTable table;
   std::vector<std::string> lines = absl::StrSplit(csv, '\n');
   EXPECT_EQ(lines.front(), kReportCsvHeader);
-  const size_t columns = ParseCsvLine(lines.front()).size();
+  const size_t columns = SplitCsvLine(lines.front()).size();
   for (size_t i = 1; i < lines.size(); ++i) {
     if (lines[i].empty()) continue;
-    std::vector<std::string> f = ParseCsvLine(lines[i]);
+    std::vector<std::string> f = SplitCsvLine(lines[i]);
     EXPECT_EQ(f.size(), columns) << lines[i];
     if (f.size() != columns) continue;
     EXPECT_EQ(f[0], run_id);
