@@ -1,5 +1,6 @@
 #include "common/plan_util.h"
 
+#include <cmath>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -94,6 +95,14 @@ absl::Status ValidatePlan(const Plan& plan) {
   if (!(plan.server_tau() > 0)) return bad("server_tau", "must be positive");
   if (!(plan.trim_fraction() >= 0 && plan.trim_fraction() < 0.5)) {
     return bad("trim_fraction", "must be in [0, 0.5)");
+  }
+  if (!(plan.max_update_norm() >= 0) || std::isinf(plan.max_update_norm())) {
+    return bad("max_update_norm", "must be a finite number >= 0 (0: off)");
+  }
+  if (!(plan.update_norm_outlier_factor() == 0 ||
+        plan.update_norm_outlier_factor() > 1) ||
+      std::isinf(plan.update_norm_outlier_factor())) {
+    return bad("update_norm_outlier_factor", "must be 0 (off) or above 1");
   }
   if (!(plan.focal_gamma() >= 0 && plan.focal_gamma() <= 10)) {
     return bad("focal_gamma", "must be between 0 and 10");

@@ -11,7 +11,12 @@
 #include <cstring>
 #include <filesystem>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/files.h"
 
 extern char** environ;
 
@@ -111,6 +116,22 @@ std::string ExecutableDir() {
   std::filesystem::path self =
       std::filesystem::read_symlink("/proc/self/exe", error);
   return error ? "." : self.parent_path().string();
+}
+
+int64_t Subprocess::PeakRssNow() const {
+  if (pid_ <= 0) return 0;
+  absl::StatusOr<std::string> status =
+      ReadFileToString(absl::StrCat("/proc/", pid_, "/status"));
+  if (!status.ok()) return 0;
+  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+    int64_t kib = 0;
+    if (absl::ConsumePrefix(&line, "VmHWM:") &&
+        absl::SimpleAtoi(
+            absl::StripSuffix(absl::StripAsciiWhitespace(line), " kB"), &kib)) {
+      return kib * 1024;
+    }
+  }
+  return 0;
 }
 
 }  // namespace echofed

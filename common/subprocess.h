@@ -35,8 +35,12 @@ class Subprocess {
   int Terminate(absl::Duration grace = absl::Seconds(5));
 
   // Resource use of the finished child (zero while it runs): peak resident
-  // memory and user + system CPU time.
+  // memory and user + system CPU time. The kernel's peak includes the
+  // parent's pages copied at fork, before exec: for a large parent, use
+  // PeakRssNow() while the child runs.
   int64_t max_rss_bytes() const { return max_rss_bytes_; }
+  // The running child's own peak resident memory since exec (VmHWM), or 0.
+  int64_t PeakRssNow() const;
   double cpu_seconds() const { return cpu_seconds_; }
 
  private:

@@ -112,7 +112,8 @@ Coordinator::Coordinator(CoordinatorOptions options,
                          std::unique_ptr<AuditLog> audit)
     : options_(std::move(options)),
       store_(std::move(store)),
-      audit_(std::move(audit)) {}
+      audit_(std::move(audit)),
+      telemetry_(options_.clock->Now()) {}
 
 void Coordinator::Audit(const AuditEvent& event) {
   if (absl::Status status = audit_->Append(event, options_.clock->Now());
@@ -487,7 +488,8 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
       run->done.insert(site);
       run->upload_ids[site] = header.upload_id();
       run->pending.add_contributors(site);
-      run->loss_weighted_sum += session.weight_ * header.mean_train_loss();
+      run->contributions.push_back(
+          {site, session.weight_, header.mean_train_loss()});
       sites_[site].activity = "uploaded";
       LogInfo("run ", run->run_id, " round ", run->round, ": update from ",
               site, " accepted (weight ", session.weight_, ", ",
@@ -544,6 +546,7 @@ absl::Status Coordinator::ReportEvaluation(const std::string& site,
     evaluation->set_site(site);
     *evaluation->mutable_aggregate() = report.aggregate();
     *evaluation->mutable_heads() = report.heads();
+    *evaluation->mutable_flow() = report.flow();
     run->done.insert(site);
     sites_[site].activity = "evaluated";
     sites_[site].last_seen = now;
@@ -680,9 +683,10 @@ void Coordinator::OpenTrainingLocked(Run& run, int round, absl::Time now) {
   context.previous_model_path = ModelPath(run.run_id, round - 1);
   context.state_dir = options_.state_dir + "/models/" + run.run_id;
   run.aggregator = CreateRoundAggregator(run.plan, context);
-  run.loss_weighted_sum = 0;
+  run.contributions.clear();
   run.pending = RoundRecord();
   run.pending.set_round(round);
+  run.round_opened = now;
   run.deadline = now + absl::Seconds(run.plan.round_deadline_seconds());
   LogInfo("run ", run.run_id, " round ", round, "/", run.plan.rounds(),
           ": training at ", absl::StrJoin(live, ", "));
@@ -700,7 +704,18 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
     record.set_model_digest(*digest);
     record.set_total_weight(
         static_cast<int64_t>(run.aggregator->total_weight()));
-    record.set_mean_train_loss(run.loss_weighted_sum /
+    std::vector<int> excluded = run.aggregator->Excluded();
+    double loss_weighted_sum = 0;
+    for (size_t i = 0; i < run.contributions.size(); ++i) {
+      const Run::Contribution& contribution = run.contributions[i];
+      if (std::find(excluded.begin(), excluded.end(), static_cast<int>(i)) !=
+          excluded.end()) {
+        record.add_excluded(contribution.site);
+      } else {
+        loss_weighted_sum += contribution.weight * contribution.loss;
+      }
+    }
+    record.set_mean_train_loss(loss_weighted_sum /
                                run.aggregator->total_weight());
     record.set_closed_unix_ms(absl::ToUnixMillis(now));
     bool evaluate =
@@ -714,6 +729,7 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
       run.rounds.push_back(record);
       run.aggregator.reset();
       run.message.clear();
+      telemetry_.ObserveRoundCommitted(now - run.round_opened);
       LogInfo("run ", run.run_id, " round ", run.round, ": committed model ",
               HexDigest(*digest).substr(0, 16), " from ",
               absl::StrJoin(record.contributors(), ", "), " (mean train loss ",
@@ -721,6 +737,13 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
       Audit({"coordinator", "round-commit", run.run_id, run.round, *digest,
              absl::StrCat(Plan::Strategy_Name(run.plan.strategy()), " of ",
                           absl::StrJoin(record.contributors(), ","))});
+      for (const std::string& site : record.excluded()) {
+        LogWarning("run ", run.run_id, " round ", run.round, ": update from ",
+                   site, " left out by norm bounding (update_norm_outlier_",
+                   "factor ", run.plan.update_norm_outlier_factor(), ")");
+        Audit({site, "update-excluded", run.run_id, run.round, "",
+               "update norm beyond the round's bound"});
+      }
       if (evaluate) {
         OpenEvaluationLocked(run, now);
       } else if (run.round < run.plan.rounds()) {
@@ -894,6 +917,7 @@ RunStatus Coordinator::StatusOfLocked(const Run& run) {
     }
     const SiteState& state = it->second;
     site->set_joined(state.joined);
+    site->set_live(IsLiveLocked(entry.site(), options_.clock->Now()));
     site->set_activity(state.activity);
     site->set_last_seen_unix_ms(absl::ToUnixMillis(state.last_seen));
     site->set_epoch(state.epoch);
@@ -917,6 +941,18 @@ absl::StatusOr<RunStatus> Coordinator::GetRunStatus(const std::string& run_id) {
                                    : absl::StrCat("no run '", run_id, "'"));
   }
   return StatusOfLocked(*run);
+}
+
+Coordinator::SiteCounts Coordinator::CountSites() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = options_.clock->Now();
+  SiteCounts counts;
+  for (const auto& [site, state] : sites_) {
+    if (!state.joined) continue;
+    ++counts.joined;
+    if (IsLiveLocked(site, now)) ++counts.live;
+  }
+  return counts;
 }
 
 ListRunsResponse Coordinator::ListRuns() {

@@ -20,6 +20,7 @@
 #include "common/tensor_bundle.h"
 #include "coordinator/store.h"
 #include "coordinator/strategy.h"
+#include "coordinator/telemetry.h"
 #include "proto/admin.pb.h"
 #include "proto/federation.pb.h"
 
@@ -84,6 +85,8 @@ class Coordinator {
                                 const EvaluationReport& report);
   absl::Status Heartbeat(const std::string& site,
                          const HeartbeatRequest& request);
+  // The coordinator's clock, for sites that measure their skew (Ping).
+  absl::Time Now() const { return options_.clock->Now(); }
 
   // --- Operators and statisticians.
   absl::StatusOr<std::string> StartRun(Plan plan);
@@ -94,6 +97,17 @@ class Coordinator {
   // Negative round: the latest committed one.
   absl::StatusOr<std::unique_ptr<ModelFileReader>> OpenModel(
       const std::string& run_id, int round);
+
+  // Sites that have joined since the coordinator started, and those of
+  // them heard from within `site_liveness`.
+  struct SiteCounts {
+    int joined = 0;
+    int live = 0;
+  };
+  SiteCounts CountSites();
+  // Counters for the metrics endpoint; the services add traffic and
+  // refusals, the coordinator committed rounds. Thread-safe.
+  Telemetry& telemetry() { return telemetry_; }
 
   // Applies deadlines and answers expired long polls; the server calls it
   // a few times a second.
@@ -121,13 +135,21 @@ class Coordinator {
     std::string message;
     int64_t created_unix_ms = 0;
     int round = 0;
+    // When the current training round opened (round durations).
+    absl::Time round_opened;
     absl::Time deadline;
     std::set<std::string> selected;
     std::set<std::string> done;
     std::map<std::string, std::string> upload_ids;
     std::string init_site;
     std::unique_ptr<RoundAggregator> aggregator;
-    double loss_weighted_sum = 0;
+    // This round's contributors in upload order, with weight and loss.
+    struct Contribution {
+      std::string site;
+      double weight = 0;
+      double loss = 0;
+    };
+    std::vector<Contribution> contributions;
     RoundRecord pending;
     ModelManifest global_layout;
     std::vector<RoundRecord> rounds;  // committed, index == round
@@ -182,6 +204,7 @@ class Coordinator {
   const CoordinatorOptions options_;
   const std::unique_ptr<Store> store_;
   const std::unique_ptr<AuditLog> audit_;
+  Telemetry telemetry_;
 
   absl::Mutex mu_;
   std::map<std::string, SiteState> sites_ ABSL_GUARDED_BY(mu_);

@@ -15,39 +15,106 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return reactor;
 }
 
-// Streams a model file to the caller, one slice per write.
+// Streams a model file to the caller, one slice per write, once the gate
+// lets it move. A caller that stops reading is cancelled by the stream watch.
+// Bytes sent are counted in `telemetry`.
 class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
  public:
-  explicit ModelStreamer(absl::StatusOr<std::unique_ptr<ModelFileReader>> model)
-      : model_(std::move(model)) {
+  ModelStreamer(grpc::CallbackServerContext* context, StreamWatch* watch,
+                StreamGate* gate, Telemetry* telemetry, std::string description,
+                absl::StatusOr<std::unique_ptr<ModelFileReader>> model)
+      : context_(context),
+        watch_(watch),
+        gate_(gate),
+        telemetry_(telemetry),
+        description_(std::move(description)),
+        model_(std::move(model)) {
     if (!model_.ok()) {
-      Finish(ToGrpcStatus(model_.status()));
+      FinishOnce(ToGrpcStatus(model_.status()));
       return;
     }
     chunker_ = std::make_unique<ModelChunker>(model_->get());
-    WriteNext();
+    if (gate_ == nullptr) {
+      Start();
+    } else {
+      gate_->Enter(&ticket_, [this] { Start(); });
+    }
   }
   void OnWriteDone(bool ok) override {
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
+      FinishOnce(
+          grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
       return;
+    }
+    telemetry_->AddBytesSent(static_cast<int64_t>(chunk_.ByteSizeLong()));
+    if (watch_ != nullptr) watch_->Touch(token_, absl::Now());
+    WriteNext();
+  }
+  // A caller that gives up while waiting at the gate has no write to fail:
+  // finish here. Once moving, the failed write finishes the stream.
+  void OnCancel() override {
+    bool waiting;
+    {
+      absl::MutexLock lock(&mu_);
+      waiting = !started_;
+    }
+    if (waiting) {
+      FinishOnce(
+          grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
+    }
+  }
+  void OnDone() override {
+    if (watch_ != nullptr && token_ != 0) watch_->Unregister(token_);
+    if (gate_ != nullptr && ticket_ != 0) gate_->Leave(ticket_);
+    delete this;
+  }
+
+ private:
+  void Start() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;  // cancelled while it waited
+      started_ = true;
+    }
+    // Watched from now: time at the gate is not idleness.
+    if (watch_ != nullptr) {
+      grpc::CallbackServerContext* context = context_;
+      token_ = watch_->Register(description_, absl::Now(),
+                                [context] { context->TryCancel(); });
     }
     WriteNext();
   }
-  void OnDone() override { delete this; }
 
- private:
   void WriteNext() {
     absl::StatusOr<bool> more = chunker_->Next(&chunk_);
     if (!more.ok()) {
-      Finish(ToGrpcStatus(more.status()));
+      FinishOnce(ToGrpcStatus(more.status()));
     } else if (!*more) {
-      Finish(grpc::Status::OK);
+      FinishOnce(grpc::Status::OK);
     } else {
       StartWrite(&chunk_);
     }
   }
 
+  void FinishOnce(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(status);
+  }
+
+  grpc::CallbackServerContext* context_;
+  StreamWatch* watch_;
+  StreamGate* gate_;
+  Telemetry* telemetry_;
+  std::string description_;
+  StreamWatch::Token token_ = 0;
+  StreamGate::Ticket ticket_ = 0;
+  absl::Mutex mu_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
   absl::StatusOr<std::unique_ptr<ModelFileReader>> model_;
   std::unique_ptr<ModelChunker> chunker_;
   ModelChunk chunk_;
@@ -58,26 +125,39 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
 class UpdateReceiver final : public grpc::ServerReadReactor<UploadChunk> {
  public:
   UpdateReceiver(grpc::CallbackServerContext* context, Coordinator* coordinator,
-                 absl::StatusOr<PeerIdentity> peer, UploadReceipt* receipt)
-      : context_(context), coordinator_(coordinator), receipt_(receipt) {
+                 StreamWatch* watch, absl::StatusOr<PeerIdentity> peer,
+                 UploadReceipt* receipt)
+      : context_(context),
+        coordinator_(coordinator),
+        watch_(watch),
+        receipt_(receipt) {
     if (!peer.ok()) {
       Finish(ToGrpcStatus(peer.status()));
       return;
     }
     site_ = peer->identity;
+    if (watch_ != nullptr) {
+      token_ = watch_->Register(absl::StrCat("upload from ", site_),
+                                absl::Now(),
+                                [context] { context->TryCancel(); });
+    }
     StartRead(&chunk_);
   }
 
   void OnReadDone(bool ok) override {
+    if (watch_ != nullptr && token_ != 0) watch_->Touch(token_, absl::Now());
     if (!ok) {
       OnEndOfStream();
       return;
     }
+    coordinator_->telemetry().AddBytesReceived(
+        static_cast<int64_t>(chunk_.ByteSizeLong()));
     absl::Status status;
     if (session_ == nullptr) {
       if (!chunk_.has_header()) {
         status = absl::InvalidArgumentError("an upload starts with its header");
       } else {
+        header_ = chunk_.header();
         absl::StatusOr<std::unique_ptr<UploadSession>> session =
             coordinator_->BeginUpload(site_, chunk_.header());
         if (session.ok()) {
@@ -95,10 +175,16 @@ class UpdateReceiver final : public grpc::ServerReadReactor<UploadChunk> {
       Reject(status);
       return;
     }
+    // Let the slice go: a reused message would keep a megabyte per waiting
+    // upload, i.e. memory growing with the number of sites.
+    chunk_ = UploadChunk();
     StartRead(&chunk_);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (watch_ != nullptr && token_ != 0) watch_->Unregister(token_);
+    delete this;
+  }
 
  private:
   void OnEndOfStream() {
@@ -122,15 +208,26 @@ class UpdateReceiver final : public grpc::ServerReadReactor<UploadChunk> {
 
   void Reject(const absl::Status& status) {
     LogWarning("update from ", site_, " refused: ", status.ToString());
+    coordinator_->telemetry().CountUploadRefusal(status.code());
+    // Refused content is audited like refused connections: a hostile or
+    // broken site leaves a trace beyond the log.
+    coordinator_->Audit(
+        {site_, "update-refused", header_.run_id(),
+         header_.run_id().empty() ? -1 : header_.round(), "",
+         absl::StrCat(absl::StatusCodeToString(status.code()), ": ",
+                      status.message())});
     session_.reset();
     Finish(ToGrpcStatus(status));
   }
 
   grpc::CallbackServerContext* context_;
   Coordinator* coordinator_;
+  StreamWatch* watch_;
+  StreamWatch::Token token_ = 0;
   UploadReceipt* receipt_;
   std::string site_;
   UploadChunk chunk_;
+  UploadHeader header_;
   std::unique_ptr<UploadSession> session_;
 };
 
@@ -139,22 +236,38 @@ class UpdateReceiver final : public grpc::ServerReadReactor<UploadChunk> {
 absl::StatusOr<PeerIdentity> Authenticator::Authenticate(
     const grpc::CallbackServerContext& context,
     std::initializer_list<Role> allowed, const char* method) const {
-  absl::StatusOr<PeerIdentity> peer =
-      verifier_.Verify(PeerCertificatePem(context));
+  return AuthenticateCertificate(PeerCertificatePem(context), context.peer(),
+                                 allowed, method, "grpc");
+}
+
+absl::StatusOr<PeerIdentity> Authenticator::AuthenticateCertificate(
+    const std::string& cert_pem, const std::string& peer_address,
+    std::initializer_list<Role> allowed, const char* method,
+    absl::string_view listener) const {
+  absl::StatusOr<PeerIdentity> peer = verifier_->Verify(cert_pem);
   absl::Status status = peer.status();
-  if (status.ok()) status = enrolment_.Check(*peer);
+  absl::string_view reason =
+      cert_pem.empty() ? kRefusedNoCertificate : kRefusedBadCertificate;
+  if (status.ok()) {
+    status = enrolment_.Check(*peer);
+    reason = kRefusedNotEnrolled;
+  }
   if (status.ok() &&
       std::find(allowed.begin(), allowed.end(), peer->role) == allowed.end()) {
     status = absl::PermissionDeniedError(absl::StrCat(
         "the role ", RoleName(peer->role), " may not call ", method));
+    reason = kRefusedRole;
   }
   if (!status.ok()) {
-    LogWarning("refused ", method, " from ", context.peer(),
+    if (coordinator_ != nullptr) {
+      coordinator_->telemetry().CountConnectionRefusal(listener, reason);
+    }
+    LogWarning("refused ", method, " from ", peer_address,
                peer.ok() ? absl::StrCat(" (", peer->identity, ")") : "", ": ",
                status.message());
     if (coordinator_ != nullptr) {
       coordinator_->Audit(
-          {peer.ok() ? peer->identity : absl::StrCat("peer ", context.peer()),
+          {peer.ok() ? peer->identity : absl::StrCat("peer ", peer_address),
            "refused", "", -1, "",
            absl::StrCat(method, ": ", absl::StatusCodeToString(status.code()),
                         ": ", status.message())});
@@ -199,15 +312,20 @@ grpc::ServerWriteReactor<ModelChunk>* FederationService::DownloadModel(
     grpc::CallbackServerContext* context, const DownloadRequest* request) {
   absl::StatusOr<PeerIdentity> peer =
       auth_->Authenticate(*context, {Role::kSite}, "DownloadModel");
-  if (!peer.ok()) return new ModelStreamer(peer.status());
+  if (!peer.ok()) {
+    return new ModelStreamer(context, nullptr, nullptr, &coordinator_->telemetry(), "",
+                             peer.status());
+  }
   return new ModelStreamer(
+      context, watch_, gate_, &coordinator_->telemetry(),
+      absl::StrCat("download by ", peer->identity),
       coordinator_->OpenModelForSite(peer->identity, *request));
 }
 
 grpc::ServerReadReactor<UploadChunk>* FederationService::UploadUpdate(
     grpc::CallbackServerContext* context, UploadReceipt* receipt) {
   return new UpdateReceiver(
-      context, coordinator_,
+      context, coordinator_, watch_,
       auth_->Authenticate(*context, {Role::kSite}, "UploadUpdate"), receipt);
 }
 
@@ -228,6 +346,19 @@ grpc::ServerUnaryReactor* FederationService::Heartbeat(
       auth_->Authenticate(*context, {Role::kSite}, "Heartbeat");
   if (!peer.ok()) return FinishNow(context, peer.status());
   return FinishNow(context, coordinator_->Heartbeat(peer->identity, *request));
+}
+
+grpc::ServerUnaryReactor* FederationService::Ping(
+    grpc::CallbackServerContext* context, const PingRequest* /*request*/,
+    PingResponse* response) {
+  absl::StatusOr<PeerIdentity> peer =
+      auth_->Authenticate(*context, {Role::kSite}, "Ping");
+  if (!peer.ok()) return FinishNow(context, peer.status());
+  response->set_site(peer->identity);
+  response->set_coordinator_version(ECHOFED_VERSION);
+  response->set_server_time_unix_micros(
+      absl::ToUnixMicros(coordinator_->Now()));
+  return FinishNow(context, absl::OkStatus());
 }
 
 // --- Admin ------------------------------------------------------------------
@@ -286,12 +417,17 @@ grpc::ServerWriteReactor<ModelChunk>* AdminService::DownloadModel(
     grpc::CallbackServerContext* context, const AdminDownloadRequest* request) {
   absl::StatusOr<PeerIdentity> peer =
       auth_->Authenticate(*context, {Role::kOperator}, "DownloadModel");
-  if (!peer.ok()) return new ModelStreamer(peer.status());
+  if (!peer.ok()) {
+    return new ModelStreamer(context, nullptr, nullptr, &coordinator_->telemetry(), "",
+                             peer.status());
+  }
   LogInfo("operator ", peer->identity, " downloads run ", request->run_id(),
           " round ", request->round());
   coordinator_->Audit({peer->identity, "model-download", request->run_id(),
                        request->round(), "", ""});
   return new ModelStreamer(
+      context, watch_, gate_, &coordinator_->telemetry(),
+      absl::StrCat("download by ", peer->identity),
       coordinator_->OpenModel(request->run_id(), request->round()));
 }
 

@@ -5,44 +5,59 @@
 // translate between messages and the Coordinator. No logic lives here.
 
 #include <initializer_list>
+#include <memory>
 
 #include "absl/status/statusor.h"
 #include "common/pki.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/enrolment.h"
+#include "coordinator/reloading_verifier.h"
+#include "coordinator/stream_watch.h"
 #include "proto/admin.grpc.pb.h"
 #include "proto/federation.grpc.pb.h"
 
 namespace echofed {
 
-// Verifies the client certificate of a call against the study CA and the
-// enrolment list. Every refusal is logged with the peer address. Immutable,
-// thread-safe.
+// Verifies the client certificate of a call against the study CA, its
+// revocation list and the enrolment list. Every refusal is logged with the
+// peer address. Thread-safe; the enrolment is fixed, the revocation list
+// follows its file (see ReloadingVerifier).
 class Authenticator {
  public:
   // Refusals are written to `coordinator`'s audit log when it is given.
-  Authenticator(CertificateVerifier verifier, Enrolment enrolment,
-                Coordinator* coordinator = nullptr)
+  Authenticator(std::unique_ptr<ReloadingVerifier> verifier,
+                Enrolment enrolment, Coordinator* coordinator = nullptr)
       : verifier_(std::move(verifier)),
         enrolment_(std::move(enrolment)),
         coordinator_(coordinator) {}
 
-  // UNAUTHENTICATED: no or invalid certificate. PERMISSION_DENIED: not
+  // UNAUTHENTICATED: no, invalid or revoked certificate. PERMISSION_DENIED: not
   // enrolled, or a role not allowed to make this call.
   absl::StatusOr<PeerIdentity> Authenticate(
       const grpc::CallbackServerContext& context,
       std::initializer_list<Role> allowed, const char* method) const;
+  // The same checks for a caller outside gRPC (the status page):
+  // `cert_pem` is the client certificate its TLS session presented, empty
+  // for none; `peer_address` is for the log; `listener` labels the refusal
+  // in the metrics ("grpc" or "status").
+  absl::StatusOr<PeerIdentity> AuthenticateCertificate(
+      const std::string& cert_pem, const std::string& peer_address,
+      std::initializer_list<Role> allowed, const char* method,
+      absl::string_view listener) const;
 
  private:
-  CertificateVerifier verifier_;
-  Enrolment enrolment_;
+  const std::unique_ptr<ReloadingVerifier> verifier_;
+  const Enrolment enrolment_;
   Coordinator* coordinator_;
 };
 
 class FederationService final : public Federation::CallbackService {
  public:
-  FederationService(Coordinator* coordinator, const Authenticator* auth)
-      : coordinator_(coordinator), auth_(auth) {}
+  // `watch` (optional) cancels model streams that stop moving; `gate`
+  // (optional) bounds how many downloads move at once.
+  FederationService(Coordinator* coordinator, const Authenticator* auth,
+                    StreamWatch* watch = nullptr, StreamGate* gate = nullptr)
+      : coordinator_(coordinator), auth_(auth), watch_(watch), gate_(gate) {}
 
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* context,
                                  const JoinRequest* request,
@@ -61,16 +76,22 @@ class FederationService final : public Federation::CallbackService {
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
                                       const HeartbeatRequest* request,
                                       HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
+                                 const PingRequest* request,
+                                 PingResponse* response) override;
 
  private:
   Coordinator* coordinator_;
   const Authenticator* auth_;
+  StreamWatch* watch_;
+  StreamGate* gate_;
 };
 
 class AdminService final : public Admin::CallbackService {
  public:
-  AdminService(Coordinator* coordinator, const Authenticator* auth)
-      : coordinator_(coordinator), auth_(auth) {}
+  AdminService(Coordinator* coordinator, const Authenticator* auth,
+               StreamWatch* watch = nullptr, StreamGate* gate = nullptr)
+      : coordinator_(coordinator), auth_(auth), watch_(watch), gate_(gate) {}
 
   grpc::ServerUnaryReactor* StartRun(grpc::CallbackServerContext* context,
                                      const StartRunRequest* request,
@@ -91,6 +112,8 @@ class AdminService final : public Admin::CallbackService {
  private:
   Coordinator* coordinator_;
   const Authenticator* auth_;
+  StreamWatch* watch_;
+  StreamGate* gate_;
 };
 
 }  // namespace echofed

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/files.h"
 #include "common/half.h"
 #include "common/log.h"
@@ -13,6 +15,33 @@
 
 namespace echofed {
 namespace {
+
+// Copies a verified update to a scratch model file (not fsynced: it lives
+// only until the round closes).
+absl::Status CopyToScratchFile(TensorSource& update, const std::string& path) {
+  ModelFileOptions options;
+  options.digests_verified = true;
+  options.durable = false;
+  absl::StatusOr<std::unique_ptr<ModelFileWriter>> writer =
+      ModelFileWriter::Create(path, update.manifest(), options);
+  if (!writer.ok()) return writer.status();
+  constexpr size_t kCopyBytes = 1 << 20;
+  std::vector<char> block(kCopyBytes);
+  const ModelManifest& layout = update.manifest();
+  for (int i = 0; i < layout.tensors_size(); ++i) {
+    const uint64_t size = *TensorByteSize(layout.tensors(i));
+    for (uint64_t offset = 0; offset < size; offset += kCopyBytes) {
+      size_t take =
+          static_cast<size_t>(std::min<uint64_t>(kCopyBytes, size - offset));
+      absl::Status status = update.Read(i, offset, take, block.data());
+      if (status.ok()) {
+        status = (*writer)->Append(absl::string_view(block.data(), take));
+      }
+      if (!status.ok()) return status;
+    }
+  }
+  return (*writer)->Commit().status();
+}
 
 class FedAvgRound : public RoundAggregator {
  public:
@@ -224,29 +253,8 @@ class RobustRound : public RoundAggregator {
       return status;
     }
     std::string path = absl::StrCat(spool_dir_, "/", spooled_.size(), ".efm");
-    ModelFileOptions options;
-    options.digests_verified = true;
-    options.durable = false;
-    absl::StatusOr<std::unique_ptr<ModelFileWriter>> writer =
-        ModelFileWriter::Create(path, update.manifest(), options);
-    if (!writer.ok()) return writer.status();
-    constexpr size_t kCopyBytes = 1 << 20;
-    std::vector<char> block(kCopyBytes);
-    for (int i = 0; i < layout_.tensors_size(); ++i) {
-      const uint64_t size = *TensorByteSize(layout_.tensors(i));
-      for (uint64_t offset = 0; offset < size; offset += kCopyBytes) {
-        size_t take =
-            static_cast<size_t>(std::min<uint64_t>(kCopyBytes, size - offset));
-        absl::Status status = update.Read(i, offset, take, block.data());
-        if (status.ok()) {
-          status = (*writer)->Append(absl::string_view(block.data(), take));
-        }
-        if (!status.ok()) return status;
-      }
-    }
-    if (absl::StatusOr<std::string> committed = (*writer)->Commit();
-        !committed.ok()) {
-      return committed.status();
+    if (absl::Status status = CopyToScratchFile(update, path); !status.ok()) {
+      return status;
     }
     spooled_.push_back(path);
     total_weight_ += weight;
@@ -337,9 +345,178 @@ class RobustRound : public RoundAggregator {
   double total_weight_ = 0;
 };
 
+// Norm bounding around any strategy. The norm of each update's change to the
+// previous global model is measured when it arrives (reading the update and
+// the previous model block by block). Above max_update_norm the update is
+// refused there and then, so the round never sees it. With
+// update_norm_outlier_factor the updates wait in scratch files until the
+// close, when those beyond factor x the round's median norm (with at least
+// three updates) are left out and the rest go to the wrapped strategy.
+class NormBoundRound : public RoundAggregator {
+ public:
+  NormBoundRound(const Plan& plan, const RoundContext& context,
+                 std::unique_ptr<RoundAggregator> inner)
+      : context_(context),
+        max_norm_(plan.max_update_norm()),
+        outlier_factor_(plan.update_norm_outlier_factor()),
+        inner_(std::move(inner)),
+        spool_dir_(absl::StrCat(context.state_dir, "/round_", context.round,
+                                "_bounded")) {
+    std::error_code ignored;
+    std::filesystem::remove_all(spool_dir_, ignored);  // a crashed round's
+  }
+
+  ~NormBoundRound() override {
+    std::error_code ignored;
+    std::filesystem::remove_all(spool_dir_, ignored);
+  }
+
+  absl::Status Add(TensorSource& update, double weight) override {
+    if (folded_) {
+      return absl::FailedPreconditionError("the round is already combined");
+    }
+    absl::StatusOr<std::unique_ptr<ModelFileReader>> previous =
+        ModelFileReader::Open(context_.previous_model_path);
+    if (!previous.ok()) return previous.status();
+    absl::StatusOr<double> norm = UpdateNorm(update, **previous);
+    if (!norm.ok()) return norm.status();
+    if (max_norm_ > 0 && *norm > max_norm_) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "update norm %.6g exceeds the plan's max_update_norm %.6g", *norm,
+          max_norm_));
+    }
+    if (outlier_factor_ <= 0) return inner_->Add(update, weight);
+    if (absl::Status status = MakeDirectories(spool_dir_); !status.ok()) {
+      return status;
+    }
+    std::string path = absl::StrCat(spool_dir_, "/", pending_.size(), ".efm");
+    if (absl::Status status = CopyToScratchFile(update, path); !status.ok()) {
+      return status;
+    }
+    pending_.push_back({path, weight, *norm});
+    return absl::OkStatus();
+  }
+
+  int contributions() const override {
+    return outlier_factor_ > 0 ? static_cast<int>(pending_.size())
+                               : inner_->contributions();
+  }
+  double total_weight() const override {
+    if (outlier_factor_ <= 0 || folded_) return inner_->total_weight();
+    double total = 0;
+    for (const Pending& update : pending_) total += update.weight;
+    return total;
+  }
+
+  absl::StatusOr<std::string> WriteModel(const std::string& path) override {
+    if (outlier_factor_ > 0 && !folded_) {
+      if (absl::Status status = FoldPending(); !status.ok()) return status;
+    }
+    return inner_->WriteModel(path);
+  }
+
+  std::vector<int> Excluded() const override { return excluded_; }
+
+ private:
+  struct Pending {
+    std::string path;
+    double weight;
+    double norm;
+  };
+
+  absl::Status FoldPending() {
+    std::vector<double> norms;
+    for (const Pending& update : pending_) norms.push_back(update.norm);
+    double bound = std::numeric_limits<double>::infinity();
+    if (norms.size() >= 3) {
+      std::sort(norms.begin(), norms.end());
+      const size_t n = norms.size();
+      double median =
+          n % 2 == 1 ? norms[n / 2] : 0.5 * (norms[n / 2 - 1] + norms[n / 2]);
+      bound = outlier_factor_ * median;
+    } else {
+      LogWarning("round ", context_.round, ": only ", norms.size(),
+                 " updates; update_norm_outlier_factor needs three to tell "
+                 "an outlier, so none is left out");
+    }
+    excluded_.clear();
+    for (size_t u = 0; u < pending_.size(); ++u) {
+      if (pending_[u].norm > bound) {
+        LogWarning("round ", context_.round, ": update ", u + 1,
+                   " left out (norm ", pending_[u].norm, " > ", outlier_factor_,
+                   " x median = ", bound, ")");
+        excluded_.push_back(static_cast<int>(u));
+        continue;
+      }
+      absl::StatusOr<std::unique_ptr<ModelFileReader>> reader =
+          ModelFileReader::Open(pending_[u].path);
+      if (!reader.ok()) return reader.status();
+      if (absl::Status status = inner_->Add(**reader, pending_[u].weight);
+          !status.ok()) {
+        return status;
+      }
+    }
+    // Folded once: a retried WriteModel must not add the updates again.
+    folded_ = true;
+    return absl::OkStatus();
+  }
+
+  RoundContext context_;
+  double max_norm_;
+  double outlier_factor_;
+  std::unique_ptr<RoundAggregator> inner_;
+  std::string spool_dir_;
+  std::vector<Pending> pending_;
+  std::vector<int> excluded_;
+  bool folded_ = false;
+};
+
 }  // namespace
 
-std::unique_ptr<RoundAggregator> CreateRoundAggregator(
+absl::StatusOr<double> UpdateNorm(TensorSource& update,
+                                  TensorSource& previous) {
+  const ModelManifest& layout = previous.manifest();
+  if (absl::Status status = CheckSameLayout(layout, update.manifest());
+      !status.ok()) {
+    return status;
+  }
+  constexpr uint64_t kBlockElements = 1 << 18;
+  std::vector<char> ours, theirs;
+  double sum_of_squares = 0;
+  for (int i = 0; i < layout.tensors_size(); ++i) {
+    const TensorSpec& spec = layout.tensors(i);
+    const DType dtype = spec.dtype();
+    if (spec.buffer() ||
+        (dtype != FLOAT32 && dtype != FLOAT16 && dtype != BFLOAT16)) {
+      continue;
+    }
+    const size_t element = *DTypeSize(dtype);
+    const uint64_t elements = *TensorByteSize(spec) / element;
+    for (uint64_t first = 0; first < elements; first += kBlockElements) {
+      const size_t count = static_cast<size_t>(
+          std::min<uint64_t>(kBlockElements, elements - first));
+      ours.resize(count * element);
+      theirs.resize(count * element);
+      absl::Status status =
+          update.Read(i, first * element, ours.size(), ours.data());
+      if (status.ok()) {
+        status =
+            previous.Read(i, first * element, theirs.size(), theirs.data());
+      }
+      if (!status.ok()) return status;
+      for (size_t k = 0; k < count; ++k) {
+        double delta = ElementToDouble(dtype, ours.data() + k * element) -
+                       ElementToDouble(dtype, theirs.data() + k * element);
+        sum_of_squares += delta * delta;
+      }
+    }
+  }
+  return std::sqrt(sum_of_squares);
+}
+
+namespace {
+
+std::unique_ptr<RoundAggregator> CreateStrategyRound(
     const Plan& plan, const RoundContext& context) {
   switch (plan.strategy()) {
     case Plan::FEDADAM:
@@ -352,6 +529,17 @@ std::unique_ptr<RoundAggregator> CreateRoundAggregator(
       // FEDAVG; FEDPROX and FEDBN differ only at the sites.
       return std::make_unique<FedAvgRound>(context.layout);
   }
+}
+
+}  // namespace
+
+std::unique_ptr<RoundAggregator> CreateRoundAggregator(
+    const Plan& plan, const RoundContext& context) {
+  std::unique_ptr<RoundAggregator> round = CreateStrategyRound(plan, context);
+  if (plan.max_update_norm() > 0 || plan.update_norm_outlier_factor() > 0) {
+    return std::make_unique<NormBoundRound>(plan, context, std::move(round));
+  }
+  return round;
 }
 
 }  // namespace echofed

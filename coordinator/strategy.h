@@ -14,9 +14,15 @@
 // - MEDIAN, TRIMMED_MEAN need every update at once per coordinate: updates
 //   are spooled to disk and combined block by block (memory: sites x one
 //   block).
+//
+// Any of them can be wrapped by norm bounding (plan max_update_norm,
+// update_norm_outlier_factor): each update's change to the global model is
+// measured as it arrives; one above the absolute bound is refused, and one
+// far beyond the round's median is left out of the aggregate at the close.
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -37,7 +43,15 @@ class RoundAggregator {
   // it) and returns the model digest. May be called again after a failure:
   // it reads only the previous round's files and its own inputs.
   virtual absl::StatusOr<std::string> WriteModel(const std::string& path) = 0;
+  // After WriteModel: the contributions (0-based, in Add order) that were
+  // left out of the model (norm bounding); empty for plain strategies.
+  virtual std::vector<int> Excluded() const { return {}; }
 };
+
+// The L2 norm of `update` - `previous` over trained floating-point
+// parameters (buffers and integer tensors do not count). Both must have the
+// same layout.
+absl::StatusOr<double> UpdateNorm(TensorSource& update, TensorSource& previous);
 
 struct RoundContext {
   // The layout every update must have (the global model's).

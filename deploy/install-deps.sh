@@ -11,13 +11,25 @@ packages=(
   libdcmtk-dev
   libpng-dev libturbojpeg0-dev
   libcli11-dev
+  # The coordinator's HTTPS status page and Prometheus metrics
+  # (coordinator/status_server.cc): a maintained HTTP server with OpenSSL
+  # support rather than hand-written HTTP parsing on a port that faces the
+  # network. Debian's is a shared library built with OpenSSL 3.
+  libcpp-httplib-dev
   libgtest-dev libgmock-dev
   python3-sklearn
+  # Reads the coordinator's /metrics text as Prometheus' own client library
+  # does (tests/coordinator/status_page_test.cc; skipped without it).
+  python3-prometheus-client
   # PyTorch for Python (the same LibTorch 1.13): checkpoints and TorchScript
   # checked with torch.load / torch.jit.load (tests/models), and the
   # reference side of train_speed_bench. About 142 MB installed with its
   # dependencies (22 MB download).
   python3-torch
+  # Headless Chromium renders the statistician's HTML report in the
+  # cli_report_browser_check test (tests/coordinator/cli), which is skipped
+  # without it.
+  chromium
   # The fuzz test (tests/fuzz): clang with libFuzzer and the sanitizer
   # runtimes (only recommended by clang, so named here), and llvm-14 for
   # llvm-symbolizer, which puts function names into sanitizer reports.

@@ -1,6 +1,8 @@
 #include "site-agent/agent.h"
 
+#include <algorithm>
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -150,7 +152,8 @@ absl::Status Agent::Join() {
   JoinRequest request;
   request.set_agent_version(ECHOFED_VERSION);
   request.set_device(device_.str());
-  *request.mutable_data() = Summarize(inputs_->manifest);
+  *request.mutable_data() =
+      Summarize(inputs_->manifest, options_.min_cell_count);
   JoinResponse response;
   auto context = NewContext(absl::Seconds(15));
   context->set_wait_for_ready(false);
@@ -221,6 +224,20 @@ absl::StatusOr<Agent::RunData*> Agent::PrepareRun(const Task& task) {
   run->train = LoadImageSet(train_records, ClassNames(plan), preprocessing);
   run->validation =
       LoadImageSet(validation_records, ClassNames(plan), preprocessing);
+  run->flow.cohort = cohort.flow;
+  run->flow.refused_manifest_lines =
+      static_cast<int64_t>(inputs_->manifest.errors.size());
+  run->flow.training_site = run->role == Plan::TRAIN;
+  auto count_patients = [](const std::vector<ImageRecord>& records) {
+    std::set<std::string> patients;
+    for (const ImageRecord& record : records) {
+      patients.insert(record.patient_id);
+    }
+    return static_cast<int64_t>(patients.size());
+  };
+  run->flow.training = count_patients(train_records);
+  run->flow.validation = count_patients(validation_records);
+  run->flow.not_loaded = run->flow.validation - run->validation.patients;
   if (run->model->uses_clinical()) {
     const ClinicalTable* table =
         inputs_->clinical ? &*inputs_->clinical : nullptr;
@@ -360,9 +377,27 @@ absl::Status Agent::Evaluate(const Task& task) {
   evaluation_options.class_count = run.plan.class_names_size();
   evaluation_options.split = split;
   evaluation_options.device = device_;
-  evaluation_options.min_cell_count = run.plan.min_cell_count();
+  // The site's floor holds whatever the plan says.
+  const int min_cell_count =
+      std::max(options_.min_cell_count, run.plan.min_cell_count());
+  evaluation_options.min_cell_count = min_cell_count;
   LocalEvaluation evaluation =
       EvaluateModel(*run.model, run.validation, evaluation_options);
+  if (evaluation.suppressed) {
+    LogInfo("evaluation set has ", run.validation.patients, " patients (",
+            evaluation.withheld_patients,
+            " of them in classes below the minimum cell count of ",
+            min_cell_count, "); reporting it as suppressed");
+  } else if (evaluation.withheld_patients > 0) {
+    LogInfo("withholding ", evaluation.withheld_patients,
+            " patients of classes below the minimum cell count of ",
+            min_cell_count, " from the evaluation");
+  }
+  FlowCounts flow = run.flow;
+  flow.withheld = evaluation.withheld_patients;
+  flow.analysed = run.validation.patients - evaluation.withheld_patients;
+  flow.analysed_released = !evaluation.suppressed;
+  *report.mutable_flow() = ReleasePatientFlow(flow, min_cell_count);
   *report.mutable_aggregate() = evaluation.subtype;
   for (HeadAggregate& head : evaluation.heads) {
     *report.add_heads() = std::move(head);
@@ -370,35 +405,6 @@ absl::Status Agent::Evaluate(const Task& task) {
   LogInfo("round ", task.round(), " ", EvalSplit_Name(split), ": accuracy ",
           absl::StrFormat("%.3f", Accuracy(report.aggregate())), " on ",
           report.aggregate().num_images(), " images");
-  if (run.validation.patients < run.plan.min_cell_count()) {
-    // Too few patients to release even counts: report the set as suppressed.
-    LogInfo("evaluation set has ", run.validation.patients,
-            " patients, below the plan's minimum cell count of ",
-            run.plan.min_cell_count(), "; reporting it as suppressed");
-    EvalAggregate suppressed;
-    suppressed.set_split(split);
-    suppressed.set_class_count(run.plan.class_names_size());
-    suppressed.mutable_confusion()->Resize(
-        run.plan.class_names_size() * run.plan.class_names_size(), 0);
-    suppressed.set_suppressed(true);
-    *report.mutable_aggregate() = suppressed;
-    for (HeadAggregate& head : *report.mutable_heads()) {
-      if (head.has_binary()) {
-        EvalAggregate binary;
-        binary.set_split(split);
-        InitAggregate(2, &binary);
-        binary.set_suppressed(true);
-        *head.mutable_binary() = binary;
-      }
-      if (head.has_survival()) {
-        SurvivalAggregate survival;
-        survival.set_split(split);
-        InitSurvivalAggregate(&survival);
-        survival.set_suppressed(true);
-        *head.mutable_survival() = survival;
-      }
-    }
-  }
   ReportReceipt receipt;
   auto context = NewContext(absl::Seconds(30));
   return FromGrpcStatus(

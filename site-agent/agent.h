@@ -38,6 +38,9 @@ struct AgentOptions {
   absl::Duration max_backoff = absl::Seconds(30);
   // How long one NextTask call may wait at the coordinator.
   int long_poll_seconds = 20;
+  // The site's own minimum cell count: no count of fewer patients (but
+  // some) leaves the site. A plan may ask for more, never for less.
+  int min_cell_count = 5;
 };
 
 // The site daemon: dials out to the coordinator, joins, and works through
@@ -60,6 +63,8 @@ class Agent {
     Plan::Role role = Plan::ROLE_UNSPECIFIED;
     ImageSet train;
     ImageSet validation;
+    // The patient flow up to the evaluation set (site-local counts).
+    FlowCounts flow;
     std::shared_ptr<ImageClassifierImpl> model;
     // FedBN: this site's own batch-norm layers, kept across rounds.
     NamedTensors local_batch_norm;

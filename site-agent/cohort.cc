@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
+#include "common/metrics.h"
 #include "site-agent/csv.h"
 #include "site-agent/image_io.h"
 
@@ -230,6 +231,63 @@ std::string FormatFlow(const CohortFlow& flow) {
     absl::StrAppend(&out, "note: ", note, "\n");
   }
   return out;
+}
+
+PatientFlow ReleasePatientFlow(const FlowCounts& counts, int min_cell_count) {
+  DisclosureTable table;
+  std::vector<std::string> steps;
+  auto add = [&](std::string step, int64_t patients, bool is_public) {
+    steps.push_back(std::move(step));
+    table.counts.push_back(patients);
+    table.public_cells.push_back(is_public);
+    return static_cast<int>(table.counts.size()) - 1;
+  };
+  const int screened = add("screened", counts.cohort.screened, false);
+  DisclosureTable::Partition screening{screened, {}};
+  for (const auto& [reason, patients] : counts.cohort.excluded) {
+    screening.parts.push_back(
+        add(absl::StrCat("excluded: ", reason), patients, false));
+  }
+  const int included = add("included", counts.cohort.included, false);
+  screening.parts.push_back(included);
+  table.partitions.push_back(screening);
+  int evaluation_set = included;
+  if (counts.training_site) {
+    const int training = add("training", counts.training, false);
+    evaluation_set = add("internal validation", counts.validation, false);
+    table.partitions.push_back({included, {training, evaluation_set}});
+  }
+  const int not_loaded =
+      add("evaluation set: no image could be loaded", counts.not_loaded, false);
+  const int analysed =
+      add("analysed", counts.analysed, counts.analysed_released);
+  const int withheld = add("withheld: class below the minimum cell count",
+                           counts.withheld, false);
+  table.partitions.push_back(
+      {evaluation_set, {not_loaded, analysed, withheld}});
+
+  std::vector<bool> hidden = WithheldCells(table, min_cell_count);
+  PatientFlow flow;
+  flow.set_min_cell_count(min_cell_count);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    FlowCount* step = flow.add_steps();
+    step->set_step(steps[i]);
+    if (hidden[i]) {
+      step->set_suppressed(true);
+    } else {
+      step->set_patients(table.counts[i]);
+    }
+  }
+  FlowCount* refused = flow.mutable_refused_manifest_lines();
+  refused->set_step("manifest lines refused (images)");
+  if (counts.refused_manifest_lines > 0 &&
+      counts.refused_manifest_lines < min_cell_count) {
+    refused->set_suppressed(true);
+  } else {
+    refused->set_patients(counts.refused_manifest_lines);
+  }
+  for (const std::string& note : counts.cohort.notes) flow.add_notes(note);
+  return flow;
 }
 
 absl::Status WriteExclusions(const std::string& path,

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "proto/metrics.pb.h"
 #include "site-agent/clinical.h"
 #include "site-agent/manifest.h"
 
@@ -84,6 +85,33 @@ Cohort SelectCohort(const SiteManifest& manifest, const ClinicalTable* clinical,
 
 // The flow as text, one line per step.
 std::string FormatFlow(const CohortFlow& flow);
+
+// The counts behind one evaluation's patient flow, all site-local.
+struct FlowCounts {
+  CohortFlow cohort;
+  // Manifest lines LoadManifest refused (images, before patients).
+  int64_t refused_manifest_lines = 0;
+  // A training site splits the included patients into training and
+  // internal validation; an external validation site validates all.
+  bool training_site = false;
+  int64_t training = 0;
+  int64_t validation = 0;
+  // Of the evaluation set: patients none of whose images loaded, patients
+  // evaluated and released, patients withheld with their class.
+  int64_t not_loaded = 0;
+  int64_t analysed = 0;
+  int64_t withheld = 0;
+  // The evaluation released `analysed` as its patient count, so that step
+  // is public anyway and never hidden (nor used to hide another).
+  bool analysed_released = false;
+};
+
+// The flow as it may leave the site: every step with 0 < patients <
+// min_cell_count withheld, and more where the others would give it away
+// by subtraction (screened = excluded + included, included = training +
+// validation, evaluation set = not loaded + analysed + withheld; see
+// WithheldCells in common/metrics.h).
+PatientFlow ReleasePatientFlow(const FlowCounts& counts, int min_cell_count);
 
 // patient_id,reason,detail lines; for the site's own files only.
 absl::Status WriteExclusions(const std::string& path,

@@ -4,8 +4,11 @@
 //   check-data  read the site's manifest and images, print what qualifies
 //   diagnose    run the trained model on one patient (report) or on the
 //               whole local cohort (batch CSV); results stay at the site
+//   doctor      pre-flight checks for site IT: kit, coordinator, clock,
+//               device, disk, data, estimated round time
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -18,11 +21,13 @@
 #include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/log.h"
+#include "common/plan_util.h"
 #include "proto/config.pb.h"
 #include "site-agent/agent.h"
 #include "site-agent/cohort.h"
 #include "site-agent/dataset.h"
 #include "site-agent/diagnose.h"
+#include "site-agent/doctor.h"
 #include "site-agent/synthetic_cohort.h"
 #include "site-agent/trainer.h"
 #include "torch/torch.h"
@@ -67,6 +72,15 @@ int RunAgent(const std::string& config_path, bool exit_after_run, int threads) {
   options.tls = std::move(*tls);
   options.data_dir = echofed::ResolveRelativeTo(config_path, config.data_dir());
   if (!config.device().empty()) options.device = config.device();
+  if (config.min_cell_count() < 0) {
+    echofed::LogError(config_path,
+                      ": min_cell_count must not be negative (0: the "
+                      "default, 5)");
+    return 2;
+  }
+  if (config.min_cell_count() > 0) {
+    options.min_cell_count = config.min_cell_count();
+  }
   if (!config.initial_checkpoint().empty()) {
     options.initial_checkpoint =
         echofed::ResolveRelativeTo(config_path, config.initial_checkpoint());
@@ -268,6 +282,78 @@ int Diagnose(const DiagnoseFlags& flags) {
   return 0;
 }
 
+struct DoctorFlags {
+  std::string config_path;
+  std::string plan_path;
+  std::vector<std::string> state_dirs;
+  int threads = 0;
+};
+
+int Doctor(const DoctorFlags& flags) {
+  echofed::AgentConfig config;
+  if (absl::Status status = echofed::LoadTextProto(flags.config_path, &config);
+      !status.ok()) {
+    std::cout << echofed::FormatCheck(
+        {"config", echofed::CheckOutcome::kFail, std::string(status.message()),
+         "fix the agent's config (deploy/examples/agent.textproto documents "
+         "every field)"});
+    return 1;
+  }
+  if (flags.threads > 0) {
+    torch::set_num_threads(flags.threads);
+    torch::set_num_interop_threads(1);
+  }
+  echofed::DoctorOptions options;
+  options.config_path = flags.config_path;
+  options.coordinator_address = config.coordinator_address();
+  options.coordinator_name = config.coordinator_name();
+  auto resolve = [&](const std::string& path) {
+    return path.empty() ? path
+                        : echofed::ResolveRelativeTo(flags.config_path, path);
+  };
+  options.tls.set_ca_cert(resolve(config.tls().ca_cert()));
+  options.tls.set_cert(resolve(config.tls().cert()));
+  options.tls.set_key(resolve(config.tls().key()));
+  options.data_dir = resolve(config.data_dir());
+  if (!config.device().empty()) options.device = config.device();
+  options.disk_paths = flags.state_dirs;
+  if (options.disk_paths.empty()) {
+    // Under systemd the unit's StateDirectory; by hand, where it runs.
+    const char* state = std::getenv("STATE_DIRECTORY");
+    options.disk_paths.push_back(state != nullptr ? state : ".");
+  }
+  std::vector<echofed::DoctorCheck> early;
+  if (!flags.plan_path.empty()) {
+    absl::StatusOr<echofed::Plan> plan =
+        echofed::LoadDiagnosticPlan(flags.plan_path);
+    absl::Status problem = plan.status();
+    if (problem.ok()) problem = echofed::ValidatePlan(*plan);
+    if (problem.ok()) {
+      options.plan = *plan;
+    } else {
+      early.push_back({"plan", echofed::CheckOutcome::kFail,
+                       std::string(problem.message()),
+                       "pass the study's plan.textproto as the coordinating "
+                       "centre sent it"});
+    }
+  }
+  std::cout << "echofed-agent doctor: " << flags.config_path << "\n";
+  int counts[3] = {0, 0, 0};
+  auto print = [&counts](const echofed::DoctorCheck& check) {
+    std::cout << echofed::FormatCheck(check) << std::flush;
+    ++counts[static_cast<int>(check.outcome)];
+  };
+  for (const echofed::DoctorCheck& check : early) print(check);
+  // Each line as soon as its check is done: the network timeouts and the
+  // timing run take seconds.
+  options.on_check = print;
+  echofed::DoctorReport report = echofed::RunDoctor(options);
+  std::cout << "\n"
+            << counts[0] << " passed, " << counts[1] << " warnings, "
+            << counts[2] << " failed\n";
+  return report.failed() || !early.empty() ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -354,6 +440,24 @@ int main(int argc, char** argv) {
   diagnose->add_option("--threads", diagnose_flags.threads,
                        "LibTorch CPU threads (0: default)");
 
+  CLI::App* doctor = app.add_subcommand(
+      "doctor",
+      "pre-flight checks: kit, coordinator (DNS, TCP, mutual TLS, clock "
+      "skew), device, disk, site data, estimated time per round");
+  DoctorFlags doctor_flags;
+  doctor
+      ->add_option("-c,--config", doctor_flags.config_path,
+                   "AgentConfig textproto (as for `run`)")
+      ->required();
+  doctor->add_option("--plan", doctor_flags.plan_path,
+                     "the study's plan textproto: classes for the data "
+                     "check, model for the round-time estimate");
+  doctor->add_option("--state-dir", doctor_flags.state_dirs,
+                     "folder the agent writes to, for the disk check "
+                     "(repeatable; default: $STATE_DIRECTORY or .)");
+  doctor->add_option("--threads", doctor_flags.threads,
+                     "LibTorch CPU threads (0: default)");
+
   CLI11_PARSE(app, argc, argv);
   echofed::SetLogComponent("agent");
 
@@ -370,5 +474,6 @@ int main(int argc, char** argv) {
   }
   if (check->parsed()) return CheckData(data_dir, classes, exclusions_path);
   if (diagnose->parsed()) return Diagnose(diagnose_flags);
+  if (doctor->parsed()) return Doctor(doctor_flags);
   return 2;
 }

@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/metrics.h"
 #include "common/sha256.h"
 #include "site-agent/csv.h"
 #include "site-agent/image_io.h"
@@ -195,15 +196,45 @@ absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir) {
   return manifest;
 }
 
-DataSummary Summarize(const SiteManifest& manifest) {
+DataSummary Summarize(const SiteManifest& manifest, int min_cell_count) {
   DataSummary summary;
   std::set<std::string> patients;
+  std::map<std::string, std::set<std::string>> patients_per_label;
+  std::map<std::string, int64_t> images_per_label;
   for (const ImageRecord& record : manifest.records) {
     patients.insert(record.patient_id);
-    (*summary.mutable_images_per_label())[record.label]++;
+    patients_per_label[record.label].insert(record.patient_id);
+    ++images_per_label[record.label];
   }
   summary.set_patients(static_cast<int64_t>(patients.size()));
   summary.set_images(static_cast<int64_t>(manifest.records.size()));
+  summary.set_min_cell_count(min_cell_count);
+  // The totals go out as they are (the coordinator caps a site's FedAvg
+  // weight by them); the labels partition them, so a withheld label takes
+  // another with it when the totals would give it away by subtraction.
+  // Labels are per patient (LoadManifest), so the patient counts partition
+  // the patients.
+  DisclosureTable table;
+  table.counts.push_back(summary.patients());
+  table.public_cells.push_back(true);
+  DisclosureTable::Partition partition;
+  std::vector<std::string> labels;
+  for (const auto& [label, ids] : patients_per_label) {
+    partition.parts.push_back(static_cast<int>(table.counts.size()));
+    table.counts.push_back(static_cast<int64_t>(ids.size()));
+    table.public_cells.push_back(false);
+    labels.push_back(label);
+  }
+  table.partitions.push_back(partition);
+  std::vector<bool> withheld = WithheldCells(table, min_cell_count);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (withheld[i + 1]) {
+      summary.add_withheld_labels(labels[i]);
+    } else {
+      (*summary.mutable_images_per_label())[labels[i]] =
+          images_per_label[labels[i]];
+    }
+  }
   return summary;
 }
 

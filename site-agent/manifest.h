@@ -51,8 +51,11 @@ struct SiteManifest {
 // lines.
 absl::StatusOr<SiteManifest> LoadManifest(const std::string& data_dir);
 
-// Counts only, for Join.
-DataSummary Summarize(const SiteManifest& manifest);
+// Counts only, for Join: patients, images and images per label, except
+// that labels with some patients but fewer than `min_cell_count` (and any
+// label needed to keep those from being recovered by subtraction; see
+// WithheldCells in common/metrics.h) are listed as withheld instead.
+DataSummary Summarize(const SiteManifest& manifest, int min_cell_count);
 
 // Patient-level, class-stratified split. Within each class, patients are
 // ordered by SHA-256(seed, patient_id) and the first round(fraction * n) go

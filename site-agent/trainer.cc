@@ -290,6 +290,28 @@ EvalAggregate EvaluateLocal(ImageClassifierImpl& model, const ImageSet& data,
   return EvaluateModel(model, data, options).subtype;
 }
 
+namespace {
+
+// Disclosure control's rule for one count: some patients, but fewer than
+// the minimum.
+bool IsSmallCell(int64_t count, int min_cell_count) {
+  return count > 0 && count < min_cell_count;
+}
+
+// What a suppressed set releases: its layout and the fact, no counts and no
+// score histograms (ValidateAggregate refuses a suppressed aggregate that
+// carries either).
+EvalAggregate SuppressedAggregate(int class_count, EvalSplit split) {
+  EvalAggregate aggregate;
+  aggregate.set_split(split);
+  aggregate.set_class_count(class_count);
+  aggregate.mutable_confusion()->Resize(class_count * class_count, 0);
+  aggregate.set_suppressed(true);
+  return aggregate;
+}
+
+}  // namespace
+
 LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
                               const EvaluationOptions& options) {
   LocalEvaluation evaluation;
@@ -297,8 +319,57 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
   const int class_count = options.class_count;
   aggregate.set_split(options.split);
   InitAggregate(class_count, &aggregate);
-  aggregate.set_num_patients(data.patients);
-  if (data.size() == 0) return evaluation;
+  // Disclosure control by true class: a class of a few patients would have
+  // its patients' predictions and scores released almost one by one (its
+  // confusion row and score histograms), so such a class is withheld, and
+  // its patients are left out of everything this set releases (the heads
+  // too: their patient counts would otherwise tell how many were left out).
+  auto patient_of = [&](int64_t i) {
+    // Callers without patient ids (tests, benchmarks): one image, one
+    // patient.
+    return static_cast<size_t>(data.size()) == data.patient_ids.size()
+               ? data.patient_ids[i]
+               : absl::StrCat("image ", i);
+  };
+  std::vector<bool> released(data.size(), true);
+  int64_t total_patients = 0;
+  if (data.size() > 0) {
+    torch::Tensor labels = data.labels.to(torch::kCPU);
+    auto truth = labels.accessor<int64_t, 1>();
+    std::vector<std::set<std::string>> patients_of_class(class_count);
+    for (int64_t i = 0; i < data.size(); ++i) {
+      if (truth[i] >= 0 && truth[i] < class_count) {
+        patients_of_class[truth[i]].insert(patient_of(i));
+      }
+    }
+    std::set<int> withheld;
+    for (int c = 0; c < class_count; ++c) {
+      const int64_t n = static_cast<int64_t>(patients_of_class[c].size());
+      if (n > 0 && n < options.min_cell_count) {
+        withheld.insert(c);
+        aggregate.add_withheld_classes(c);
+      }
+    }
+    std::set<std::string> released_patients, withheld_patients;
+    for (int64_t i = 0; i < data.size(); ++i) {
+      released[i] = !withheld.count(static_cast<int>(truth[i]));
+      (released[i] ? released_patients : withheld_patients)
+          .insert(patient_of(i));
+    }
+    evaluation.withheld_patients =
+        static_cast<int64_t>(withheld_patients.size());
+    total_patients = static_cast<int64_t>(released_patients.size() +
+                                          withheld_patients.size());
+    aggregate.set_num_patients(static_cast<int64_t>(released_patients.size()));
+  }
+  // A set too small as a whole, or once its small classes are withheld,
+  // releases nothing but the fact.
+  evaluation.suppressed = total_patients < options.min_cell_count ||
+                          aggregate.num_patients() < options.min_cell_count;
+  if (data.size() == 0) {
+    if (evaluation.suppressed) SuppressEvaluation(&evaluation);
+    return evaluation;
+  }
   torch::NoGradGuard no_grad;
   model.to(options.device);
   model.eval();
@@ -318,11 +389,17 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
     for (const auto& [head, output] : outputs.heads) {
       head_outputs[head].push_back(output.to(torch::kCPU, torch::kFloat64));
     }
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, labels,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(
-                        torch::kSum))
-                    .item<double>();
+    // Per image, so that withheld classes stay out of the loss as well.
+    torch::Tensor losses =
+        torch::nn::functional::cross_entropy(
+            logits, labels,
+            torch::nn::functional::CrossEntropyFuncOptions().reduction(
+                torch::kNone))
+            .to(torch::kCPU, torch::kFloat64);
+    auto loss = losses.accessor<double, 1>();
+    for (int64_t i = 0; i < loss.size(0); ++i) {
+      if (released[start + i]) loss_sum += loss[i];
+    }
     // Softmax in double so that each image's probabilities sum to 1 well
     // within AddCase's tolerance and the argmax matches the logits'.
     torch::Tensor probabilities =
@@ -332,6 +409,7 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
     auto t = truth.accessor<int64_t, 1>();
     std::vector<double> row(class_count);
     for (int64_t i = 0; i < p.size(0); ++i) {
+      if (!released[start + i]) continue;
       for (int c = 0; c < class_count; ++c) row[c] = p[i][c];
       if (!AddCase(&aggregate, static_cast<int>(t[i]), row).ok()) {
         // Only non-finite model outputs get here. Their loss is not finite
@@ -357,15 +435,18 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
       auto months = data.survival_months.accessor<float, 1>();
       auto event = data.survival_event.accessor<float, 1>();
       for (int64_t i = 0; i < output.size(0); ++i) {
-        if (std::isnan(months[i]) || std::isnan(event[i])) continue;
-        auto& [sum, count] = risk[data.patient_ids[i]];
+        if (!released[i] || std::isnan(months[i]) || std::isnan(event[i])) {
+          continue;
+        }
+        auto& [sum, count] = risk[patient_of(i)];
         sum += score[i];
         ++count;
-        outcome[data.patient_ids[i]] = {months[i], event[i] > 0.5f};
+        outcome[patient_of(i)] = {months[i], event[i] > 0.5f};
       }
       SurvivalAggregate* survival = head_aggregate.mutable_survival();
       survival->set_split(options.split);
       InitSurvivalAggregate(survival);
+      int64_t events = 0, censored = 0;
       for (const auto& [patient, sum_count] : risk) {
         const auto& [time, happened] = outcome[patient];
         double mean = sum_count.first / sum_count.second;
@@ -374,14 +455,20 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
           continue;
         }
         labelled.insert(patient);
+        ++(happened ? events : censored);
       }
-      if (static_cast<int>(labelled.size()) < options.min_cell_count) {
+      // A few events (relapses, deaths) among the set are as telling as a
+      // small class: with their time and risk cells they are near-records.
+      if (static_cast<int>(labelled.size()) < options.min_cell_count ||
+          IsSmallCell(events, options.min_cell_count) ||
+          IsSmallCell(censored, options.min_cell_count)) {
         survival->Clear();
         survival->set_split(options.split);
         InitSurvivalAggregate(survival);
         survival->set_suppressed(true);
       }
     } else {
+      std::set<std::string> positives, negatives;
       auto targets = data.binary_targets.find(head);
       EvalAggregate* binary = head_aggregate.mutable_binary();
       binary->set_split(options.split);
@@ -389,26 +476,50 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
       if (targets != data.binary_targets.end()) {
         auto target = targets->second.accessor<float, 1>();
         for (int64_t i = 0; i < output.size(0); ++i) {
-          if (std::isnan(target[i])) continue;
+          if (!released[i] || std::isnan(target[i])) continue;
           double positive = 1 / (1 + std::exp(-score[i]));
-          if (AddCase(binary, target[i] > 0.5f ? 1 : 0,
-                      {1 - positive, positive})
-                  .ok()) {
-            labelled.insert(data.patient_ids[i]);
+          const int truth = target[i] > 0.5f ? 1 : 0;
+          if (AddCase(binary, truth, {1 - positive, positive}).ok()) {
+            labelled.insert(patient_of(i));
+            (truth == 1 ? positives : negatives).insert(patient_of(i));
           }
         }
       }
       binary->set_num_patients(static_cast<int64_t>(labelled.size()));
-      if (static_cast<int>(labelled.size()) < options.min_cell_count) {
-        binary->Clear();
-        binary->set_split(options.split);
-        InitAggregate(2, binary);
-        binary->set_suppressed(true);
+      // Either side with a few patients would release their scores almost
+      // one by one; the head has no meaning without both sides, so it goes
+      // as a whole rather than as a withheld class.
+      if (static_cast<int>(labelled.size()) < options.min_cell_count ||
+          IsSmallCell(static_cast<int64_t>(positives.size()),
+                      options.min_cell_count) ||
+          IsSmallCell(static_cast<int64_t>(negatives.size()),
+                      options.min_cell_count)) {
+        *binary = SuppressedAggregate(2, options.split);
       }
     }
     evaluation.heads.push_back(std::move(head_aggregate));
   }
+  if (evaluation.suppressed) SuppressEvaluation(&evaluation);
   return evaluation;
+}
+
+void SuppressEvaluation(LocalEvaluation* evaluation) {
+  evaluation->suppressed = true;
+  const EvalSplit split = evaluation->subtype.split();
+  evaluation->subtype =
+      SuppressedAggregate(evaluation->subtype.class_count(), split);
+  for (HeadAggregate& head : evaluation->heads) {
+    if (head.has_binary()) {
+      *head.mutable_binary() = SuppressedAggregate(2, split);
+    }
+    if (head.has_survival()) {
+      SurvivalAggregate survival;
+      survival.set_split(split);
+      InitSurvivalAggregate(&survival);
+      survival.set_suppressed(true);
+      *head.mutable_survival() = survival;
+    }
+  }
 }
 
 }  // namespace echofed

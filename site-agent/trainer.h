@@ -74,7 +74,12 @@ struct EvaluationOptions {
   int class_count = 3;
   EvalSplit split = INTERNAL_VALIDATION;
   torch::Device device = torch::kCPU;
-  // A head whose labelled patients are fewer is reported as suppressed.
+  // Disclosure control (README, "Disclosure control"): a true class with
+  // fewer patients (but some) is withheld and its patients left out of
+  // every aggregate of the set; a set with fewer patients, before or after
+  // that, is suppressed; a binary head with fewer labelled, positive or
+  // negative patients, or a survival head with fewer patients, events or
+  // censored patients, is suppressed.
   int min_cell_count = 1;
 };
 struct LocalEvaluation {
@@ -83,9 +88,18 @@ struct LocalEvaluation {
   // aggregates over the images with a known label; PROGNOSIS as a survival
   // aggregate over patients (their images' mean risk score).
   std::vector<HeadAggregate> heads;
+  // The set released nothing (subtype and heads suppressed).
+  bool suppressed = false;
+  // Patients left out because their class was withheld (site-local: the
+  // patient flow releases it under its own disclosure control).
+  int64_t withheld_patients = 0;
 };
 LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
                               const EvaluationOptions& options);
+
+// Replaces every aggregate of `evaluation` by an empty one marked
+// suppressed, keeping split, class count and heads.
+void SuppressEvaluation(LocalEvaluation* evaluation);
 
 // Negative Cox partial log-likelihood (Breslow; tied times in arbitrary
 // order) of `risk` [N] for `months` [N] and `event` [N] (0/1), averaged over

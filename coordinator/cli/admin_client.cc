@@ -5,6 +5,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/metrics.h"
 #include "common/tensor_bundle.h"
@@ -191,6 +192,10 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
       round.round(), plan.rounds(),
       absl::BytesToHexString(round.model_digest()).substr(0, 12),
       round.contributors_size(), round.mean_train_loss());
+  if (round.excluded_size() > 0) {
+    absl::StrAppend(&out, "  left out by norm bounding: ",
+                    absl::StrJoin(round.excluded(), ", "), "\n");
+  }
   absl::StrAppend(&out, absl::StrFormat("  %-16s %-9s %7s %9s %9s %8s  %s\n",
                                         "site", "set", "images", "accuracy",
                                         "macro-F1", "loss", "AUC (95% CI)"));

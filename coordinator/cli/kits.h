@@ -3,9 +3,12 @@
 
 // Provisioning on disk. A PKI folder holds:
 //   ca/ca.pem, ca/ca.key (0600)      the study CA: keep ca.key offline
+//   ca/revocations.textproto         the CA's record of revoked serials
 //   <identity>/ca.pem, cert.pem, key.pem (0600)   one kit per participant
 //   enrolment.textproto              who may connect, as what
-// Nobody edits certificates by hand.
+//   crl.pem                          the signed CRL the coordinator loads
+// Nobody edits certificates, the CRL or the revocation record by hand.
+// Not safe against two commands on the same folder at once.
 
 #include <string>
 #include <vector>
@@ -17,19 +20,63 @@
 
 namespace echofed {
 
+// Creates the study CA, an empty revocation record, crl.pem (no entries)
+// and enrolment.textproto. ALREADY_EXISTS if the folder holds a CA.
 absl::Status InitStudyPki(const std::string& pki_dir,
                           const std::string& study_name, int valid_days);
 
 // Issues a certificate into <pki_dir>/<identity>/ and, for sites, operators
-// and statisticians, adds the identity to enrolment.textproto (re-issuing
-// keeps one entry).
+// and statisticians, adds the identity to enrolment.textproto (issuing again
+// keeps one entry but does not revoke the previous certificate: use
+// ReissueKit for that).
 absl::Status IssueKit(const std::string& pki_dir,
                       const CertificateRequest& request);
+
+// How long a freshly signed CRL stays current (its nextUpdate). The
+// coordinator refuses every certificate once the list in force is past it,
+// so re-sign (`echofed pki crl`) well before.
+inline constexpr int kDefaultCrlDays = 30;
+
+// Re-signs crl.pem from the CA's revocation record with the next CRL
+// number and a fresh nextUpdate; nothing else changes.
+absl::Status SignRevocationList(const std::string& pki_dir,
+                                int crl_days = kDefaultCrlDays);
+
+struct RevokeResult {
+  std::string serial;  // of the revoked certificate
+  bool already_revoked = false;
+};
+
+// Revokes the certificate in <pki_dir>/<identity>/cert.pem: records its
+// serial in ca/revocations.textproto, re-signs crl.pem and removes the
+// identity from enrolment.textproto. Running it again finishes a revocation
+// that was interrupted (already_revoked). NOT_FOUND without such a kit.
+absl::StatusOr<RevokeResult> RevokeKit(const std::string& pki_dir,
+                                       const std::string& identity,
+                                       RevocationReason reason,
+                                       int crl_days = kDefaultCrlDays);
+
+struct ReissueResult {
+  std::string old_serial;
+  std::string new_serial;
+  Role role = Role::kSite;
+};
+
+// Replaces a participant's certificate and key: a new certificate (new
+// serial, same identity, role and host names, `valid_days` long), the old
+// one revoked as superseded and listed in a re-signed crl.pem, the kit
+// rewritten (key 0600) and the identity enrolled in its role.
+absl::StatusOr<ReissueResult> ReissueKit(const std::string& pki_dir,
+                                         const std::string& identity,
+                                         int valid_days,
+                                         int crl_days = kDefaultCrlDays);
 
 // Reads <kit_dir>/{ca.pem,cert.pem,key.pem}.
 absl::StatusOr<TlsMaterial> LoadKit(const std::string& kit_dir);
 
 std::string EnrolmentPath(const std::string& pki_dir);
+std::string CrlPath(const std::string& pki_dir);
+std::string RevocationStatePath(const std::string& pki_dir);
 
 }  // namespace echofed
 

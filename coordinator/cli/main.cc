@@ -1,10 +1,14 @@
 // echofed: the operator's and statistician's command line.
-//   pki init | pki issue     study CA and participant kits
+//   pki init | issue | revoke | reissue | crl
+//                            study CA, participant kits, revocation
 //   run start|status|stop    runs on a coordinator
+//   status [--watch S]       live table of the run: sites, round, metrics
 //   runs                     list runs
 //   model download           fetch a committed global model
 //   report                   the statistician's report (JSON, CSV, HTML)
 //   demo                     a whole local federation on synthetic data
+
+#include <unistd.h>
 
 #include <iostream>
 #include <thread>
@@ -21,6 +25,7 @@
 #include "coordinator/cli/demo.h"
 #include "coordinator/cli/kits.h"
 #include "coordinator/cli/report.h"
+#include "coordinator/cli/status_view.h"
 
 namespace {
 
@@ -106,6 +111,42 @@ int main(int argc, char** argv) {
                         "coordinator host names / IPs (coordinator role)");
   pki_issue->add_option("--days", request.valid_days, "lifetime in days")
       ->capture_default_str();
+  std::string identity;
+  std::string reason = "unspecified";
+  int crl_days = echofed::kDefaultCrlDays;
+  CLI::App* pki_revoke = pki->add_subcommand(
+      "revoke",
+      "revoke a participant's certificate: listed in crl.pem (re-signed), "
+      "removed from the enrolment list");
+  pki_revoke->add_option("--dir", pki_dir, "PKI folder")->capture_default_str();
+  pki_revoke->add_option("--identity", identity, "participant name")
+      ->required();
+  pki_revoke
+      ->add_option("--reason", reason,
+                   "keyCompromise, affiliationChanged, cessationOfOperation, "
+                   "privilegeWithdrawn, superseded or unspecified")
+      ->capture_default_str();
+  pki_revoke->add_option("--crl-days", crl_days, "CRL valid for (days)")
+      ->capture_default_str();
+  int reissue_days = 365;
+  CLI::App* pki_reissue = pki->add_subcommand(
+      "reissue",
+      "new certificate and key for a participant (same identity and role); "
+      "the old one is revoked");
+  pki_reissue->add_option("--dir", pki_dir, "PKI folder")
+      ->capture_default_str();
+  pki_reissue->add_option("--identity", identity, "participant name")
+      ->required();
+  pki_reissue->add_option("--days", reissue_days, "lifetime in days")
+      ->capture_default_str();
+  pki_reissue->add_option("--crl-days", crl_days, "CRL valid for (days)")
+      ->capture_default_str();
+  CLI::App* pki_crl = pki->add_subcommand(
+      "crl",
+      "re-sign crl.pem with a fresh next update (do it before it lapses)");
+  pki_crl->add_option("--dir", pki_dir, "PKI folder")->capture_default_str();
+  pki_crl->add_option("--crl-days", crl_days, "CRL valid for (days)")
+      ->capture_default_str();
 
   // run
   CLI::App* run = app.add_subcommand("run", "start, watch or stop a run");
@@ -123,6 +164,19 @@ int main(int argc, char** argv) {
   CLI::App* run_stop = run->add_subcommand("stop", "stop a run");
   run_stop->add_option("--run", run_id, "run id")->required();
   AddConnectionOptions(run_stop, &connection);
+
+  CLI::App* live_status = app.add_subcommand(
+      "status",
+      "the run as a table: round, phase, deadline, each site's state and "
+      "progress, last metrics (operator or statistician kit)");
+  int watch_seconds = 0;
+  live_status->add_option("--run", run_id, "run id (default: latest)");
+  live_status
+      ->add_option("--watch", watch_seconds,
+                   "redraw every SECONDS in place until the run ends (on a "
+                   "terminal; otherwise print once)")
+      ->check(CLI::Range(0, 86400));
+  AddConnectionOptions(live_status, &connection);
 
   CLI::App* runs = app.add_subcommand("runs", "list runs");
   AddConnectionOptions(runs, &connection);
@@ -194,6 +248,41 @@ int main(int argc, char** argv) {
               << pki_dir << "/" << request.identity << "\n";
     return 0;
   }
+  if (pki_revoke->parsed()) {
+    absl::StatusOr<echofed::RevocationReason> parsed =
+        echofed::ParseRevocationReason(reason);
+    if (!parsed.ok()) return Fail(parsed.status());
+    absl::StatusOr<echofed::RevokeResult> revoked =
+        echofed::RevokeKit(pki_dir, identity, *parsed, crl_days);
+    if (!revoked.ok()) return Fail(revoked.status());
+    std::cout << (revoked->already_revoked ? "already revoked: " : "revoked: ")
+              << identity << " (serial " << revoked->serial << ")\n  "
+              << echofed::CrlPath(pki_dir)
+              << " re-signed (a running coordinator with crl_file picks it "
+                 "up within seconds)\n  "
+              << identity << " removed from " << echofed::EnrolmentPath(pki_dir)
+              << "\n";
+    return 0;
+  }
+  if (pki_reissue->parsed()) {
+    absl::StatusOr<echofed::ReissueResult> reissued =
+        echofed::ReissueKit(pki_dir, identity, reissue_days, crl_days);
+    if (!reissued.ok()) return Fail(reissued.status());
+    std::cout << "re-issued: " << identity << " ("
+              << echofed::RoleName(reissued->role) << ") serial "
+              << reissued->new_serial << " in " << pki_dir << "/" << identity
+              << "\n  old serial " << reissued->old_serial
+              << " revoked (superseded) in " << echofed::CrlPath(pki_dir)
+              << "\n";
+    return 0;
+  }
+  if (pki_crl->parsed()) {
+    absl::Status status = echofed::SignRevocationList(pki_dir, crl_days);
+    if (!status.ok()) return Fail(status);
+    std::cout << echofed::CrlPath(pki_dir) << " re-signed, valid for "
+              << crl_days << " days\n";
+    return 0;
+  }
   if (audit_verify->parsed()) {
     absl::StatusOr<echofed::AuditVerification> verified =
         echofed::VerifyAuditLog(audit_path);
@@ -236,6 +325,23 @@ int main(int argc, char** argv) {
                       status->state() == echofed::RunStatus::FAILED;
       if (!watch || finished) return 0;
       absl::SleepFor(absl::Seconds(2));
+    }
+  }
+  if (live_status->parsed()) {
+    // Redrawing only makes sense on a screen; a pipe or log gets one table.
+    const bool redraw = watch_seconds > 0 && isatty(STDOUT_FILENO) == 1;
+    while (true) {
+      absl::StatusOr<echofed::RunStatus> status = admin->GetRunStatus(run_id);
+      if (!status.ok()) return Fail(status.status());
+      std::string table = echofed::FormatLiveStatus(*status, absl::Now());
+      // Home and clear after fetching, so the old table stays up meanwhile.
+      if (redraw) std::cout << "\033[H\033[2J";
+      std::cout << table << std::flush;
+      bool finished = status->state() == echofed::RunStatus::DONE ||
+                      status->state() == echofed::RunStatus::STOPPED ||
+                      status->state() == echofed::RunStatus::FAILED;
+      if (!redraw || finished) return 0;
+      absl::SleepFor(absl::Seconds(watch_seconds));
     }
   }
   if (run_stop->parsed()) {

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -53,6 +54,14 @@ struct SetResult {
   // Pooled sets: the sites added, and those that released nothing.
   std::vector<std::string> contributors;
   std::vector<std::string> suppressed_sites;
+  // Sites: true classes the site withheld (disclosure control: a few
+  // patients of the class). Pools: "site: class" for every class a
+  // contributing site withheld, so left out of the pool.
+  std::vector<int> withheld_classes;
+  std::vector<std::string> left_out;
+  // Sites: the patient flow the site reported with this evaluation.
+  bool has_flow = false;
+  PatientFlow flow;
   // A site's report was suppressed, or no site of a pool released data.
   bool suppressed = false;
   EvalAggregate aggregate;
@@ -110,6 +119,20 @@ bool IsSurvivalHead(int head) { return head == Plan::PROGNOSIS; }
 
 std::string SuppressedText(int min_cell_count) {
   return absl::StrCat("suppressed (< min cell count ", min_cell_count, ")");
+}
+
+// A class a site withheld: it had some patients, fewer than the minimum.
+std::string WithheldClassText(int min_cell_count) {
+  return absl::StrCat("class suppressed at this site (< min cell count ",
+                      min_cell_count, "); its patients are left out");
+}
+
+// The minimum a site applied: its flow says (a site may ask for more than
+// the plan), else the plan's.
+int SiteMinCellCount(int plan_min_cell_count, const PatientFlow* flow) {
+  return flow != nullptr && flow->min_cell_count() > 0
+             ? std::max(plan_min_cell_count, flow->min_cell_count())
+             : plan_min_cell_count;
 }
 
 // A plan site's entry in the run status, or null.
@@ -260,6 +283,10 @@ absl::StatusOr<Report> BuildReport(const RunStatus& status,
     set.split = SplitOf(*evaluation, plan);
     set.suppressed = aggregate.suppressed();
     set.aggregate = aggregate;
+    set.withheld_classes.assign(aggregate.withheld_classes().begin(),
+                                aggregate.withheld_classes().end());
+    set.has_flow = evaluation->has_flow();
+    set.flow = evaluation->flow();
     if (!set.suppressed) set.summary = Summarize(aggregate);
     set.heads.resize(report.heads.size());
     for (const HeadAggregate& head : evaluation->heads()) {
@@ -306,6 +333,10 @@ absl::StatusOr<Report> BuildReport(const RunStatus& status,
               absl::StrCat("site ", site.key, ": ", added.message()));
         }
         pool.contributors.push_back(site.key);
+        for (int c : site.withheld_classes) {
+          pool.left_out.push_back(
+              absl::StrCat(site.key, ": ", report.class_names[c]));
+        }
       }
       for (size_t h = 0; h < report.heads.size(); ++h) {
         const HeadResult& head = site.heads[h];
@@ -721,10 +752,10 @@ const std::vector<TripodItem>& TripodItems() {
        "authors'"},
       {"17-19", "Ethics, open science, patient and public involvement",
        "authors", "the manuscript"},
-      {"20a", "Participant flow", "partly",
-       "#flow: patients and images each site declared at join, and the "
-       "evaluated counts; the CONSORT-style flow (screened, excluded by "
-       "reason) is printed at each site by echofed-agent check-data"},
+      {"20a", "Participant flow", "in_report",
+       "#flow: each site's CONSORT-style flow (screened, excluded by reason, "
+       "included, split, analysed), counts under the minimum cell count "
+       "suppressed; the counts each site declared at join"},
       {"20b", "Participant characteristics by centre", "partly",
        "#flow: class distribution per centre; clinical characteristics are not "
        "available from the federation"},
@@ -817,6 +848,15 @@ std::string RenderJson(const Report& report) {
       json.BeginArray(true);
       for (const std::string& site : set.suppressed_sites) json.String(site);
       json.EndArray();
+      json.Key("classes_left_out");
+      json.BeginArray(true);
+      for (const std::string& left_out : set.left_out) json.String(left_out);
+      json.EndArray();
+    } else {
+      json.Key("withheld_classes");
+      json.BeginArray(true);
+      for (int c : set.withheld_classes) json.String(report.class_names[c]);
+      json.EndArray();
     }
     json.Key("subtype");
     if (set.suppressed) {
@@ -860,20 +900,73 @@ std::string RenderJson(const Report& report) {
       json.Field("status", SuppressedText(report.min_cell_count));
       json.EndObject();
     }
+    const int site_min = SiteMinCellCount(report.min_cell_count,
+                                          set.has_flow ? &set.flow : nullptr);
+    for (int c : set.withheld_classes) {
+      json.BeginObject();
+      json.Field("site", set.key);
+      json.Field("split", SplitName(set.split));
+      json.Field("what", absl::StrCat("SUBTYPE class ", report.class_names[c]));
+      json.Field("status", WithheldClassText(site_min));
+      json.EndObject();
+    }
   }
   json.EndArray();
 
   json.Key("patient_flow");
   json.BeginObject();
-  json.Field("available_from_federation", false);
+  // Agents before the flow was sent report none.
+  bool any_flow = false;
+  for (const SetResult& set : report.sets) any_flow = any_flow || set.has_flow;
+  json.Field("available_from_federation", any_flow);
   json.Field("note",
-             "The CONSORT-style flow (screened, excluded by reason, included) "
-             "is computed at each site by echofed-agent check-data and is not "
-             "sent to the coordinator. What the federation has: the aggregate "
+             "The CONSORT-style flow (screened, excluded by reason, included, "
+             "split, analysed) is counted at each site and sent with its "
+             "evaluation as counts only (by_site), each count below the "
+             "site's minimum cell count, or recoverable from the others by "
+             "subtraction, suppressed (patients null). Also: the aggregate "
              "counts each site declared when it joined (declared_at_join, "
              "before the patient-level split, not verified by the "
              "coordinator) and the evaluated counts per site and set "
              "(sites).");
+  json.Key("by_site");
+  json.BeginArray();
+  for (const SetResult& set : report.sets) {
+    if (set.type != SetType::kSite) continue;
+    json.BeginObject();
+    json.Field("site", set.key);
+    json.Field("split", SplitName(set.split));
+    json.Field("reported", set.has_flow);
+    if (set.has_flow) {
+      json.Field("min_cell_count", set.flow.min_cell_count());
+      json.Key("steps");
+      json.BeginArray();
+      auto step_json = [&](const FlowCount& step) {
+        json.BeginObject();
+        json.Field("step", step.step());
+        json.Key("patients");
+        if (step.suppressed()) {
+          json.Null();
+        } else {
+          json.Int(step.patients());
+        }
+        json.Field("suppressed", step.suppressed());
+        json.EndObject();
+      };
+      for (const FlowCount& step : set.flow.steps()) step_json(step);
+      json.EndArray();
+      json.Key("refused_manifest_lines");
+      step_json(set.flow.refused_manifest_lines());
+      json.Key("notes");
+      json.BeginArray(true);
+      for (const std::string& note : set.flow.notes()) json.String(note);
+      json.EndArray();
+    } else {
+      json.Field("status", "not available: the site sent no flow");
+    }
+    json.EndObject();
+  }
+  json.EndArray();
   json.Key("declared_at_join");
   json.BeginArray();
   for (const Plan::SiteRole& role : report.status->plan().sites()) {
@@ -893,6 +986,13 @@ std::string RenderJson(const Report& report) {
         json.Field(label, images);
       }
       json.EndObject();
+      json.Field("min_cell_count", data.min_cell_count());
+      json.Key("withheld_labels");
+      json.BeginArray(true);
+      for (const std::string& label : data.withheld_labels()) {
+        json.String(label);
+      }
+      json.EndArray();
     } else {
       json.Field("status", reason);
     }
@@ -1018,6 +1118,12 @@ std::string PoolNote(const SetResult& set) {
     absl::StrAppend(&note, "; suppressed, not pooled: ",
                     absl::StrJoin(set.suppressed_sites, " "));
   }
+  if (!set.left_out.empty()) {
+    absl::StrAppend(&note,
+                    "; classes suppressed at a site, their patients not "
+                    "pooled: ",
+                    absl::StrJoin(set.left_out, ", "));
+  }
   return note;
 }
 
@@ -1043,10 +1149,17 @@ void SubtypeRows(const Report& report, const SetResult& set, CsvWriter* csv) {
   csv->Row("macro_auc", "", s.macro_auc, s.macro_auc_ci, images);
   csv->Row("hand_till_auc", "", s.hand_till_auc, {}, images);
   csv->Row("brier", "", s.brier, {}, images);
+  const int site_min = SiteMinCellCount(report.min_cell_count,
+                                        set.has_flow ? &set.flow : nullptr);
   for (size_t c = 0; c < report.class_names.size(); ++c) {
     const std::string& name = report.class_names[c];
     const ClassMetrics m = c < s.classes.size() ? s.classes[c] : ClassMetrics();
-    const char* no_cases = m.support == 0 ? "no cases of the class" : "";
+    const bool withheld =
+        std::find(set.withheld_classes.begin(), set.withheld_classes.end(),
+                  static_cast<int>(c)) != set.withheld_classes.end();
+    const std::string no_cases =
+        withheld ? WithheldClassText(site_min)
+                 : (m.support == 0 ? "no cases of the class" : "");
     csv->Row("sensitivity", name, m.sensitivity, m.sensitivity_ci, m.support,
              no_cases);
     csv->Row("specificity", name, m.specificity, m.specificity_ci,
@@ -1067,6 +1180,24 @@ void SubtypeRows(const Report& report, const SetResult& set, CsvWriter* csv) {
     csv->Row("calibration_slope", name, m.calibration_slope, {}, images);
   }
   csv->SetBlockNote("");
+}
+
+// A site's patient flow: one row per step, the count as the estimate.
+void FlowRows(const SetResult& set, CsvWriter* csv) {
+  if (set.type != SetType::kSite || !set.has_flow) return;
+  csv->SetContext(set.key, "site", SplitName(set.split), "");
+  csv->SetBlockNote("");
+  const std::string suppressed = SuppressedText(set.flow.min_cell_count());
+  auto row = [&](absl::string_view metric, const FlowCount& step) {
+    if (step.suppressed()) {
+      csv->Row(metric, step.step(), kNaN, {}, std::nullopt, suppressed);
+    } else {
+      csv->Row(metric, step.step(), static_cast<double>(step.patients()), {},
+               step.patients());
+    }
+  };
+  for (const FlowCount& step : set.flow.steps()) row("patient_flow", step);
+  row("manifest_lines_refused", set.flow.refused_manifest_lines());
 }
 
 void HeadRows(const Report& report, const SetResult& set, CsvWriter* csv) {
@@ -1144,6 +1275,7 @@ std::string RenderCsv(const Report& report) {
   for (const SetResult& set : report.sets) {
     SubtypeRows(report, set, &csv);
     HeadRows(report, set, &csv);
+    FlowRows(set, &csv);
   }
   MetaRows(report, &csv);
   return csv.Take();
@@ -1634,6 +1766,16 @@ std::string ClassTable(const Report& report, const SetResult& set) {
       "<th>AUC (DeLong 95% CI)</th><th>Brier</th></tr>");
   for (size_t c = 0; c < set.summary.classes.size(); ++c) {
     const ClassMetrics& m = set.summary.classes[c];
+    if (std::find(set.withheld_classes.begin(), set.withheld_classes.end(),
+                  static_cast<int>(c)) != set.withheld_classes.end()) {
+      absl::StrAppend(
+          &out, "<tr><td>", HtmlEscape(report.class_names[c]),
+          "</td><td colspan=\"8\"><span class=\"suppressed\">",
+          HtmlEscape(WithheldClassText(SiteMinCellCount(
+              report.min_cell_count, set.has_flow ? &set.flow : nullptr))),
+          "</span></td></tr>");
+      continue;
+    }
     absl::StrAppend(
         &out, "<tr><td>", HtmlEscape(report.class_names[c]), "</td><td>",
         m.support, "</td><td>",
@@ -1796,11 +1938,47 @@ std::string RunSection(const Report& report) {
 std::string FlowSection(const Report& report) {
   std::string out =
       "<h2 id=\"flow\">Patient flow per site</h2><p class=\"note\">The "
-      "CONSORT-style flow (screened, excluded by reason, included, split) is "
-      "site-local: each site prints it with <code>echofed-agent "
-      "check-data</code>, and it does not reach the coordinator. What the "
-      "federation has is below: the aggregate counts each site declared "
-      "when it joined, and the evaluated set of each site.</p>";
+      "CONSORT-style flow is counted at each site (the excluded patients and "
+      "their reasons stay site-local) and sent with its evaluation as counts "
+      "only. A count with some patients but fewer than the site's minimum "
+      "cell count is suppressed, and so is any count from which it could be "
+      "recovered by subtraction. Patients, except for refused manifest "
+      "lines (images).</p>";
+  std::string flows;
+  for (const SetResult& set : report.sets) {
+    if (set.type != SetType::kSite) continue;
+    absl::StrAppend(&flows, "<table class=\"flow\"><caption>",
+                    HtmlEscape(set.key), " (", SplitName(set.split),
+                    " validation)</caption>");
+    if (!set.has_flow) {
+      absl::StrAppend(&flows,
+                      "<tr><td>not available: the site sent no flow"
+                      "</td></tr></table>");
+      continue;
+    }
+    auto row = [&](const FlowCount& step) {
+      const bool indented = absl::StartsWith(step.step(), "excluded: ") ||
+                            absl::StartsWith(step.step(), "withheld: ") ||
+                            absl::StartsWith(step.step(), "evaluation set: ");
+      absl::StrAppend(
+          &flows, "<tr><td", indented ? " class=\"indent\"" : "", ">",
+          HtmlEscape(step.step()), "</td><td>",
+          step.suppressed()
+              ? absl::StrCat("<span class=\"suppressed\">&lt; ",
+                             set.flow.min_cell_count(), " or suppressed</span>")
+              : absl::StrCat(step.patients()),
+          "</td></tr>");
+    };
+    for (const FlowCount& step : set.flow.steps()) row(step);
+    row(set.flow.refused_manifest_lines());
+    for (const std::string& note : set.flow.notes()) {
+      absl::StrAppend(&flows, "<tr><td colspan=\"2\" class=\"note\">note: ",
+                      HtmlEscape(note), "</td></tr>");
+    }
+    flows += "</table>";
+  }
+  absl::StrAppend(&out, "<h3>Counted at each site</h3><div class=\"plots\">",
+                  flows, "</div>");
   absl::StrAppend(
       &out,
       "<h3>Declared by each site at join</h3><p class=\"note\">Counts only, "
@@ -1822,9 +2000,18 @@ std::string FlowSection(const Report& report) {
       continue;
     }
     const DataSummary& data = site->declared_data();
-    std::vector<std::string> labels;
+    std::map<std::string, std::string> shown;
     for (const auto& [label, images] : SortedLabels(data)) {
-      labels.push_back(absl::StrCat(HtmlEscape(label), ": ", images));
+      shown[label] = absl::StrCat(images);
+    }
+    for (const std::string& label : data.withheld_labels()) {
+      shown[label] =
+          absl::StrCat("<span class=\"suppressed\">&lt;", data.min_cell_count(),
+                       " patients or suppressed</span>");
+    }
+    std::vector<std::string> labels;
+    for (const auto& [label, text] : shown) {
+      labels.push_back(absl::StrCat(HtmlEscape(label), ": ", text));
     }
     absl::StrAppend(&out, "<td>", data.patients(), "</td><td>", data.images(),
                     "</td><td>",
@@ -1882,12 +2069,28 @@ std::string SuppressedSection(const Report& report) {
                       HeadName(report.heads[h]), "</td><td>",
                       SuppressedCell(report), "</td></tr>");
     }
+    for (int c : set.withheld_classes) {
+      absl::StrAppend(
+          &rows, "<tr><td>", HtmlEscape(set.key), "</td><td>",
+          SplitName(set.split), "</td><td>SUBTYPE class ",
+          HtmlEscape(report.class_names[c]),
+          "</td><td><span class=\"suppressed\">",
+          HtmlEscape(WithheldClassText(SiteMinCellCount(
+              report.min_cell_count, set.has_flow ? &set.flow : nullptr))),
+          ", and from the pooled ", SplitName(set.split),
+          " set</span></td></tr>");
+    }
   }
   std::string out = absl::StrCat(
       "<h2 id=\"suppressed\">Suppressed cells</h2><p>A site releases no "
       "aggregate of a set with fewer than ",
       report.min_cell_count,
-      " patients; such sets are left out of every pool and meta-analysis.</p>");
+      " patients; such sets are left out of every pool and meta-analysis. "
+      "Within a released set, a class with fewer patients (but some) is "
+      "suppressed and its patients left out of the site's counts and the "
+      "pools; a binary head with fewer positive or negative patients, or a "
+      "survival head with fewer events or censored patients, is "
+      "suppressed.</p>");
   if (rows.empty()) {
     absl::StrAppend(&out, "<p>No site suppressed a set in this round.</p>");
   } else {
@@ -1957,6 +2160,7 @@ table.kv th{text-align:left;color:#555;font-weight:normal}
 table.kv td{text-align:left;white-space:normal}
 table.confusion td{text-align:center;min-width:56px}
 .suppressed{color:#a00;font-style:italic}.na{color:#888}
+table.flow td.indent{padding-left:24px}
 .note{background:#fff8e5;border-left:4px solid #E69F00;padding:6px 10px}
 .plots{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 tr.not_available td:nth-child(3){color:#a00}

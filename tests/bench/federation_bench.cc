@@ -197,8 +197,13 @@ Result RunConfig(const Config& config, const std::string& work) {
     result.agents_cpu += agent.cpu_seconds();
   }
   result.wire_bytes = LoopbackBytes() - bytes_before;
+  // Its own peak since exec (the kernel's rusage peak would include this
+  // process's pages at spawn).
+  result.coordinator_rss = coordinator->PeakRssNow();
   coordinator->Terminate();
-  result.coordinator_rss = coordinator->max_rss_bytes();
+  if (result.coordinator_rss == 0) {
+    result.coordinator_rss = coordinator->max_rss_bytes();
+  }
   result.coordinator_cpu = coordinator->cpu_seconds();
 
   std::vector<double> rounds;

@@ -1,7 +1,12 @@
 #include "coordinator/coordinator.h"
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <optional>
 
@@ -289,6 +294,113 @@ TEST_F(CoordinatorTest, BadUpdatesAreRefusedAndTheRoundGoesOn) {
   EXPECT_FLOAT_EQ(value, 3.0f);
   // No spool files are left behind by the refused uploads.
   EXPECT_TRUE(std::filesystem::is_empty(dir_.Join("state/incoming")));
+}
+
+TEST_F(CoordinatorTest, NormBoundingRefusesOrLeavesOutFarUpdates) {
+  for (const char* site : {"a", "b", "c", "d"}) Join(site);
+  Plan plan = MakePlan({"a", "b", "c", "d"}, {}, 1);
+  plan.set_max_update_norm(1000);
+  plan.set_update_norm_outlier_factor(10);
+  std::string run = StartAndInitialize(plan);
+  // Far above the absolute bound: refused on arrival, like any bad update.
+  absl::StatusOr<UploadReceipt> refused =
+      Upload("d", run, 1, MakeBundle("test_model", 1e6f));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("max_update_norm"),
+            std::string::npos)
+      << refused.status();
+  // Within it, but far beyond the others: accepted, then left out.
+  ASSERT_TRUE(Upload("a", run, 1, MakeBundle("test_model", 1.0f), 10).ok());
+  ASSERT_TRUE(Upload("b", run, 1, MakeBundle("test_model", 2.0f), 10).ok());
+  ASSERT_TRUE(Upload("c", run, 1, MakeBundle("test_model", 3.0f), 10).ok());
+  ASSERT_TRUE(Upload("d", run, 1, MakeBundle("test_model", 90.0f), 10).ok());
+  RunStatus status = Status();
+  ASSERT_EQ(status.rounds_size(), 2);
+  const RoundRecord& round = status.rounds(1);
+  EXPECT_EQ(std::vector<std::string>(round.excluded().begin(),
+                                     round.excluded().end()),
+            std::vector<std::string>{"d"});
+  EXPECT_EQ(round.total_weight(), 30);
+  TensorBundle model = *(*coordinator_->OpenModel(run, 1))->ReadAll();
+  float value;
+  std::memcpy(&value, model.data[2].data(), 4);
+  EXPECT_FLOAT_EQ(value, 2.0f);
+  std::ifstream audit(dir_.Join("state/audit.log"));
+  std::string text((std::istreambuf_iterator<char>(audit)),
+                   std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("\tupdate-excluded\t"), std::string::npos) << text;
+}
+
+// The disk fills up while the round's model is written: the commit fails
+// with the system's reason, the run says so, the last committed model stays
+// the valid global one, and the round commits once there is room again.
+TEST_F(CoordinatorTest, DiskFullAtCommitKeepsThePreviousModelAndRetries) {
+  for (const char* site : {"a", "b", "c"}) Join(site);
+  Plan plan = MakePlan({"a", "b", "c"}, {}, 1);
+  plan.set_min_sites(2);
+  plan.set_round_deadline_seconds(30);
+  absl::StatusOr<std::string> run = coordinator_->StartRun(plan);
+  ASSERT_TRUE(run.ok()) << run.status();
+  constexpr int kElements = 300'000;  // 3.6 MB models
+  for (const char* site : {"a", "b", "c"}) {
+    absl::StatusOr<Task> task = Poll(site);
+    if (task.ok() && task->kind() == Task::INITIALIZE) {
+      ASSERT_TRUE(
+          Upload(site, *run, 0, MakeBundle("test_model", 0.0f, 3, kElements))
+              .ok());
+    }
+  }
+  ASSERT_EQ(Status().rounds_size(), 1);
+  const std::string initial_digest = Status().rounds(0).model_digest();
+  ASSERT_TRUE(
+      Upload("a", *run, 1, MakeBundle("test_model", 1.0f, 3, kElements)).ok());
+  ASSERT_TRUE(
+      Upload("b", *run, 1, MakeBundle("test_model", 3.0f, 3, kElements)).ok());
+
+  // A file-size limit makes every write past 1 MB fail as a full disk would
+  // (EFBIG instead of ENOSPC; the signal it raises is ignored).
+  struct rlimit saved;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
+  struct rlimit small = saved;
+  small.rlim_cur = 1 << 20;
+  void (*previous_handler)(int) = std::signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  clock_.Advance(absl::Seconds(31));
+  coordinator_->Tick();
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &saved), 0);
+  std::signal(SIGXFSZ, previous_handler);
+
+  RunStatus status = Status();
+  EXPECT_EQ(status.state(), RunStatus::TRAINING);
+  EXPECT_EQ(status.rounds_size(), 1);
+  EXPECT_NE(status.message().find("cannot commit round 1"), std::string::npos)
+      << status.message();
+  EXPECT_NE(status.message().find("too large"), std::string::npos)
+      << status.message();
+  // The committed model is intact and still served.
+  absl::StatusOr<std::unique_ptr<ModelFileReader>> initial =
+      coordinator_->OpenModel(*run, 0);
+  ASSERT_TRUE(initial.ok()) << initial.status();
+  EXPECT_EQ((*initial)->digest(), initial_digest);
+  EXPECT_TRUE((*initial)->ReadAll().ok());
+  EXPECT_FALSE(coordinator_->OpenModel(*run, 1).ok());
+  // No half-written file is left to fill the disk further.
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(
+           dir_.Join("state/models"))) {
+    EXPECT_EQ(entry.path().string().find("partial"), std::string::npos)
+        << entry.path();
+  }
+
+  // Room again: the retry commits the same round from the same updates.
+  clock_.Advance(absl::Seconds(6));
+  coordinator_->Tick();
+  status = Status();
+  ASSERT_EQ(status.rounds_size(), 2) << status.message();
+  EXPECT_TRUE(status.message().empty()) << status.message();
+  TensorBundle model = *(*coordinator_->OpenModel(*run, 1))->ReadAll();
+  float value;
+  std::memcpy(&value, model.data[2].data(), 4);
+  EXPECT_FLOAT_EQ(value, 2.0f);
 }
 
 TEST_F(CoordinatorTest, RetriedUploadIsCountedOnce) {

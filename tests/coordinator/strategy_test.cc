@@ -139,17 +139,22 @@ int64_t CounterOf(const TensorBundle& bundle) {
 struct RunResult {
   double loss = 0;
   int64_t counter = 0;
+  // Per round, the contributions norm bounding left out.
+  std::vector<std::vector<int>> excluded;
 };
 
 // Runs `rounds` federated rounds of `strategy` from w = 0. With `garbage`,
 // site 0 sends huge values instead of its update.
 RunResult RunFederation(Plan::Strategy strategy, int rounds,
-                        bool garbage = false, double server_lr = 0.1) {
+                        bool garbage = false, double server_lr = 0.1,
+                        double outlier_factor = 0) {
   static const Problem problem;
   Plan plan;
   plan.set_strategy(strategy);
   plan.set_server_learning_rate(server_lr);
+  plan.set_update_norm_outlier_factor(outlier_factor);
   ApplyPlanDefaults(&plan);
+  std::vector<std::vector<int>> excluded;
   TempDir dir;
   std::vector<float> w(kDims, 0);
   std::string previous = dir.Join("model_0.efm");
@@ -173,13 +178,14 @@ RunResult RunFederation(Plan::Strategy strategy, int rounds,
     std::string path = dir.Join(absl::StrCat("model_", round, ".efm"));
     absl::StatusOr<std::string> digest = aggregator->WriteModel(path);
     EXPECT_TRUE(digest.ok()) << digest.status();
+    excluded.push_back(aggregator->Excluded());
     TensorBundle next = *(*ModelFileReader::Open(path))->ReadAll();
     EXPECT_EQ((*ModelFileReader::Open(path))->digest(), *digest);
     w = WeightsOf(next);
     counter = CounterOf(next);
     previous = path;
   }
-  return {problem.Loss(w), counter};
+  return {problem.Loss(w), counter, excluded};
 }
 
 double Optimal() {
@@ -220,6 +226,124 @@ TEST(RobustStrategyTest, OneGarbageSiteBreaksFedAvgButNotMedianOrTrimmedMean) {
     EXPECT_LT(loss, Optimal() + 0.3 * (start - Optimal()))
         << Plan::Strategy_Name(robust);
   }
+}
+
+TEST(NormBoundTest, OutlierFactorLeavesTheGarbageSiteOutEveryRound) {
+  const double start = RunFederation(Plan::FEDAVG, 0).loss;
+  for (Plan::Strategy strategy : {Plan::FEDAVG, Plan::FEDADAM}) {
+    RunResult result = RunFederation(strategy, 60, /*garbage=*/true,
+                                     /*server_lr=*/0.1, /*outlier_factor=*/10);
+    EXPECT_LT(result.loss, Optimal() + 0.05 * (start - Optimal()))
+        << Plan::Strategy_Name(strategy);
+    ASSERT_EQ(result.excluded.size(), 60u);
+    for (const std::vector<int>& round : result.excluded) {
+      EXPECT_EQ(round, std::vector<int>{0});
+    }
+  }
+  // Honest non-IID sites are never left out.
+  RunResult honest = RunFederation(Plan::FEDAVG, 20, /*garbage=*/false,
+                                   /*server_lr=*/0.1, /*outlier_factor=*/10);
+  for (const std::vector<int>& round : honest.excluded) {
+    EXPECT_TRUE(round.empty());
+  }
+}
+
+TEST(NormBoundTest, UpdateNormCountsTrainedFloatsOnly) {
+  TensorBundle previous = ModelOf(std::vector<float>(kDims, 1.0f), 0);
+  std::vector<float> moved(kDims, 1.0f);
+  moved[0] = 4.0f;                             // +3
+  moved[1] = -3.0f;                            // -4
+  TensorBundle update = ModelOf(moved, 1000);  // the counter does not count
+  BundleSource update_source(&update);
+  BundleSource previous_source(&previous);
+  absl::StatusOr<double> norm = UpdateNorm(update_source, previous_source);
+  ASSERT_TRUE(norm.ok()) << norm.status();
+  EXPECT_DOUBLE_EQ(*norm, 5.0);
+}
+
+// Adds `updates` (weights) to a FedAvg round with `plan`'s norm bounding over
+// a previous model of zeros; returns each Add's status and the model written.
+struct BoundedRound {
+  std::vector<absl::Status> added;
+  std::vector<float> model;
+  std::vector<int> excluded;
+};
+BoundedRound RunBoundedRound(const Plan& plan,
+                             const std::vector<std::vector<float>>& updates,
+                             bool write_twice = false) {
+  TempDir dir;
+  std::string previous = dir.Join("model_0.efm");
+  TensorBundle zeros = ModelOf(std::vector<float>(kDims, 0.0f), 0);
+  EXPECT_TRUE(WriteModelFile(previous, zeros).ok());
+  RoundContext context;
+  context.layout = zeros.manifest;
+  context.previous_model_path = previous;
+  context.state_dir = dir.path();
+  std::unique_ptr<RoundAggregator> aggregator =
+      CreateRoundAggregator(plan, context);
+  BoundedRound result;
+  for (const std::vector<float>& w : updates) {
+    TensorBundle update = ModelOf(w, 0);
+    BundleSource source(&update);
+    result.added.push_back(aggregator->Add(source, 1.0));
+  }
+  std::string path = dir.Join("model_1.efm");
+  absl::StatusOr<std::string> digest = aggregator->WriteModel(path);
+  if (write_twice && digest.ok()) digest = aggregator->WriteModel(path);
+  EXPECT_TRUE(digest.ok()) << digest.status();
+  if (digest.ok()) {
+    result.model = WeightsOf(*(*ModelFileReader::Open(path))->ReadAll());
+  }
+  result.excluded = aggregator->Excluded();
+  return result;
+}
+
+TEST(NormBoundTest, UpdateAboveTheAbsoluteBoundIsRefusedOnArrival) {
+  Plan plan;
+  ApplyPlanDefaults(&plan);
+  plan.set_max_update_norm(10);
+  BoundedRound round = RunBoundedRound(
+      plan, {std::vector<float>(kDims, 1.0f), std::vector<float>(kDims, 100.0f),
+             std::vector<float>(kDims, 3.0f)});
+  EXPECT_TRUE(round.added[0].ok());
+  EXPECT_EQ(round.added[1].code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(round.added[1].message().find("max_update_norm"), std::string::npos)
+      << round.added[1];
+  EXPECT_TRUE(round.added[2].ok());
+  // The model is the mean of the two accepted updates.
+  EXPECT_EQ(round.model, std::vector<float>(kDims, 2.0f));
+}
+
+TEST(NormBoundTest, OutlierNeedsThreeUpdatesAndARetryDoesNotCountTwice) {
+  Plan plan;
+  ApplyPlanDefaults(&plan);
+  plan.set_update_norm_outlier_factor(5);
+  // Two updates: no median to speak of, nothing is left out.
+  BoundedRound two = RunBoundedRound(plan, {std::vector<float>(kDims, 1.0f),
+                                            std::vector<float>(kDims, 99.0f)});
+  EXPECT_TRUE(two.excluded.empty());
+  EXPECT_EQ(two.model, std::vector<float>(kDims, 50.0f));
+  // Three: the far one goes; writing again gives the same model.
+  BoundedRound three = RunBoundedRound(
+      plan,
+      {std::vector<float>(kDims, 1.0f), std::vector<float>(kDims, 3.0f),
+       std::vector<float>(kDims, 99.0f)},
+      /*write_twice=*/true);
+  EXPECT_EQ(three.excluded, std::vector<int>{2});
+  EXPECT_EQ(three.model, std::vector<float>(kDims, 2.0f));
+}
+
+TEST(NormBoundTest, PlanValuesAreChecked) {
+  Plan plan;
+  for (const char* name : {"NB", "GNB", "GN"}) plan.add_class_names(name);
+  ApplyPlanDefaults(&plan);
+  plan.set_update_norm_outlier_factor(0.5);
+  EXPECT_NE(ValidatePlan(plan).message().find("update_norm_outlier_factor"),
+            std::string::npos);
+  plan.set_update_norm_outlier_factor(0);
+  plan.set_max_update_norm(-1);
+  EXPECT_NE(ValidatePlan(plan).message().find("max_update_norm"),
+            std::string::npos);
 }
 
 TEST(FedOptTest, MomentsPersistBesideTheModelsAndDriveLaterRounds) {

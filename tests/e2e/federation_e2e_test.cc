@@ -3,9 +3,13 @@
 
 #include <signal.h>
 
+#include <set>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "common/audit_log.h"
 #include "common/files.h"
 #include "common/subprocess.h"
 #include "coordinator/cli/admin_client.h"
@@ -15,6 +19,7 @@
 #include "models/classifier.h"
 #include "models/state_exchange.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/tcp_relay.h"
 
 namespace echofed {
 namespace {
@@ -67,6 +72,7 @@ class FederationE2eTest : public ::testing::Test {
       }
     }
     ASSERT_NE(port, 0) << *ReadFileToString(dir_.Join("coordinator.log"));
+    port_ = port;
     address_ = absl::StrCat("127.0.0.1:", port);
     admin_ = std::make_unique<AdminClient>(
         address_, *LoadKit(pki_ + "/operator"), "localhost");
@@ -94,11 +100,16 @@ class FederationE2eTest : public ::testing::Test {
     ASSERT_TRUE(
         WriteFileAtomically(
             config, absl::StrCat(
-                        "coordinator_address: \"", address_,
+                        "coordinator_address: \"",
+                        agent_address_.empty() ? address_ : agent_address_,
                         "\"\ncoordinator_name: \"localhost\"\n",
                         "tls { ca_cert: \"pki/", site, "/ca.pem\" cert: \"pki/",
                         site, "/cert.pem\" key: \"pki/", site, "/key.pem\" }\n",
                         "data_dir: \"data/", site, "\"\n",
+                        // Nine validation patients a site (MakeRunPlan):
+                        // disclosure control would rightly suppress them;
+                        // it is tested in trainer_test and cohort_test.
+                        "min_cell_count: 1\n",
                         initial_checkpoint_.empty()
                             ? ""
                             : absl::StrCat("initial_checkpoint: \"",
@@ -121,6 +132,8 @@ class FederationE2eTest : public ::testing::Test {
     plan.set_learning_rate(0.02);
     plan.set_min_sites(min_sites);
     plan.set_round_deadline_seconds(deadline_seconds);
+    // With the agents' own min_cell_count of 1 (see StartAgent).
+    plan.set_min_cell_count(1);
     return plan;
   }
 
@@ -141,6 +154,75 @@ class FederationE2eTest : public ::testing::Test {
                                       : status.status().ToString()));
   }
 
+  // Starts the coordinator again on the same port and state (as systemd
+  // would after a crash), appending to its log.
+  void RestartCoordinator() {
+    ASSERT_TRUE(
+        WriteFileAtomically(
+            dir_.Join("coordinator-again.textproto"),
+            absl::StrCat("listen_address: \"127.0.0.1:", port_, "\"\n",
+                         "tls { ca_cert: \"pki/coordinator/ca.pem\" cert: "
+                         "\"pki/coordinator/cert.pem\" key: "
+                         "\"pki/coordinator/key.pem\" }\n"
+                         "state_dir: \"state\"\n"
+                         "enrolment_file: \"pki/enrolment.textproto\"\n"))
+            .ok());
+    absl::StatusOr<Subprocess> coordinator =
+        Subprocess::Start({BinaryPath("echofed-coordinator"), "--config",
+                           dir_.Join("coordinator-again.textproto")},
+                          dir_.Join("coordinator-again.log"));
+    ASSERT_TRUE(coordinator.ok());
+    coordinator_ = std::make_unique<Subprocess>(std::move(*coordinator));
+  }
+
+  // Round 1 committed and round 2 training: "mid-round" for fault tests.
+  absl::StatusOr<RunStatus> WaitUntilRoundTwoIsOpen(const std::string& run_id) {
+    return WaitFor(
+        run_id,
+        [](const RunStatus& s) {
+          return s.rounds_size() >= 2 && s.state() == RunStatus::TRAINING;
+        },
+        absl::Seconds(120));
+  }
+
+  // Waits until every agent's log says it joined.
+  void WaitUntilAllJoined() {
+    absl::Time until = absl::Now() + absl::Seconds(60);
+    for (const std::string& site : sites_) {
+      while (absl::Now() < until &&
+             ReadFileToString(dir_.Join(site + ".log"))
+                     .value_or("")
+                     .find("joined") == std::string::npos) {
+        absl::SleepFor(absl::Milliseconds(100));
+      }
+    }
+  }
+
+  // Checks what must hold after any fault: every round committed once, each
+  // site at most once per round, every model file matching its record, and
+  // the audit log intact.
+  void ExpectIntactRun(const RunStatus& status, int rounds) {
+    ASSERT_EQ(status.rounds_size(), rounds + 1);
+    for (int round = 0; round <= rounds; ++round) {
+      const RoundRecord& record = status.rounds(round);
+      EXPECT_EQ(record.round(), round);
+      std::set<std::string> unique(record.contributors().begin(),
+                                   record.contributors().end());
+      EXPECT_EQ(unique.size(), static_cast<size_t>(record.contributors_size()))
+          << "round " << round << " counted a site twice";
+      absl::StatusOr<std::unique_ptr<ModelFileReader>> model =
+          ModelFileReader::Open(absl::StrFormat("%s/models/%s/round-%05d.efm",
+                                                dir_.Join("state"),
+                                                status.run_id(), round));
+      ASSERT_TRUE(model.ok()) << model.status();
+      EXPECT_EQ((*model)->digest(), record.model_digest()) << round;
+      EXPECT_TRUE((*model)->ReadAll().ok()) << round;
+    }
+    absl::StatusOr<AuditVerification> audit =
+        VerifyAuditLog(dir_.Join("state/audit.log"));
+    EXPECT_TRUE(audit.ok()) << audit.status();
+  }
+
   bool AllJoined() {
     absl::StatusOr<ListRunsResponse> runs = admin_->ListRuns();
     return runs.ok();
@@ -149,7 +231,10 @@ class FederationE2eTest : public ::testing::Test {
   TempDir dir_;
   std::string pki_;
   std::vector<std::string> sites_ = {"site-1", "site-2", "site-3"};
+  int port_ = 0;
   std::string address_;
+  // Where agents dial, when not the coordinator itself (a relay).
+  std::string agent_address_;
   // Relative to the agents' config files; empty: none.
   std::string initial_checkpoint_;
   std::unique_ptr<Subprocess> coordinator_;
@@ -177,6 +262,16 @@ TEST_F(FederationE2eTest, ThreeHospitalsTrainTogetherOverMutualTls) {
     for (const SiteEvaluation& evaluation : record.evaluations()) {
       EXPECT_EQ(evaluation.aggregate().split(), INTERNAL_VALIDATION);
       EXPECT_GT(evaluation.aggregate().num_images(), 0);
+      // The site's patient flow travels with its evaluation: 30 screened
+      // patients, the last step the withheld ones (none at a minimum of 1).
+      ASSERT_GT(evaluation.flow().steps_size(), 2);
+      EXPECT_EQ(evaluation.flow().min_cell_count(), 1);
+      EXPECT_EQ(evaluation.flow().steps(0).step(), "screened");
+      EXPECT_EQ(evaluation.flow().steps(0).patients(), 30);
+      EXPECT_EQ(evaluation.flow()
+                    .steps(evaluation.flow().steps_size() - 2)
+                    .patients(),
+                evaluation.aggregate().num_patients());
     }
   }
   // The final model downloads intact.
@@ -276,6 +371,81 @@ TEST_F(FederationE2eTest, AgentWithWrongCaCertificateGivesUpWithClearError) {
   std::string server_log =
       ReadFileToString(dir_.Join("coordinator.log")).value_or("");
   EXPECT_NE(server_log.find("refused Join"), std::string::npos) << server_log;
+}
+
+}  // namespace
+}  // namespace echofed
+
+namespace echofed {
+namespace {
+
+TEST_F(FederationE2eTest, CoordinatorKilledMidRoundRestartsAndTheRunCompletes) {
+  constexpr int kRounds = 4;
+  absl::StatusOr<std::string> run_id =
+      admin_->StartRun(MakeRunPlan(kRounds, 3, 60));
+  ASSERT_TRUE(run_id.ok()) << run_id.status();
+  // Round 1 is committed and round 2 is open: kill the coordinator there.
+  absl::StatusOr<RunStatus> before = WaitUntilRoundTwoIsOpen(*run_id);
+  ASSERT_TRUE(before.ok()) << before.status();
+  coordinator_->Signal(SIGKILL);
+  ASSERT_TRUE(coordinator_->Wait(absl::Seconds(10)).has_value());
+  RestartCoordinator();
+
+  // The agents find it again on their own; the run finishes all its rounds.
+  absl::StatusOr<RunStatus> after = WaitFor(
+      *run_id, [](const RunStatus& s) { return s.state() == RunStatus::DONE; },
+      absl::Seconds(180));
+  ASSERT_TRUE(after.ok()) << after.status();
+  ExpectIntactRun(*after, kRounds);
+  // What was committed before the crash is exactly what is there after.
+  for (int round = 0; round < before->rounds_size(); ++round) {
+    EXPECT_EQ(after->rounds(round).model_digest(),
+              before->rounds(round).model_digest());
+  }
+  std::string log =
+      ReadFileToString(dir_.Join("coordinator-again.log")).value_or("");
+  EXPECT_NE(log.find("resum"), std::string::npos) << log;
+}
+
+TEST_F(FederationE2eTest,
+       NetworkCutAndRestoredAgentsReconnectWithoutDuplicates) {
+  // The agents reach the coordinator through a relay that fails like a
+  // network link: established connections reset, new ones refused.
+  testing::TcpRelay relay(port_);
+  ASSERT_NE(relay.port(), 0);
+  for (auto& agent : agents_) agent->Terminate(absl::Seconds(3));
+  agent_address_ = absl::StrCat("127.0.0.1:", relay.port());
+  for (size_t i = 0; i < sites_.size(); ++i) StartAgent(i);
+  WaitUntilAllJoined();
+
+  constexpr int kRounds = 3;
+  absl::StatusOr<std::string> run_id =
+      admin_->StartRun(MakeRunPlan(kRounds, 3, 90));
+  ASSERT_TRUE(run_id.ok()) << run_id.status();
+  absl::StatusOr<RunStatus> before = WaitUntilRoundTwoIsOpen(*run_id);
+  ASSERT_TRUE(before.ok()) << before.status();
+  relay.Cut();
+  absl::SleepFor(absl::Seconds(6));
+  relay.Restore();
+
+  absl::StatusOr<RunStatus> after = WaitFor(
+      *run_id, [](const RunStatus& s) { return s.state() == RunStatus::DONE; },
+      absl::Seconds(180));
+  ASSERT_TRUE(after.ok()) << after.status();
+  ExpectIntactRun(*after, kRounds);
+  // Nobody missed a round: each site contributed to every one, once.
+  for (int round = 1; round <= kRounds; ++round) {
+    EXPECT_EQ(after->rounds(round).contributors_size(), 3) << round;
+  }
+  // The cut was felt (connections refused while it lasted) and the agents
+  // backed off before retrying.
+  EXPECT_GT(relay.resets(), 0);
+  int backoffs = 0;
+  for (const std::string& site : sites_) {
+    std::string log = ReadFileToString(dir_.Join(site + ".log")).value_or("");
+    if (log.find("retrying in") != std::string::npos) ++backoffs;
+  }
+  EXPECT_GT(backoffs, 0);
 }
 
 }  // namespace

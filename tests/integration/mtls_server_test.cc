@@ -3,14 +3,19 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <set>
 
+#include "absl/synchronization/notification.h"
 #include "common/audit_log.h"
+#include "common/files.h"
 #include "common/grpc_util.h"
 #include "common/tensor_bundle.h"
 #include "coordinator/server.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "proto/admin.grpc.pb.h"
 #include "proto/federation.grpc.pb.h"
@@ -27,7 +32,9 @@ using testing::TestPki;
 
 class MtlsServerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { StartServer(""); }
+
+  void StartServer(const std::string& crl_file) {
     CoordinatorServerOptions options;
     options.listen_address = "127.0.0.1:0";
     options.tls = pki_.Coordinator();
@@ -37,6 +44,11 @@ class MtlsServerTest : public ::testing::Test {
                                        {"stats", "statistician"},
                                        {"old-site", "site"}});
     options.coordinator.state_dir = dir_.Join("state");
+    options.crl_file = crl_file;
+    // Short, so the stalled-stream test need not wait long.
+    options.stream_idle_timeout = absl::Seconds(2);
+    // Every call looks at the CRL file, so the test needs no sleeps.
+    options.crl_check_interval = absl::ZeroDuration();
     absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
         CoordinatorServer::Start(std::move(options));
     ASSERT_TRUE(server.ok()) << server.status();
@@ -297,6 +309,306 @@ TEST_F(MtlsServerTest, DownloadOfUnknownRoundIsNotFound) {
   auto outsider = Site(pki_.Participant("site-z", Role::kSite));
   EXPECT_EQ(Download(*outsider, run, 0).status().code(),
             absl::StatusCode::kPermissionDenied);
+}
+
+std::string AuditText(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
+// An agent killed (or its link dropped) halfway through an upload: the
+// partial update is discarded, and the same upload sent again counts once.
+TEST_F(MtlsServerTest, BrokenOffUploadIsDiscardedAndTheRetryCountsOnce) {
+  ASSERT_TRUE(Join(*site_a_).ok());
+  ASSERT_TRUE(Join(*site_b_).ok());
+  std::string run = StartRun(MakeBundle("test_model", 0.0f, 3, 1'000'000),
+                             /*min_sites=*/2);
+  UploadHeader header;
+  header.set_run_id(run);
+  header.set_round(1);
+  header.set_num_samples(10);
+  header.set_upload_id("a-round-1");
+  TensorBundle update = MakeBundle("test_model", 2.0f, 3, 1'000'000);
+  {
+    grpc::ClientContext context;
+    Deadline(&context, 60);
+    UploadReceipt receipt;
+    auto writer = site_a_->UploadUpdate(&context, &receipt);
+    UploadChunk first;
+    *first.mutable_header() = header;
+    ASSERT_TRUE(writer->Write(first));
+    BundleSource source(&update);
+    ModelChunker chunker(&source);
+    UploadChunk chunk;
+    for (int i = 0; i < 4 && *chunker.Next(chunk.mutable_chunk()); ++i) {
+      ASSERT_TRUE(writer->Write(chunk));
+    }
+    context.TryCancel();  // the process dies mid-stream
+    EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // The round is still waiting for both sites; nothing half-received stays.
+  absl::Time until = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < until &&
+         !std::filesystem::is_empty(dir_.Join("state/incoming"))) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.Join("state/incoming")));
+  UploadReceipt receipt;
+  ASSERT_TRUE(Upload(*site_a_, header, update, &receipt).ok());
+  EXPECT_FALSE(receipt.duplicate());
+  ASSERT_TRUE(Upload(*site_a_, header, update, &receipt).ok());  // a retry
+  EXPECT_TRUE(receipt.duplicate());
+  header.set_upload_id("b-round-1");
+  ASSERT_TRUE(Upload(*site_b_, header, MakeBundle("test_model", 4.0f, 3,
+                                                  1'000'000),
+                     &receipt)
+                  .ok());
+  absl::StatusOr<TensorBundle> global = Download(*site_a_, run, 1);
+  ASSERT_TRUE(global.ok()) << global.status();
+  float value;
+  std::memcpy(&value, global->data[0].data(), 4);
+  EXPECT_FLOAT_EQ(value, 3.0f);  // each site once, equal weights
+}
+
+// A site that opens an upload and then sends nothing is cut off; it cannot
+// hold the coordinator's stream and spool file for as long as it likes.
+TEST_F(MtlsServerTest, StalledUploadIsCancelled) {
+  ASSERT_TRUE(Join(*site_a_).ok());
+  ASSERT_TRUE(Join(*site_b_).ok());
+  std::string run = StartRun(MakeBundle("test_model", 0.0f));
+  grpc::ClientContext context;
+  Deadline(&context, 60);
+  UploadReceipt receipt;
+  auto writer = site_a_->UploadUpdate(&context, &receipt);
+  UploadChunk first;
+  first.mutable_header()->set_run_id(run);
+  first.mutable_header()->set_round(1);
+  first.mutable_header()->set_num_samples(10);
+  first.mutable_header()->set_upload_id("stalled");
+  ASSERT_TRUE(writer->Write(first));
+  absl::Time started = absl::Now();
+  // Silence; the coordinator's watch (2 s here) cancels the stream.
+  grpc::Status status = writer->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED)
+      << status.error_message();
+  EXPECT_LT(absl::Now() - started, absl::Seconds(30));
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.Join("state/incoming")));
+}
+
+// Identity comes from the certificate alone: site-a cannot take site-b's
+// place in a round, and an update replayed from an earlier round is refused.
+TEST_F(MtlsServerTest, NoSiteFillsAnothersPlaceAndOldUpdatesAreNotReplayed) {
+  ASSERT_TRUE(Join(*site_a_).ok());
+  ASSERT_TRUE(Join(*site_b_).ok());
+  std::string run = StartRun(MakeBundle("test_model", 0.0f), /*min_sites=*/2);
+  UploadHeader header;
+  header.set_run_id(run);
+  header.set_round(1);
+  header.set_num_samples(10);
+  header.set_upload_id("a-1");
+  UploadReceipt receipt;
+  ASSERT_TRUE(
+      Upload(*site_a_, header, MakeBundle("test_model", 1.0f), &receipt).ok());
+  UploadHeader as_b = header;
+  as_b.set_upload_id("b-1");  // site-a's certificate, site-b's upload id
+  grpc::Status second =
+      Upload(*site_a_, as_b, MakeBundle("test_model", 9.0f), &receipt);
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  header.set_upload_id("b-1");
+  ASSERT_TRUE(
+      Upload(*site_b_, header, MakeBundle("test_model", 3.0f), &receipt).ok());
+  absl::StatusOr<TensorBundle> round1 = Download(*site_a_, run, 1);
+  ASSERT_TRUE(round1.ok()) << round1.status();
+  float value;
+  std::memcpy(&value, round1->data[0].data(), 4);
+  EXPECT_FLOAT_EQ(value, 2.0f);  // 1 and 3; the 9 never counted
+
+  // Round 1 has closed: its upload sent again, exactly as before, is refused.
+  header.set_upload_id("a-1");
+  grpc::Status replay =
+      Upload(*site_a_, header, MakeBundle("test_model", 1.0f), &receipt);
+  EXPECT_EQ(replay.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << replay.error_message();
+  std::string audit = AuditText(dir_.Join("state/audit.log"));
+  EXPECT_NE(audit.find("site-a\tupdate-refused"), std::string::npos) << audit;
+  EXPECT_TRUE(VerifyAuditLog(dir_.Join("state/audit.log")).ok());
+}
+
+// Bytes that are not the message the method expects, and a message over
+// the size limit: refused, and the server goes on serving.
+TEST_F(MtlsServerTest, MalformedAndOversizedMessagesAreRefused) {
+  grpc::GenericStub generic(Channel(pki_.Participant("site-a", Role::kSite)));
+  grpc::Slice garbage_slice(std::string("\xff\xff\xff\xff\x0f garbage", 14));
+  grpc::ByteBuffer garbage(&garbage_slice, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  Deadline(&context);
+  absl::Notification done;
+  grpc::Status malformed;
+  generic.UnaryCall(&context, "/echofed.Federation/Join", grpc::StubOptions(),
+                    &garbage, &response, [&](grpc::Status status) {
+                      malformed = status;
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  EXPECT_FALSE(malformed.ok());
+  EXPECT_NE(malformed.error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  // A client without our own 64 MB send cap, sending 80 MB.
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride("localhost");
+  auto unlimited = Federation::NewStub(grpc::CreateCustomChannel(
+      address_,
+      MakeChannelCredentials(pki_.Participant("site-a", Role::kSite)), args));
+  grpc::ClientContext big_context;
+  Deadline(&big_context, 60);
+  JoinRequest big;
+  big.set_device(std::string(80 << 20, 'x'));
+  JoinResponse joined;
+  EXPECT_EQ(unlimited->Join(&big_context, big, &joined).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  EXPECT_TRUE(Join(*site_a_).ok());  // still serving
+}
+
+// The coordinator with the study CA's CRL file (crl_file), as deployed.
+class MtlsRevocationTest : public MtlsServerTest {
+ protected:
+  void SetUp() override {
+    // site-a's first certificate is revoked before the coordinator starts.
+    WriteCrl({Serial(revoked_a_)}, 1);
+    StartServer(crl_path_);
+    site_a_ = Site(revoked_a_);
+    site_b_ = Site(site_b_kit_);
+  }
+
+  static std::string Serial(const TlsMaterial& kit) {
+    return ReadCertificateDetails(kit.cert)->serial;
+  }
+  // Replaces the file atomically, as `echofed pki revoke` does.
+  void WriteCrl(const std::vector<std::string>& serials, int64_t number) {
+    RevocationListRequest request;
+    request.crl_number = number;
+    for (const std::string& serial : serials) {
+      request.revoked.push_back(
+          {serial, absl::Now(), RevocationReason::kKeyCompromise});
+    }
+    absl::StatusOr<std::string> crl = CreateRevocationList(pki_.ca(), request);
+    ASSERT_TRUE(crl.ok()) << crl.status();
+    ASSERT_TRUE(WriteFileAtomically(crl_path_, *crl).ok());
+  }
+  std::string AuditText() {
+    absl::StatusOr<AuditVerification> audit =
+        VerifyAuditLog(dir_.Join("state/audit.log"));
+    EXPECT_TRUE(audit.ok()) << audit.status();
+    absl::StatusOr<std::string> text =
+        ReadFileToString(dir_.Join("state/audit.log"));
+    return text.ok() ? *text : "";
+  }
+
+  std::string crl_path_ = dir_.Join("crl.pem");
+  TlsMaterial revoked_a_ = pki_.Participant("site-a", Role::kSite);
+  TlsMaterial site_b_kit_ = pki_.Participant("site-b", Role::kSite);
+};
+
+TEST_F(MtlsRevocationTest, RevokedSiteCertificateIsRefusedAndAudited) {
+  grpc::Status status = Join(*site_a_);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+      << status.error_message();
+  EXPECT_NE(status.error_message().find("revoked"), std::string::npos)
+      << status.error_message();
+  // Only the revoked certificate: site-b's goes on.
+  EXPECT_TRUE(Join(*site_b_).ok());
+  std::string audit = AuditText();
+  EXPECT_NE(audit.find("\tcrl-loaded\t"), std::string::npos) << audit;
+  EXPECT_NE(audit.find("\trefused\t-\t-\t-\tJoin: UNAUTHENTICATED: client "
+                       "certificate refused: it has been revoked "
+                       "(certificate of 'site-a', serial " +
+                       Serial(revoked_a_)),
+            std::string::npos)
+      << audit;
+}
+
+TEST_F(MtlsRevocationTest, CertificateRevokedWhileRunningIsRefused) {
+  ASSERT_TRUE(Join(*site_b_).ok());
+  // A new list, written while the coordinator runs, revokes site-b too:
+  // the next call on the same channel is refused.
+  WriteCrl({Serial(revoked_a_), Serial(site_b_kit_)}, 2);
+  grpc::Status status = Join(*site_b_);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+      << status.error_message();
+  EXPECT_NE(status.error_message().find("revoked"), std::string::npos)
+      << status.error_message();
+  // A replacement that is not the study CA's does not lift the revocation.
+  TestPki other;
+  absl::StatusOr<std::string> foreign =
+      CreateRevocationList(other.ca(), RevocationListRequest());
+  ASSERT_TRUE(foreign.ok());
+  ASSERT_TRUE(WriteFileAtomically(crl_path_, *foreign).ok());
+  EXPECT_EQ(Join(*site_b_).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  ASSERT_TRUE(WriteFileAtomically(crl_path_, "not a CRL").ok());
+  EXPECT_EQ(Join(*site_b_).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  std::string audit = AuditText();
+  EXPECT_NE(audit.find("CRL number 2, 2 revoked"), std::string::npos) << audit;
+  EXPECT_NE(audit.find("\tcrl-refused\t"), std::string::npos) << audit;
+}
+
+TEST_F(MtlsRevocationTest, ReissuedCertificateConnects) {
+  ASSERT_EQ(Join(*site_a_).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // Re-issued: same identity and role, a new serial; the old one stays
+  // listed.
+  TlsMaterial reissued = pki_.Participant("site-a", Role::kSite);
+  ASSERT_NE(Serial(reissued), Serial(revoked_a_));
+  auto site_a = Site(reissued);
+  grpc::Status status = Join(*site_a);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(Join(*Site(revoked_a_)).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// crl_file in the config file: resolved beside it, and a list the
+// coordinator cannot load stops it from starting rather than being ignored.
+TEST(CoordinatorConfigTest, CrlFileMustLoadAtStart) {
+  TempDir dir;
+  TestPki pki;
+  TlsMaterial tls = pki.Coordinator();
+  ASSERT_TRUE(WriteFileAtomically(dir.Join("ca.pem"), tls.ca_cert).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir.Join("cert.pem"), tls.cert).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir.Join("key.pem"), tls.key, 0600).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir.Join("enrolment.textproto"), "").ok());
+  ASSERT_TRUE(
+      WriteFileAtomically(dir.Join("coordinator.textproto"),
+                          "listen_address: \"127.0.0.1:0\"\n"
+                          "tls { ca_cert: \"ca.pem\" cert: \"cert.pem\" key: "
+                          "\"key.pem\" }\n"
+                          "state_dir: \"state\"\n"
+                          "enrolment_file: \"enrolment.textproto\"\n"
+                          "crl_file: \"crl.pem\"\n")
+          .ok());
+  absl::StatusOr<CoordinatorServerOptions> options =
+      CoordinatorServer::OptionsFromConfigFile(
+          dir.Join("coordinator.textproto"));
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->crl_file, dir.Join("crl.pem"));
+
+  EXPECT_EQ(CoordinatorServer::Start(*options).status().code(),
+            absl::StatusCode::kNotFound);
+  TestPki other;
+  ASSERT_TRUE(WriteFileAtomically(dir.Join("crl.pem"),
+                                  *CreateRevocationList(other.ca(), {}))
+                  .ok());
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> refused =
+      CoordinatorServer::Start(*options);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("crl_file"), std::string::npos)
+      << refused.status();
+  ASSERT_TRUE(WriteFileAtomically(dir.Join("crl.pem"),
+                                  *CreateRevocationList(pki.ca(), {}))
+                  .ok());
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> started =
+      CoordinatorServer::Start(*options);
+  EXPECT_TRUE(started.ok()) << started.status();
 }
 
 }  // namespace

@@ -345,7 +345,7 @@ TEST(BusiSitesTest, JpegAndPngSitesDecodeCompletely) {
     ASSERT_TRUE(manifest.ok()) << manifest.status();
     EXPECT_TRUE(manifest->errors.empty()) << expected.site;
     EXPECT_EQ(static_cast<int>(manifest->records.size()), expected.images);
-    EXPECT_EQ(Summarize(*manifest).patients(), expected.patients);
+    EXPECT_EQ(Summarize(*manifest, 5).patients(), expected.patients);
     for (const ImageRecord& record : manifest->records) {
       absl::StatusOr<GrayImage> image = ReadGrayImage(record.image_path);
       ASSERT_TRUE(image.ok()) << image.status();

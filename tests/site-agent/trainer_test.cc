@@ -1,5 +1,6 @@
 #include "site-agent/trainer.h"
 
+#include "absl/strings/str_cat.h"
 #include "common/metrics.h"
 #include "gtest/gtest.h"
 #include "site-agent/clinical_features.h"
@@ -182,6 +183,146 @@ TEST(TrainerTest, DeviceSelection) {
               absl::StatusCode::kFailedPrecondition);
   }
   EXPECT_FALSE(ResolveDevice("tpu").ok());
+}
+
+// A set of `per_class[c]` patients of class c, one random image each.
+ImageSet SmallSet(const std::vector<int>& per_class) {
+  ImageSet data;
+  std::vector<int64_t> labels;
+  for (int c = 0; c < static_cast<int>(per_class.size()); ++c) {
+    for (int i = 0; i < per_class[c]; ++i) {
+      labels.push_back(c);
+      data.patient_ids.push_back(absl::StrCat("p", c, "-", i));
+    }
+  }
+  const int64_t n = static_cast<int64_t>(labels.size());
+  torch::manual_seed(7);
+  data.images = torch::randn({n, 1, 32, 32});
+  data.labels = torch::tensor(labels, torch::kInt64);
+  data.patients = n;
+  return data;
+}
+
+TEST(TrainerTest, ClassesBelowTheMinimumCellCountAreWithheld) {
+  torch::set_num_threads(1);
+  torch::manual_seed(2);
+  auto model = *CreateClassifier({"small_cnn", 3});
+  EvaluationOptions options;
+  options.min_cell_count = 5;
+  // Class 2 has two patients: they leave every count of the set.
+  LocalEvaluation evaluation =
+      EvaluateModel(*model, SmallSet({9, 6, 2}), options);
+  const EvalAggregate& a = evaluation.subtype;
+  EXPECT_FALSE(evaluation.suppressed);
+  EXPECT_FALSE(a.suppressed());
+  ASSERT_TRUE(ValidateAggregate(a, 3).ok());
+  EXPECT_EQ(std::vector<int>(a.withheld_classes().begin(),
+                             a.withheld_classes().end()),
+            std::vector<int>{2});
+  EXPECT_EQ(evaluation.withheld_patients, 2);
+  EXPECT_EQ(a.num_patients(), 15);
+  EXPECT_EQ(a.num_images(), 15);
+  for (int p = 0; p < 3; ++p) EXPECT_EQ(a.confusion(2 * 3 + p), 0);
+  int64_t class_two_scores = 0;
+  for (int c = 0; c < 3; ++c) {
+    for (int b = 0; b < kScoreHistogramBins; ++b) {
+      class_two_scores +=
+          a.score_histogram((2 * 3 + c) * kScoreHistogramBins + b);
+    }
+  }
+  EXPECT_EQ(class_two_scores, 0);
+  // Without the minimum the same set releases all 17 patients.
+  options.min_cell_count = 1;
+  const EvalAggregate all =
+      EvaluateModel(*model, SmallSet({9, 6, 2}), options).subtype;
+  EXPECT_EQ(all.num_patients(), 17);
+  EXPECT_EQ(all.withheld_classes_size(), 0);
+  EXPECT_LT(a.loss_sum(), all.loss_sum());
+
+  // Seven patients, but no class of five: nothing is left to release.
+  options.min_cell_count = 5;
+  LocalEvaluation none = EvaluateModel(*model, SmallSet({4, 3, 0}), options);
+  EXPECT_TRUE(none.suppressed);
+  EXPECT_TRUE(none.subtype.suppressed());
+  EXPECT_EQ(none.subtype.withheld_classes_size(), 0);
+  EXPECT_TRUE(ValidateAggregate(none.subtype, 3).ok());
+  // A class with no patient at all is not withheld: zero names nobody.
+  LocalEvaluation absent = EvaluateModel(*model, SmallSet({6, 5, 0}), options);
+  EXPECT_FALSE(absent.suppressed);
+  EXPECT_EQ(absent.subtype.withheld_classes_size(), 0);
+  EXPECT_EQ(absent.subtype.num_patients(), 11);
+}
+
+TEST(TrainerTest, HeadsWithFewPositivesNegativesOrEventsAreSuppressed) {
+  torch::set_num_threads(1);
+  std::vector<int> heads = {Plan::SUBTYPE, Plan::HIGH_RISK, Plan::BONE_MARROW,
+                            Plan::PROGNOSIS};
+  const int features = static_cast<int>(ClinicalFeatureNames().size());
+  torch::manual_seed(5);
+  auto model =
+      *CreateClassifier({"resnet_small_gated_fusion", 3, heads, features});
+  ImageSet data = SmallSet({8, 7, 6});
+  const int64_t n = data.size();
+  data.clinical = torch::randn({n, features});
+  auto* fusion = dynamic_cast<FusionModelImpl*>(model.get());
+  ASSERT_NE(fusion, nullptr);
+  fusion->clinical_encoder()->SetLocalStatistics(data.clinical, 1.0);
+  // HIGH_RISK: 3 positives; BONE_MARROW: 10 and 11; PROGNOSIS: 3 events.
+  torch::Tensor high_risk = torch::zeros({n});
+  high_risk.slice(0, 0, 3).fill_(1);
+  torch::Tensor bone_marrow = torch::zeros({n});
+  bone_marrow.slice(0, 0, 10).fill_(1);
+  data.binary_targets[Plan::HIGH_RISK] = high_risk;
+  data.binary_targets[Plan::BONE_MARROW] = bone_marrow;
+  data.survival_months = torch::arange(1, n + 1, torch::kFloat32);
+  data.survival_event = torch::zeros({n});
+  data.survival_event.slice(0, 0, 3).fill_(1);
+  EvaluationOptions options;
+  options.min_cell_count = 5;
+  LocalEvaluation evaluation = EvaluateModel(*model, data, options);
+  EXPECT_FALSE(evaluation.suppressed);
+  ASSERT_EQ(evaluation.heads.size(), 3u);
+  for (const HeadAggregate& head : evaluation.heads) {
+    SCOPED_TRACE(Plan::Head_Name(static_cast<Plan::Head>(head.head())));
+    if (head.head() == Plan::PROGNOSIS) {
+      EXPECT_TRUE(head.survival().suppressed());
+      EXPECT_EQ(head.survival().cells_size(), 0);
+      EXPECT_TRUE(ValidateSurvivalAggregate(head.survival()).ok());
+    } else if (head.head() == Plan::HIGH_RISK) {
+      EXPECT_TRUE(head.binary().suppressed());
+      EXPECT_EQ(head.binary().num_images(), 0);
+      EXPECT_TRUE(ValidateAggregate(head.binary(), 2).ok());
+    } else {
+      EXPECT_FALSE(head.binary().suppressed());
+      EXPECT_EQ(head.binary().num_patients(), n);
+      EXPECT_TRUE(ValidateAggregate(head.binary(), 2).ok());
+    }
+  }
+  // Five events are enough.
+  data.survival_event.slice(0, 0, 5).fill_(1);
+  for (const HeadAggregate& head : EvaluateModel(*model, data, options).heads) {
+    if (head.head() == Plan::PROGNOSIS) {
+      EXPECT_FALSE(head.survival().suppressed());
+      EXPECT_EQ(head.survival().num_patients(), n);
+    }
+  }
+  // A withheld subtype class leaves the heads as well: the heads' patient
+  // counts would otherwise give its size away.
+  ImageSet fewer = SmallSet({10, 9, 2});
+  fewer.clinical = torch::randn({fewer.size(), features});
+  torch::Tensor half = torch::zeros({fewer.size()});
+  half.slice(0, 0, 8).fill_(1);
+  fewer.binary_targets[Plan::BONE_MARROW] = half;
+  fewer.survival_months = torch::full({fewer.size()}, NAN);
+  fewer.survival_event = torch::full({fewer.size()}, NAN);
+  LocalEvaluation withheld = EvaluateModel(*model, fewer, options);
+  EXPECT_EQ(withheld.withheld_patients, 2);
+  for (const HeadAggregate& head : withheld.heads) {
+    if (head.head() == Plan::BONE_MARROW) {
+      EXPECT_FALSE(head.binary().suppressed());
+      EXPECT_EQ(head.binary().num_patients(), 19);
+    }
+  }
 }
 
 }  // namespace

@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # Renders an `echofed report` page in headless Chromium and checks that the
-# browser drew it: the DOM it parsed holds the inline SVG plots, and the
-# screenshot is not blank (enough non-white pixels, the plots' colours).
-# Optional and not in CI: it needs Chromium (Debian: apt-get install
-# chromium). Exits 77 (ctest's skip code) without it.
+# browser drew it: the DOM it parsed holds the inline SVG plots and the
+# report's sections (flow tables, suppressed cells), and the screenshot is
+# not blank (enough non-white pixels, the plots' colours). Needs Chromium
+# (Debian: apt-get install chromium; deploy/install-deps.sh installs it).
+# Exits 77 (ctest's skip code) without it.
 #
 #   tests/coordinator/cli/report_browser_check.sh REPORT.html [OUT.png]
+#   tests/coordinator/cli/report_browser_check.sh --from-test cli_report_test
 #
+# --from-test: writes the report of cli_report_test's disclosure fixture
+# (DisclosureReportTest.WritesTheReportForTheBrowserCheck) and checks that;
+# this is how ctest runs it (cli_report_browser_check, label integration).
 # HEIGHT (default 2400) is the height of the window, and of the screenshot.
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
-  echo "usage: $0 REPORT.html [OUT.png]" >&2
+  echo "usage: $0 REPORT.html [OUT.png] | --from-test CLI_REPORT_TEST" >&2
   exit 2
 fi
-html=$(realpath "$1")
-png=${2:-}
+# Occurrences of $1 in file $2 (0 without any; grep alone would fail the
+# pipeline under pipefail).
+count() { grep -oF -- "$1" "$2" | wc -l || true; }
+
 browser=$(command -v chromium || command -v chromium-browser ||
   command -v google-chrome || true)
 if [[ -z $browser ]]; then
@@ -25,6 +32,26 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+png=
+if [[ $1 == --from-test ]]; then
+  [[ $# -ge 2 ]] || { echo "--from-test needs the test binary" >&2; exit 2; }
+  ECHOFED_REPORT_OUT_DIR=$work/report "$2" \
+    --gtest_filter=DisclosureReportTest.WritesTheReportForTheBrowserCheck \
+    >"$work/test.log" 2>&1 || { cat "$work/test.log" >&2; exit 1; }
+  html=$work/report/report.html
+  if [[ ! -s $html ]]; then
+    echo "FAIL: the test wrote no report" >&2
+    cat "$work/test.log" >&2
+    exit 1
+  fi
+  # The fixture's content, to look for in what the browser parsed.
+  expect_text=("Patient flow per site" "site-4 (external validation)"
+    "SUBTYPE class GN" "Forest plot of AUC")
+else
+  html=$(realpath "$1")
+  png=${2:-}
+  expect_text=("Validation report" "Patient flow per site")
+fi
 [[ -n $png ]] || png=$work/report.png
 # --no-sandbox: the sandbox refuses to run as root (containers, CI);
 # a throwaway profile keeps the check from touching the user's.
@@ -33,12 +60,25 @@ flags=(--headless=new --no-sandbox --disable-gpu --hide-scrollbars
 
 "$browser" "${flags[@]}" --dump-dom "file://$html" >"$work/dom.html" \
   2>"$work/chromium.log"
-expected=$(grep -o '<svg ' "$html" | wc -l)
-parsed=$(grep -o '<svg ' "$work/dom.html" | wc -l)
+expected=$(count '<svg ' "$html")
+parsed=$(count '<svg ' "$work/dom.html")
 if [[ $expected -eq 0 || $parsed -ne $expected ]]; then
   echo "FAIL: the page has $expected SVG plots, the browser's DOM $parsed" >&2
   exit 1
 fi
+# Drawn plots, not empty <svg> shells: every ROC plot has its curves.
+roc=$(count 'aria-label="ROC curves, ' "$work/dom.html")
+curves=$(count '<polyline ' "$work/dom.html")
+if [[ $roc -eq 0 || $curves -lt $roc ]]; then
+  echo "FAIL: $roc ROC plots but $curves curves in the browser's DOM" >&2
+  exit 1
+fi
+for text in "${expect_text[@]}"; do
+  if ! grep -qF "$text" "$work/dom.html"; then
+    echo "FAIL: the browser's DOM lacks \"$text\"" >&2
+    exit 1
+  fi
+done
 
 "$browser" "${flags[@]}" --screenshot="$png" "file://$html" \
   >>"$work/chromium.log" 2>&1

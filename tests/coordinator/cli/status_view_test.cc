@@ -1,0 +1,131 @@
+// The table of `echofed status`, from a hand-made RunStatus.
+
+#include "coordinator/cli/status_view.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+
+namespace echofed {
+namespace {
+
+const absl::Time kNow = absl::FromUnixSeconds(1'800'000'000);
+
+SiteStatus* AddSite(RunStatus& run, const std::string& name, bool joined,
+                    bool live, const std::string& activity,
+                    absl::Duration since_seen) {
+  SiteStatus* site = run.add_sites();
+  site->set_site(name);
+  site->set_role(Plan::TRAIN);
+  site->set_joined(joined);
+  site->set_live(live);
+  site->set_activity(activity);
+  if (since_seen > absl::ZeroDuration()) {
+    site->set_last_seen_unix_ms(absl::ToUnixMillis(kNow - since_seen));
+  }
+  return site;
+}
+
+RunStatus MakeRun() {
+  RunStatus run;
+  run.set_run_id("run-42");
+  run.mutable_plan()->set_name("nb-subtype");
+  run.mutable_plan()->set_rounds(5);
+  run.mutable_plan()->set_local_epochs(6);
+  run.set_state(RunStatus::TRAINING);
+  run.set_round(3);
+  run.set_phase_deadline_unix_ms(
+      absl::ToUnixMillis(kNow + absl::Minutes(4) + absl::Seconds(12)));
+  SiteStatus* training =
+      AddSite(run, "hospital-a", true, true, "training", absl::Seconds(3));
+  training->set_epoch(2);
+  training->set_batch(14);
+  training->set_loss(0.4123);
+  AddSite(run, "hospital-b", true, true, "uploaded", absl::Seconds(12));
+  AddSite(run, "hospital-c", true, true, "evaluated", absl::Seconds(1));
+  AddSite(run, "hospital-d", true, false, "training",
+          absl::Minutes(8) + absl::Seconds(2));
+  AddSite(run, "hospital-e", false, false, "never seen", absl::ZeroDuration());
+  AddSite(run, "hospital-f", true, true, "joined\x1b[2Jevil", absl::Seconds(1));
+  run.add_rounds()->set_round(0);
+  for (int round = 1; round <= 2; ++round) {
+    RoundRecord* record = run.add_rounds();
+    record->set_round(round);
+    record->add_contributors("hospital-a");
+    record->set_mean_train_loss(round == 1 ? 0.9 : 0.6125);
+    SiteEvaluation* evaluation = record->add_evaluations();
+    evaluation->set_site("hospital-a");
+    EvalAggregate* aggregate = evaluation->mutable_aggregate();
+    aggregate->set_split(INTERNAL_VALIDATION);
+    aggregate->set_class_count(2);
+    aggregate->set_num_images(20);
+    aggregate->set_num_patients(20);
+    for (int count : {9, 1, 2, 8}) aggregate->add_confusion(count);
+  }
+  return run;
+}
+
+// The table's line for one site.
+std::string LineOf(const std::string& table, const std::string& site) {
+  for (absl::string_view line : absl::StrSplit(table, '\n')) {
+    if (absl::StrContains(line, site)) return std::string(line);
+  }
+  return "";
+}
+
+TEST(StatusViewTest, HeaderShowsRoundPhaseAndDeadline) {
+  const std::string table = FormatLiveStatus(MakeRun(), kNow);
+  EXPECT_TRUE(absl::StartsWith(
+      table,
+      "run run-42  'nb-subtype'  TRAINING  round 3/5  deadline in "
+      "4m 12s\n"))
+      << table;
+}
+
+TEST(StatusViewTest, EachSiteState) {
+  const std::string table = FormatLiveStatus(MakeRun(), kNow);
+  EXPECT_TRUE(absl::StrContains(LineOf(table, "hospital-a"),
+                                "training epoch 2/6 batch 14 loss 0.4123"))
+      << table;
+  EXPECT_TRUE(absl::StrContains(LineOf(table, "hospital-a"), "3s ago"));
+  EXPECT_TRUE(absl::StrContains(LineOf(table, "hospital-b"), "uploaded"));
+  EXPECT_TRUE(absl::StrContains(LineOf(table, "hospital-c"), "evaluated"));
+  // Silent past the liveness window: missing, with the time it was last
+  // heard from (08:00:00 - 8m 02s).
+  EXPECT_TRUE(absl::StrContains(LineOf(table, "hospital-d"),
+                                "MISSING since 07:51:58 UTC (8m 02s)"))
+      << table;
+  EXPECT_TRUE(absl::StrContains(LineOf(table, "hospital-e"), "not joined"));
+  EXPECT_TRUE(absl::StrContains(LineOf(table, "hospital-e"), "never"));
+}
+
+TEST(StatusViewTest, NoControlCharactersFromSites) {
+  const std::string table = FormatLiveStatus(MakeRun(), kNow);
+  EXPECT_EQ(table.find('\x1b'), std::string::npos);
+  EXPECT_TRUE(absl::StrContains(LineOf(table, "hospital-f"), "joined?[2Jevil"));
+}
+
+TEST(StatusViewTest, LastCommittedRoundWithItsMetrics) {
+  const std::string table = FormatLiveStatus(MakeRun(), kNow);
+  EXPECT_TRUE(absl::StrContains(table, "last committed round 2/5")) << table;
+  EXPECT_FALSE(absl::StrContains(table, "round 1/5"));
+  EXPECT_TRUE(absl::StrContains(table, "mean train loss 0.6125"));
+  // FormatRound's per-site line: 17 of 20 right.
+  EXPECT_TRUE(absl::StrContains(LineOf(table, "POOLED"), "85.0%")) << table;
+}
+
+TEST(StatusViewTest, FinishedRunHasNoDeadlineAndNoRoundYet) {
+  RunStatus run = MakeRun();
+  run.set_state(RunStatus::STOPPED);
+  run.clear_rounds();
+  const std::string table = FormatLiveStatus(run, kNow);
+  EXPECT_FALSE(absl::StrContains(table, "deadline"));
+  EXPECT_TRUE(absl::StrContains(table, "STOPPED"));
+  EXPECT_TRUE(absl::StrContains(table, "no round committed yet"));
+}
+
+}  // namespace
+}  // namespace echofed
