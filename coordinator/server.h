@@ -34,6 +34,8 @@ struct CoordinatorServerOptions {
   // Model downloads moving at once (others queue): bounds memory by this,
   // not by the number of sites.
   int max_concurrent_downloads = 8;
+  // Memory gRPC may use for connections and streams (0: unlimited).
+  size_t grpc_memory_bytes = size_t{256} << 20;
   // Makes gRPC server interceptors (tests record what crosses the wire with
   // one). A factory keeps the options copyable.
   std::function<std::vector<

@@ -53,15 +53,14 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
   // A caller that gives up while waiting at the gate has no write to fail:
   // finish here. Once moving, the failed write finishes the stream.
   void OnCancel() override {
-    bool waiting;
     {
+      // Decided in one step: a Start() racing in from the gate either runs
+      // first (and its failed write finishes the stream) or sees finished_.
       absl::MutexLock lock(&mu_);
-      waiting = !started_;
+      if (started_ || finished_) return;
+      finished_ = true;
     }
-    if (waiting) {
-      FinishOnce(
-          grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
-    }
+    Finish(grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
   }
   void OnDone() override {
     if (watch_ != nullptr && token_ != 0) watch_->Unregister(token_);

@@ -69,6 +69,14 @@ bool SetUpContext(const TlsMaterial& tls, SSL_CTX& ctx) {
   // Authenticator decides, with the CRL and the enrolment list.
   SSL_CTX_set_verify(&ctx, SSL_VERIFY_PEER,
                      [](int, X509_STORE_CTX*) { return 1; });
+  // Browsers resume sessions; with peer verification OpenSSL refuses a
+  // resumption on a context without a session id context, so a reload
+  // failed. No resumption at all: every connection shows its certificate
+  // again (and each request is checked against the current CRL anyway).
+  static constexpr unsigned char kContext[] = "echofed-status";
+  SSL_CTX_set_session_id_context(&ctx, kContext, sizeof(kContext) - 1);
+  SSL_CTX_set_session_cache_mode(&ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(&ctx, SSL_OP_NO_TICKET);
   return true;
 }
 

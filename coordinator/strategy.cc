@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -354,12 +355,14 @@ class RobustRound : public RoundAggregator {
 // three updates) are left out and the rest go to the wrapped strategy.
 class NormBoundRound : public RoundAggregator {
  public:
+  using Factory = std::function<std::unique_ptr<RoundAggregator>()>;
   NormBoundRound(const Plan& plan, const RoundContext& context,
-                 std::unique_ptr<RoundAggregator> inner)
+                 Factory make_inner)
       : context_(context),
         max_norm_(plan.max_update_norm()),
         outlier_factor_(plan.update_norm_outlier_factor()),
-        inner_(std::move(inner)),
+        make_inner_(std::move(make_inner)),
+        inner_(make_inner_()),
         spool_dir_(absl::StrCat(context.state_dir, "/round_", context.round,
                                 "_bounded")) {
     std::error_code ignored;
@@ -380,6 +383,9 @@ class NormBoundRound : public RoundAggregator {
     if (!previous.ok()) return previous.status();
     absl::StatusOr<double> norm = UpdateNorm(update, **previous);
     if (!norm.ok()) return norm.status();
+    if (!std::isfinite(*norm)) {
+      return absl::InvalidArgumentError("update norm is not finite");
+    }
     if (max_norm_ > 0 && *norm > max_norm_) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "update norm %.6g exceeds the plan's max_update_norm %.6g", *norm,
@@ -440,6 +446,9 @@ class NormBoundRound : public RoundAggregator {
                  "an outlier, so none is left out");
     }
     excluded_.clear();
+    // A fresh wrapped strategy per attempt: a fold that failed halfway (a
+    // full disk) and is retried must not count the first updates twice.
+    inner_ = make_inner_();
     for (size_t u = 0; u < pending_.size(); ++u) {
       if (pending_[u].norm > bound) {
         LogWarning("round ", context_.round, ": update ", u + 1,
@@ -464,6 +473,7 @@ class NormBoundRound : public RoundAggregator {
   RoundContext context_;
   double max_norm_;
   double outlier_factor_;
+  Factory make_inner_;
   std::unique_ptr<RoundAggregator> inner_;
   std::string spool_dir_;
   std::vector<Pending> pending_;
@@ -535,11 +545,13 @@ std::unique_ptr<RoundAggregator> CreateStrategyRound(
 
 std::unique_ptr<RoundAggregator> CreateRoundAggregator(
     const Plan& plan, const RoundContext& context) {
-  std::unique_ptr<RoundAggregator> round = CreateStrategyRound(plan, context);
   if (plan.max_update_norm() > 0 || plan.update_norm_outlier_factor() > 0) {
-    return std::make_unique<NormBoundRound>(plan, context, std::move(round));
+    return std::make_unique<NormBoundRound>(
+        plan, context, [plan, context] {
+          return CreateStrategyRound(plan, context);
+        });
   }
-  return round;
+  return CreateStrategyRound(plan, context);
 }
 
 }  // namespace echofed

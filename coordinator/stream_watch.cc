@@ -1,5 +1,6 @@
 #include "coordinator/stream_watch.h"
 
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -36,7 +37,7 @@ void StreamWatch::Unregister(Token token) {
 
 std::vector<std::string> StreamWatch::CancelStalled(absl::Time now) {
   std::vector<std::string> cancelled;
-  std::vector<std::pair<Token, std::function<void()>>> to_cancel;
+  std::vector<Token> stalled;
   {
     absl::MutexLock lock(&mu_);
     for (auto& [token, stream] : streams_) {
@@ -44,14 +45,22 @@ std::vector<std::string> StreamWatch::CancelStalled(absl::Time now) {
         continue;
       }
       stream.cancelled = true;
-      cancelling_[token] = std::this_thread::get_id();
-      to_cancel.emplace_back(token, stream.cancel);
+      stalled.push_back(token);
       cancelled.push_back(stream.description);
     }
   }
-  // Outside the lock: a cancel may finish its stream inline, which
-  // unregisters it.
-  for (auto& [token, cancel] : to_cancel) {
+  // Outside the lock: a cancel may finish its stream, which unregisters it.
+  // Each stream is marked as being cancelled only while its own cancel runs,
+  // and only if it is still registered then.
+  for (Token token : stalled) {
+    std::function<void()> cancel;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = streams_.find(token);
+      if (it == streams_.end()) continue;
+      cancelling_[token] = std::this_thread::get_id();
+      cancel = it->second.cancel;
+    }
     cancel();
     absl::MutexLock lock(&mu_);
     cancelling_.erase(token);
@@ -78,9 +87,15 @@ void StreamGate::Enter(Ticket* ticket, std::function<void()> start) {
 }
 
 void StreamGate::Leave(Ticket ticket) {
-  std::vector<std::function<void()>> to_start;
+  std::vector<std::pair<Ticket, std::function<void()>>> to_start;
   {
     absl::MutexLock lock(&mu_);
+    auto not_started_elsewhere = [this, ticket]() {
+      mu_.AssertHeld();
+      auto it = starting_.find(ticket);
+      return it == starting_.end() || it->second == std::this_thread::get_id();
+    };
+    mu_.Await(absl::Condition(&not_started_elsewhere));
     if (moving_.erase(ticket) == 0) {
       for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
         if (it->first == ticket) {
@@ -90,12 +105,18 @@ void StreamGate::Leave(Ticket ticket) {
       }
     }
     while (static_cast<int>(moving_.size()) < limit_ && !waiting_.empty()) {
-      moving_.insert(waiting_.front().first);
-      to_start.push_back(std::move(waiting_.front().second));
+      const Ticket next = waiting_.front().first;
+      moving_.insert(next);
+      starting_[next] = std::this_thread::get_id();
+      to_start.emplace_back(next, std::move(waiting_.front().second));
       waiting_.pop_front();
     }
   }
-  for (std::function<void()>& start : to_start) start();
+  for (auto& [next, start] : to_start) {
+    start();
+    absl::MutexLock lock(&mu_);
+    starting_.erase(next);
+  }
 }
 
 int StreamGate::waiting() const {

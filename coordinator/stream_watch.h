@@ -73,7 +73,9 @@ class StreamGate {
   // or later, from the Leave() of another stream.
   void Enter(Ticket* ticket, std::function<void()> start);
   // Frees the ticket's slot (or its place in the queue) and starts the
-  // streams that can move now (their `start` runs on this thread).
+  // streams that can move now (their `start` runs on this thread). If the
+  // ticket's own `start` is running on another thread, waits for it: the
+  // stream must not be freed under it.
   void Leave(Ticket ticket);
   int waiting() const;
 
@@ -84,6 +86,8 @@ class StreamGate {
   std::set<Ticket> moving_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<Ticket, std::function<void()>>> waiting_
       ABSL_GUARDED_BY(mu_);
+  // Starts handed out by Leave() and still running, with their thread.
+  std::map<Ticket, std::thread::id> starting_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace echofed

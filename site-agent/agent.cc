@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <set>
 #include <thread>
 
@@ -321,11 +322,21 @@ absl::Status Agent::Train(const Task& task) {
       plan.strategy() == Plan::FEDPROX ? plan.proximal_mu() : 0.0;
   options.seed = plan.seed() * 1000003 + static_cast<uint64_t>(task.round());
   options.device = device_;
+  TrainProgressReporter::Options progress_options;
+  progress_options.mode = options_.progress_on_terminal
+                              ? TrainProgressReporter::Mode::kTerminal
+                              : TrainProgressReporter::Mode::kLog;
+  progress_options.log_interval = options_.progress_log_interval;
+  TrainProgressReporter reporter(progress_options, task.round(), absl::Now());
   options.on_progress = [&](const TrainProgress& progress) {
-    if (progress.batch == progress.batches) {
-      LogInfo("round ", task.round(), " epoch ", progress.epoch, "/",
-              progress.epochs, ": ", progress.batches, " batches, loss ",
-              absl::StrFormat("%.4f", progress.loss));
+    std::string text = reporter.Update(progress, absl::Now());
+    if (!text.empty()) {
+      if (options_.progress_on_terminal) {
+        std::fputs(text.c_str(), stderr);
+        std::fflush(stderr);
+      } else {
+        LogInfo(text);
+      }
     }
     SendHeartbeat(task.run_id(), task.round(), "training", progress.epoch,
                   progress.batch, progress.loss);

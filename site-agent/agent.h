@@ -41,6 +41,11 @@ struct AgentOptions {
   // The site's own minimum cell count: no count of fewer patients (but
   // some) leaves the site. A plan may ask for more, never for less.
   int min_cell_count = 5;
+  // Training progress as one line redrawn in place (a person watching a
+  // terminal) rather than a log line every `progress_log_interval` and at
+  // each epoch's end (a service's journal).
+  bool progress_on_terminal = false;
+  absl::Duration progress_log_interval = absl::Seconds(30);
 };
 
 // The site daemon: dials out to the coordinator, joins, and works through

@@ -1,5 +1,6 @@
 #include "site-agent/dicom_writer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -348,6 +349,30 @@ absl::StatusOr<std::string> Serialise(DcmFileFormat& file,
   return out;
 }
 
+// Bits per sample of the JPEG-LS (MED) prediction residuals, a close
+// estimate of what lossless JPEG-LS needs.
+double ResidualBitsPerSample(const GrayImage& image) {
+  std::vector<int64_t> histogram(256, 0);
+  const int w = image.width;
+  for (int y = 0; y < image.height; ++y) {
+    for (int x = 0; x < w; ++x) {
+      const int a = x > 0 ? image.pixels[y * w + x - 1] : 0;
+      const int b = y > 0 ? image.pixels[(y - 1) * w + x] : 0;
+      const int c = x > 0 && y > 0 ? image.pixels[(y - 1) * w + x - 1] : 0;
+      int predicted = a + b - c;
+      if (c >= std::max(a, b)) predicted = std::min(a, b);
+      if (c <= std::min(a, b)) predicted = std::max(a, b);
+      ++histogram[(image.pixels[y * w + x] - predicted) & 0xff];
+    }
+  }
+  const double total = static_cast<double>(image.pixels.size());
+  double bits = 0;
+  for (int64_t count : histogram) {
+    if (count > 0) bits -= count / total * std::log2(count / total);
+  }
+  return bits;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> EncodeDicomUltrasound(
@@ -379,6 +404,17 @@ absl::StatusOr<std::string> EncodeDicomUltrasound(
   }
 
   const E_TransferSyntax xfer = TransferSyntaxOf(options.encoding);
+  // DCMTK 3.6.7's JPEG-LS encoder gives the codec an output buffer of the
+  // raw size plus 1 KiB; an image that does not compress (speckle noise)
+  // overflows it and corrupts the heap (seen in the synthetic cohort). Such
+  // an image is refused here instead, with a margin over the estimate.
+  if (options.encoding == DicomEncoding::kJpegLsLossless &&
+      ResidualBitsPerSample(image) > 6.5) {
+    return absl::FailedPreconditionError(
+        "DICOM writer: this image would not compress under JPEG-LS, and "
+        "DCMTK 3.6.7's encoder overflows its buffer on such images; use "
+        "another transfer syntax");
+  }
   if (DcmXfer(xfer).isEncapsulated()) {
     DJ_RPLossy jpeg(options.jpeg_quality);
     DJLSRepresentationParameter jpeg_ls(/*nearlosslessDeviation=*/0,

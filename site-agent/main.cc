@@ -7,6 +7,8 @@
 //   doctor      pre-flight checks for site IT: kit, coordinator, clock,
 //               device, disk, data, estimated round time
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -86,6 +88,8 @@ int RunAgent(const std::string& config_path, bool exit_after_run, int threads) {
         echofed::ResolveRelativeTo(config_path, config.initial_checkpoint());
   }
   options.exit_after_run = exit_after_run;
+  // The log goes to stderr, so that is where a person would see the line.
+  options.progress_on_terminal = isatty(STDERR_FILENO) == 1;
   echofed::Agent agent(std::move(options));
   g_agent = &agent;
   std::signal(SIGTERM, StopOnSignal);

@@ -411,6 +411,13 @@ absl::Status WriteSyntheticCohort(const SyntheticCohortOptions& options) {
             dicom.sop_instance_uid =
                 DeterministicDicomUid(absl::StrCat(uid_key, "/image/", k));
             status = WriteDicomUltrasound(path, image, dicom);
+            if (absl::IsFailedPrecondition(status) &&
+                dicom.encoding == DicomEncoding::kJpegLsLossless) {
+              // Too noisy for DCMTK's JPEG-LS encoder (dicom_writer.cc):
+              // this image goes uncompressed.
+              dicom.encoding = DicomEncoding::kExplicitLittleEndian;
+              status = WriteDicomUltrasound(path, image, dicom);
+            }
             break;
           }
         }

@@ -271,7 +271,7 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
       seen += images.size(0);
       if (options.on_progress) {
         options.on_progress(TrainProgress{epoch, options.epochs, b + 1, batches,
-                                          loss_sum / seen});
+                                          loss_sum / seen, seen});
       }
     }
     result.mean_loss = seen > 0 ? loss_sum / seen : 0;

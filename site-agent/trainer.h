@@ -8,20 +8,13 @@
 #include "proto/metrics.pb.h"
 #include "proto/plan.pb.h"
 #include "site-agent/dataset.h"
+#include "site-agent/training_progress.h"
 #include "torch/torch.h"
 
 namespace echofed {
 
 // "auto" picks CUDA when this LibTorch build has it and a GPU is present.
 absl::StatusOr<torch::Device> ResolveDevice(const std::string& requested);
-
-struct TrainProgress {
-  int epoch = 0;  // 1-based
-  int epochs = 0;
-  int batch = 0;  // 1-based
-  int batches = 0;
-  double loss = 0;  // running mean over the epoch so far
-};
 
 struct TrainOptions {
   Plan::Trainer trainer = Plan::SGD;

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "common/grpc_util.h"
 #include "common/pki.h"
+#include "proto/config.pb.h"
 
 namespace echofed {
 
@@ -70,6 +71,40 @@ absl::StatusOr<ReissueResult> ReissueKit(const std::string& pki_dir,
                                          const std::string& identity,
                                          int valid_days,
                                          int crl_days = kDefaultCrlDays);
+
+// Fills the defaults of a study description: coordinator_identity
+// "coordinator", coordinator_port 7443, ca_valid_days 3650,
+// certificate_valid_days 365.
+void ApplyStudyDefaults(StudyDescription* study);
+
+// INVALID_ARGUMENT naming the first problem of a description (defaults
+// applied): no name, no or a malformed coordinator host, a port out of
+// range, a bad or reserved identity, an unknown role, an identity given
+// twice, or lifetimes that do not fit in the CA's.
+absl::Status ValidateStudyDescription(const StudyDescription& study);
+
+// What `ProvisionStudy` did, for the operator to read.
+struct StudyProvisioning {
+  bool ca_created = false;
+  std::vector<std::string> issued;  // identities given a new kit
+  std::vector<std::string> kept;    // identities whose kit was there already
+  // Where the folder and the description disagree (a participant enrolled
+  // but no longer described, a role or host names that differ, a revoked
+  // kit): reported, never acted upon, each with the command that would.
+  std::vector<std::string> differences;
+};
+
+// Provisions a study from its description (validated first; nothing is
+// written if it is invalid): the CA when the folder has none, then for the
+// coordinator and each participant without a kit a new kit holding its
+// certificate, key (0600), the CA certificate, a README.txt of next steps
+// and, for the coordinator and sites, a config for deploy/install.sh
+// (coordinator.textproto, agent.textproto). Existing kits are never
+// rewritten (a missing README or config is added), and nobody is revoked:
+// differences are returned instead. FAILED_PRECONDITION if a kit folder
+// holds a certificate of another CA or identity.
+absl::StatusOr<StudyProvisioning> ProvisionStudy(
+    const std::string& pki_dir, const StudyDescription& description);
 
 // Reads <kit_dir>/{ca.pem,cert.pem,key.pem}.
 absl::StatusOr<TlsMaterial> LoadKit(const std::string& kit_dir);

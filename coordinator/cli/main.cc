@@ -1,5 +1,5 @@
 // echofed: the operator's and statistician's command line.
-//   pki init | issue | revoke | reissue | crl
+//   pki study | init | issue | revoke | reissue | crl
 //                            study CA, participant kits, revocation
 //   run start|status|stop    runs on a coordinator
 //   status [--watch S]       live table of the run: sites, round, metrics
@@ -15,6 +15,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/audit_log.h"
@@ -90,6 +91,15 @@ int main(int argc, char** argv) {
   std::string pki_dir = "pki";
   std::string study = "echofed study";
   int days = 365;
+  std::string study_file;
+  CLI::App* pki_study = pki->add_subcommand(
+      "study",
+      "provision a study from its description: the CA (if none yet) and a "
+      "kit with config and README per participant; run again to add "
+      "participants (nobody is revoked)");
+  pki_study->add_option("--file", study_file, "study description textproto")
+      ->required();
+  pki_study->add_option("--dir", pki_dir, "PKI folder")->capture_default_str();
   CLI::App* pki_init = pki->add_subcommand("init", "create the study CA");
   pki_init->add_option("--dir", pki_dir, "PKI folder")->capture_default_str();
   pki_init->add_option("--study", study, "study name")->capture_default_str();
@@ -231,6 +241,41 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   echofed::SetLogComponent("echofed");
 
+  if (pki_study->parsed()) {
+    echofed::StudyDescription description;
+    if (absl::Status status = echofed::LoadTextProto(study_file, &description);
+        !status.ok()) {
+      return Fail(status);
+    }
+    absl::StatusOr<echofed::StudyProvisioning> provisioned =
+        echofed::ProvisionStudy(pki_dir, description);
+    if (!provisioned.ok()) {
+      return Fail(absl::Status(
+          provisioned.status().code(),
+          absl::StrCat(study_file, ": ", provisioned.status().message())));
+    }
+    if (provisioned->ca_created) {
+      std::cout << "study CA created in " << pki_dir
+                << "/ca (keep ca.key offline)\n";
+    }
+    for (const std::string& name : provisioned->issued) {
+      std::cout << "new kit:  " << pki_dir << "/" << name
+                << " (see its README.txt)\n";
+    }
+    for (const std::string& name : provisioned->kept) {
+      std::cout << "kept:     " << pki_dir << "/" << name << "\n";
+    }
+    for (const std::string& line : provisioned->differences) {
+      std::cout << "differs:  " << line << "\n";
+    }
+    if (!provisioned->issued.empty()) {
+      std::cout << "send each participant its own kit folder only, over a "
+                   "channel you trust; copy "
+                << echofed::EnrolmentPath(pki_dir)
+                << " to a running coordinator and restart it\n";
+    }
+    return 0;
+  }
   if (pki_init->parsed()) {
     absl::Status status = echofed::InitStudyPki(pki_dir, study, days);
     if (!status.ok()) return Fail(status);

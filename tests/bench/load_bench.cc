@@ -186,9 +186,12 @@ int Main(int argc, char** argv) {
   int64_t parameters = 1'000'000;
   int rounds = 3;
   int window_kib = 0;
+  int grpc_memory_mib = 0;
   app.add_option("--sites", sites, "simulated sites")->capture_default_str();
   app.add_option("--stream-window-kib", window_kib,
                  "coordinator stream_window_kib (0: its default)");
+  app.add_option("--grpc-memory-mib", grpc_memory_mib,
+                 "coordinator grpc_memory_mib (0: its default)");
   app.add_option("--parameters", parameters, "model parameters (float32)")
       ->capture_default_str();
   app.add_option("--rounds", rounds, "rounds")->capture_default_str();
@@ -225,7 +228,10 @@ int Main(int argc, char** argv) {
             "enrolment_file: \"pki/enrolment.textproto\"\n" +
                 (window_kib > 0
                      ? absl::StrCat("stream_window_kib: ", window_kib, "\n")
-                     : std::string())),
+                     : std::string()) +
+                (grpc_memory_mib > 0 ? absl::StrCat("grpc_memory_mib: ",
+                                                    grpc_memory_mib, "\n")
+                                     : std::string())),
         "config");
   absl::StatusOr<Subprocess> coordinator = Subprocess::Start(
       {Bin("echofed-coordinator"), "--config", work + "/coordinator.textproto",

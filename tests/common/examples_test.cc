@@ -34,6 +34,15 @@ TEST(ExamplesTest, ConfigsParse) {
   EXPECT_TRUE(LoadTextProto(Example("agent.textproto"), &agent).ok());
 }
 
+// Validated, and provisioned, in tests/coordinator/cli/kits_test.cc.
+TEST(ExamplesTest, StudyDescriptionParses) {
+  StudyDescription study;
+  absl::Status status = LoadTextProto(Example("study.textproto"), &study);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(study.participants_size(), 5);
+  EXPECT_FALSE(study.coordinator_hosts().empty());
+}
+
 TEST(ExamplesTest, TypoIsAnErrorNamingTheLine) {
   Plan plan;
   absl::Status status =

@@ -30,8 +30,8 @@ TEST(StreamWatchTest, CancelsOnlyStreamsIdleBeyondTheTimeoutAndOnce) {
 }
 
 TEST(StreamWatchTest, AStreamMayFinishInsideItsOwnCancel) {
-  // gRPC may run a reactor's OnDone inline in TryCancel: the stream then
-  // unregisters from within the cancel, on the same thread.
+  // Should a stream finish inside its own cancel (on the same thread), it
+  // unregisters from within the cancel; that must not deadlock.
   StreamWatch watch(absl::Seconds(1));
   StreamWatch::Token token = 0;
   token = watch.Register("inline", absl::UnixEpoch(),
@@ -57,6 +57,27 @@ TEST(StreamWatchTest, UnregisterWaitsForACancelRunningElsewhere) {
   watch.Unregister(token);
   EXPECT_TRUE(cancel_finished);
   ticker.join();
+}
+
+TEST(StreamGateTest, LeaveWaitsForItsOwnStartRunningElsewhere) {
+  // A stream handed a slot by another stream's Leave() may be cancelled
+  // while its start runs on that thread: its own Leave must wait.
+  StreamGate gate(1);
+  StreamGate::Ticket first, second;
+  gate.Enter(&first, [] {});
+  absl::Notification start_running;
+  std::atomic<bool> start_finished{false};
+  gate.Enter(&second, [&] {
+    start_running.Notify();
+    absl::SleepFor(absl::Milliseconds(200));
+    start_finished = true;
+  });
+  std::thread releaser([&] { gate.Leave(first); });
+  start_running.WaitForNotification();
+  gate.Leave(second);
+  EXPECT_TRUE(start_finished);
+  releaser.join();
+  EXPECT_EQ(gate.waiting(), 0);
 }
 
 TEST(StreamGateTest, AtMostLimitMoveAndTheRestStartInArrivalOrder) {

@@ -230,6 +230,30 @@ INSTANTIATE_TEST_SUITE_P(Encodings, DicomWriterRoundTrip,
                            return info.param.name;
                          });
 
+// DCMTK 3.6.7's JPEG-LS encoder overflows its output buffer on images that
+// do not compress; the writer refuses them (before, the heap was corrupted
+// and the synthetic cohort crashed at 64 sites).
+TEST(DicomWriterTest, IncompressibleImageIsRefusedForJpegLsNotEncoded) {
+  GrayImage noise;
+  noise.width = 256;
+  noise.height = 256;
+  uint32_t state = 12345;
+  for (int i = 0; i < noise.width * noise.height; ++i) {
+    state = state * 1664525u + 1013904223u;
+    noise.pixels.push_back(static_cast<uint8_t>(state >> 24));
+  }
+  DicomWriteOptions options;
+  options.encoding = DicomEncoding::kJpegLsLossless;
+  absl::StatusOr<std::string> encoded = EncodeDicomUltrasound(noise, options);
+  EXPECT_EQ(encoded.status().code(), absl::StatusCode::kFailedPrecondition)
+      << encoded.status();
+  // Other syntaxes take it; JPEG-LS takes an ordinary image.
+  options.encoding = DicomEncoding::kRleLossless;
+  EXPECT_TRUE(EncodeDicomUltrasound(noise, options).ok());
+  options.encoding = DicomEncoding::kJpegLsLossless;
+  EXPECT_TRUE(EncodeDicomUltrasound(Phantom(), options).ok());
+}
+
 TEST(DicomWriterTest, WithoutSpacingNoRegionIsWritten) {
   TempDir dir;
   DicomWriteOptions options;

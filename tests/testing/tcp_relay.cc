@@ -67,6 +67,10 @@ void TcpRelay::Cut() {
   cut_ = true;
   absl::MutexLock lock(&mu_);
   for (auto& connection : connections_) {
+    if (!connection->cut) {
+      connection->cut = true;
+      ++resets_;
+    }
     // Shutting down wakes both pumps; the descriptors are closed (with a
     // reset towards the client) once the pumps are gone.
     if (connection->client >= 0) {
@@ -104,13 +108,19 @@ void TcpRelay::AcceptLoop() {
     setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     auto connection = std::make_unique<Connection>();
+    absl::MutexLock lock(&mu_);
+    if (cut_) {  // cut while this one was being connected
+      ++resets_;
+      ResetAndClose(client);
+      close(server);
+      continue;
+    }
     connection->client = client;
     connection->server = server;
     connection->upstream =
         std::thread([this, client, server] { Pump(client, server); });
     connection->downstream =
         std::thread([this, client, server] { Pump(server, client); });
-    absl::MutexLock lock(&mu_);
     connections_.push_back(std::move(connection));
   }
 }

@@ -12,9 +12,9 @@
 namespace echofed::testing {
 
 // A TCP relay on loopback between clients and a server, which a test can
-// cut like a failed network link: Cut() resets every relayed connection and
-// resets new ones on arrival until Restore(). Bytes pass through untouched
-// (TLS stays end to end). Counts what it relayed from clients to the server.
+// cut like a failed network link: Cut() shuts every relayed connection down
+// and resets new ones on arrival until Restore(). Bytes pass through
+// untouched (TLS stays end to end).
 class TcpRelay {
  public:
   // Listens on a free loopback port; relays to 127.0.0.1:target_port.
@@ -26,13 +26,14 @@ class TcpRelay {
   int port() const { return port_; }
   void Cut();
   void Restore();
-  // Connections refused or reset by a cut so far.
+  // Connections cut, or refused during a cut, so far.
   int resets() const { return resets_.load(); }
 
  private:
   struct Connection {
     int client = -1;
     int server = -1;
+    bool cut = false;
     std::thread upstream;
     std::thread downstream;
   };

@@ -6,7 +6,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <map>
 
+#include "absl/strings/match.h"
 #include "common/files.h"
 #include "common/subprocess.h"
 #include "gtest/gtest.h"
@@ -241,6 +246,326 @@ TEST_F(KitsTest, CommandLineRevokesAndReissues) {
                                       "hospital-b:site"}));
   EXPECT_EQ(run({"pki", "crl", "--dir", pki_, "--crl-days", "7"}), 0);
   EXPECT_EQ(Crl().crl_number, 4);
+}
+
+// ---- `echofed pki study`: a study description becomes the CA and kits.
+
+StudyDescription ExampleStudy() {
+  const char* source = std::getenv("ECHOFED_SOURCE_DIR");
+  StudyDescription study;
+  absl::Status status =
+      LoadTextProto(std::string(source != nullptr ? source : ".") +
+                        "/deploy/examples/study.textproto",
+                    &study);
+  EXPECT_TRUE(status.ok()) << status;
+  return study;
+}
+
+class StudyTest : public ::testing::Test {
+ protected:
+  std::string Read(const std::string& relative) {
+    absl::StatusOr<std::string> text = ReadFileToString(pki_ + "/" + relative);
+    EXPECT_TRUE(text.ok()) << text.status();
+    return text.ok() ? *text : "";
+  }
+  bool Exists(const std::string& relative) {
+    return std::filesystem::exists(pki_ + "/" + relative);
+  }
+  int Mode(const std::string& relative) {
+    struct stat file_stat;
+    EXPECT_EQ(::stat((pki_ + "/" + relative).c_str(), &file_stat), 0)
+        << relative;
+    return file_stat.st_mode & 0777;
+  }
+  std::vector<std::string> Enrolled() {
+    EnrolmentList list;
+    EXPECT_TRUE(LoadTextProto(EnrolmentPath(pki_), &list).ok());
+    std::vector<std::string> names;
+    for (const Participant& participant : list.participants()) {
+      names.push_back(participant.identity() + ":" + participant.role());
+    }
+    return names;
+  }
+  // Every file of every kit, to see that a rerun leaves them alone.
+  std::map<std::string, std::string> Snapshot() {
+    std::map<std::string, std::string> files;
+    for (const auto& entry :
+         std::filesystem::recursive_directory_iterator(pki_)) {
+      if (!entry.is_regular_file()) continue;
+      files[entry.path().string()] = *ReadFileToString(entry.path().string());
+    }
+    return files;
+  }
+
+  TempDir dir_;
+  std::string pki_ = dir_.Join("pki");
+};
+
+TEST_F(StudyTest, ExampleBecomesKitsThatPointToEachOther) {
+  absl::StatusOr<StudyProvisioning> result =
+      ProvisionStudy(pki_, ExampleStudy());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->ca_created);
+  EXPECT_EQ(result->issued,
+            (std::vector<std::string>{"coordinator", "hospital-zju",
+                                      "hospital-soochow", "hospital-kunming",
+                                      "alice", "bob"}));
+  EXPECT_TRUE(result->kept.empty());
+  EXPECT_TRUE(result->differences.empty());
+  EXPECT_EQ(Mode("ca/ca.key"), 0600);
+  EXPECT_EQ(Enrolled(), (std::vector<std::string>{
+                            "hospital-zju:site", "hospital-soochow:site",
+                            "hospital-kunming:site", "alice:operator",
+                            "bob:statistician"}));
+
+  const std::string ca = Read("ca/ca.pem");
+  for (const auto& [identity, role] : std::vector<std::pair<std::string, Role>>{
+           {"coordinator", Role::kCoordinator},
+           {"hospital-zju", Role::kSite},
+           {"hospital-kunming", Role::kSite},
+           {"alice", Role::kOperator},
+           {"bob", Role::kStatistician}}) {
+    SCOPED_TRACE(identity);
+    EXPECT_EQ(Mode(identity + "/key.pem"), 0600);
+    EXPECT_EQ(Read(identity + "/ca.pem"), ca);
+    ASSERT_TRUE(LoadKit(pki_ + "/" + identity).ok());
+    absl::StatusOr<CertificateVerifier> verifier =
+        CertificateVerifier::Create(ca, Read("crl.pem"));
+    ASSERT_TRUE(verifier.ok());
+    absl::StatusOr<PeerIdentity> peer =
+        verifier->Verify(Read(identity + "/cert.pem"));
+    ASSERT_TRUE(peer.ok()) << peer.status();
+    EXPECT_EQ(peer->identity, identity);
+    EXPECT_EQ(peer->role, role);
+    std::string readme = Read(identity + "/README.txt");
+    EXPECT_TRUE(absl::StrContains(readme, identity)) << readme;
+    EXPECT_TRUE(absl::StrContains(readme, "never share it")) << readme;
+    EXPECT_EQ(Exists(identity + "/coordinator.textproto"),
+              role == Role::kCoordinator);
+    EXPECT_EQ(Exists(identity + "/agent.textproto"), role == Role::kSite);
+  }
+  EXPECT_TRUE(absl::StrContains(Read("hospital-zju/README.txt"),
+                                "deploy/install.sh agent --kit "
+                                "pki/hospital-zju"));
+  EXPECT_TRUE(absl::StrContains(Read("hospital-zju/README.txt"),
+                                "--config pki/hospital-zju/agent.textproto"));
+  EXPECT_TRUE(absl::StrContains(Read("hospital-zju/README.txt"), "doctor"));
+  EXPECT_TRUE(absl::StrContains(Read("alice/README.txt"), "echofed run start"));
+  EXPECT_TRUE(absl::StrContains(Read("bob/README.txt"), "echofed report"));
+
+  CoordinatorConfig coordinator;
+  ASSERT_TRUE(
+      LoadTextProto(pki_ + "/coordinator/coordinator.textproto", &coordinator)
+          .ok());
+  EXPECT_EQ(coordinator.listen_address(), "0.0.0.0:7443");
+  EXPECT_EQ(coordinator.status_listen_address(), "0.0.0.0:9443");
+  EXPECT_EQ(coordinator.tls().cert(), "kit/cert.pem");
+  EXPECT_EQ(coordinator.tls().key(), "kit/key.pem");
+  EXPECT_EQ(coordinator.tls().ca_cert(), "kit/ca.pem");
+  // install.sh --pki copies these two beside the config.
+  EXPECT_EQ(coordinator.enrolment_file(), "enrolment.textproto");
+  EXPECT_EQ(coordinator.crl_file(), "crl.pem");
+  EXPECT_FALSE(coordinator.state_dir().empty());
+
+  std::vector<std::string> hosts =
+      ReadCertificateDetails(Read("coordinator/cert.pem"))->host_names;
+  EXPECT_EQ(hosts, (std::vector<std::string>{"coordinator.study.example",
+                                             "192.0.2.10"}));
+  for (const std::string site :
+       {"hospital-zju", "hospital-soochow", "hospital-kunming"}) {
+    SCOPED_TRACE(site);
+    AgentConfig agent;
+    ASSERT_TRUE(
+        LoadTextProto(pki_ + "/" + site + "/agent.textproto", &agent).ok());
+    EXPECT_EQ(agent.coordinator_address(), "coordinator.study.example:7443");
+    EXPECT_NE(std::find(hosts.begin(), hosts.end(), agent.coordinator_name()),
+              hosts.end());
+    EXPECT_TRUE(absl::EndsWith(agent.coordinator_address(),
+                               coordinator.listen_address().substr(
+                                   coordinator.listen_address().find(':'))));
+    EXPECT_EQ(agent.tls().cert(), "kit/cert.pem");
+    EXPECT_EQ(agent.tls().key(), "kit/key.pem");
+    EXPECT_EQ(agent.tls().ca_cert(), "kit/ca.pem");
+    EXPECT_FALSE(agent.data_dir().empty());
+  }
+}
+
+TEST_F(StudyTest, Ipv6CoordinatorIsDialledInBrackets) {
+  StudyDescription study;
+  study.set_name("v6");
+  study.add_coordinator_hosts("2001:db8::7");
+  study.set_coordinator_port(8443);
+  StudyParticipant* site = study.add_participants();
+  site->set_identity("hospital-a");
+  site->set_role("site");
+  ASSERT_TRUE(ProvisionStudy(pki_, study).ok());
+  AgentConfig agent;
+  ASSERT_TRUE(LoadTextProto(pki_ + "/hospital-a/agent.textproto", &agent).ok());
+  EXPECT_EQ(agent.coordinator_address(), "[2001:db8::7]:8443");
+  EXPECT_EQ(agent.coordinator_name(), "2001:db8::7");
+}
+
+TEST_F(StudyTest, RerunKeepsKitsAndAddsANewSite) {
+  StudyDescription study = ExampleStudy();
+  ASSERT_TRUE(ProvisionStudy(pki_, study).ok());
+  // A site's own edit of its config survives reruns.
+  ASSERT_TRUE(WriteFileAtomically(pki_ + "/hospital-zju/agent.textproto",
+                                  "data_dir: \"/data/us\"\n")
+                  .ok());
+  std::map<std::string, std::string> before = Snapshot();
+
+  absl::StatusOr<StudyProvisioning> again = ProvisionStudy(pki_, study);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->ca_created);
+  EXPECT_TRUE(again->issued.empty());
+  EXPECT_EQ(again->kept.size(), 6u);
+  EXPECT_TRUE(again->differences.empty());
+  EXPECT_EQ(Snapshot(), before);
+
+  StudyParticipant* added = study.add_participants();
+  added->set_identity("hospital-new");
+  added->set_role("site");
+  absl::StatusOr<StudyProvisioning> grown = ProvisionStudy(pki_, study);
+  ASSERT_TRUE(grown.ok()) << grown.status();
+  EXPECT_EQ(grown->issued, std::vector<std::string>{"hospital-new"});
+  EXPECT_TRUE(grown->differences.empty());
+  std::map<std::string, std::string> after = Snapshot();
+  for (const auto& [path, text] : before) {
+    if (absl::EndsWith(path, "enrolment.textproto")) continue;
+    EXPECT_EQ(after[path], text) << path;
+  }
+  EXPECT_EQ(Mode("hospital-new/key.pem"), 0600);
+  EXPECT_TRUE(Exists("hospital-new/agent.textproto"));
+  std::vector<std::string> enrolled = Enrolled();
+  EXPECT_EQ(enrolled.size(), 6u);
+  EXPECT_EQ(enrolled.back(), "hospital-new:site");
+}
+
+TEST_F(StudyTest, DroppedParticipantIsReportedNotRevoked) {
+  StudyDescription study = ExampleStudy();
+  ASSERT_TRUE(ProvisionStudy(pki_, study).ok());
+  StudyDescription smaller = study;
+  smaller.mutable_participants()->RemoveLast();  // bob
+  smaller.set_coordinator_hosts(1, "192.0.2.11");
+  absl::StatusOr<StudyProvisioning> result = ProvisionStudy(pki_, smaller);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->differences.size(), 2u);
+  EXPECT_TRUE(absl::StrContains(result->differences[0], "coordinator"));
+  EXPECT_TRUE(absl::StrContains(result->differences[0], "192.0.2.10"));
+  EXPECT_TRUE(absl::StrContains(result->differences[1], "bob"));
+  EXPECT_TRUE(absl::StrContains(result->differences[1], "pki revoke"));
+  EXPECT_EQ(Enrolled().back(), "bob:statistician");
+  absl::StatusOr<RevocationListInfo> crl =
+      CheckRevocationList(Read("crl.pem"), Read("ca/ca.pem"));
+  ASSERT_TRUE(crl.ok());
+  EXPECT_TRUE(crl->revoked_serials.empty());
+  // A revoked participant still described is pointed at reissue.
+  ASSERT_TRUE(RevokeKit(pki_, "alice", RevocationReason::kUnspecified).ok());
+  result = ProvisionStudy(pki_, study);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->differences.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(result->differences[0], "pki reissue"));
+}
+
+TEST_F(StudyTest, BadDescriptionsAreRefusedBeforeAnythingIsWritten) {
+  struct Case {
+    std::string name;
+    std::function<void(StudyDescription*)> spoil;
+    std::string message;
+  };
+  std::vector<Case> cases = {
+      {"unknown role",
+       [](StudyDescription* s) {
+         s->mutable_participants(1)->set_role("nurse");
+       },
+       "unknown role 'nurse'"},
+      {"coordinator as participant",
+       [](StudyDescription* s) {
+         s->mutable_participants(1)->set_role("coordinator");
+       },
+       "unknown role"},
+      {"duplicate identity",
+       [](StudyDescription* s) {
+         s->mutable_participants(2)->set_identity("hospital-zju");
+       },
+       "'hospital-zju' is given twice"},
+      {"site named like the coordinator",
+       [](StudyDescription* s) {
+         s->mutable_participants(0)->set_identity("coordinator");
+       },
+       "given twice"},
+      {"reserved identity",
+       [](StudyDescription* s) {
+         s->mutable_participants(0)->set_identity("ca");
+       },
+       "reserved"},
+      {"bad identity",
+       [](StudyDescription* s) {
+         s->mutable_participants(0)->set_identity("hospital a");
+       },
+       "may hold only"},
+      {"underscore host",
+       [](StudyDescription* s) {
+         s->set_coordinator_hosts(0, "coord_1.example");
+       },
+       "coord_1.example"},
+      {"bad IP",
+       [](StudyDescription* s) { s->set_coordinator_hosts(1, "192.0.2.300"); },
+       "not a valid IP address"},
+      {"hyphen label",
+       [](StudyDescription* s) { s->set_coordinator_hosts(0, "-x.example"); },
+       "'-x.example'"},
+      {"no hosts", [](StudyDescription* s) { s->clear_coordinator_hosts(); },
+       "coordinator_hosts"},
+      {"no name", [](StudyDescription* s) { s->clear_name(); }, "name"},
+      {"port", [](StudyDescription* s) { s->set_coordinator_port(70000); },
+       "70000"},
+      {"lifetimes",
+       [](StudyDescription* s) { s->set_certificate_valid_days(4000); },
+       "exceeds ca_valid_days"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    StudyDescription study = ExampleStudy();
+    c.spoil(&study);
+    absl::StatusOr<StudyProvisioning> result = ProvisionStudy(pki_, study);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(result.status().message(), c.message))
+        << result.status();
+    EXPECT_FALSE(std::filesystem::exists(pki_));
+  }
+}
+
+TEST_F(StudyTest, CommandLineProvisionsAndRefuses) {
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), testing::BinaryPath("echofed"));
+    absl::StatusOr<Subprocess> child =
+        Subprocess::Start(args, dir_.Join("echofed.log"));
+    EXPECT_TRUE(child.ok()) << child.status();
+    if (!child.ok()) return -1;
+    return child->Wait(absl::Seconds(60)).value_or(-1);
+  };
+  std::string bad = dir_.Join("bad.textproto");
+  ASSERT_TRUE(
+      WriteFileAtomically(bad,
+                          "name: \"x\"\ncoordinator_hosts: \"c.example\""
+                          "\nparticipants { identity: \"h\" role: "
+                          "\"doctor\" }\n")
+          .ok());
+  EXPECT_NE(run({"pki", "study", "--file", bad, "--dir", pki_}), 0);
+  EXPECT_FALSE(std::filesystem::exists(pki_));
+  EXPECT_TRUE(absl::StrContains(*ReadFileToString(dir_.Join("echofed.log")),
+                                "unknown role 'doctor'"));
+  const char* source = std::getenv("ECHOFED_SOURCE_DIR");
+  std::string example = std::string(source != nullptr ? source : ".") +
+                        "/deploy/examples/study.textproto";
+  EXPECT_EQ(run({"pki", "study", "--file", example, "--dir", pki_}), 0)
+      << *ReadFileToString(dir_.Join("echofed.log"));
+  EXPECT_EQ(Mode("hospital-soochow/key.pem"), 0600);
+  EXPECT_EQ(Enrolled().size(), 5u);
+  EXPECT_EQ(run({"pki", "study", "--file", example, "--dir", pki_}), 0);
+  EXPECT_TRUE(absl::StrContains(*ReadFileToString(dir_.Join("echofed.log")),
+                                "kept:     " + pki_ + "/bob"));
 }
 
 }  // namespace
