@@ -234,6 +234,14 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
   return out;
 }
 
+std::string PrintableText(absl::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return out;
+}
+
 std::string FormatSites(const RunStatus& status) {
   std::string out;
   int64_t now = absl::ToUnixMillis(absl::Now());
@@ -248,8 +256,9 @@ std::string FormatSites(const RunStatus& status) {
         absl::StrFormat("  %-16s %-20s %-12s epoch %d batch %d loss %.4f  "
                         "seen %s  %s\n",
                         site.site(), Plan::Role_Name(site.role()),
-                        site.activity(), site.epoch(), site.batch(),
-                        site.loss(), seen, site.device()));
+                        PrintableText(site.activity()), site.epoch(),
+                        site.batch(), site.loss(), seen,
+                        PrintableText(site.device())));
   }
   return out;
 }

@@ -4,6 +4,8 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/string_view.h"
+
 #include "absl/status/statusor.h"
 #include "common/grpc_util.h"
 #include "proto/admin.grpc.pb.h"
@@ -34,6 +36,10 @@ class AdminClient {
 // accuracy for internal and external validation.
 std::string FormatRound(const RunStatus& status, const RoundRecord& round);
 // One line per site: role, activity, progress.
+// Text a site sent (activity, device), made safe for a terminal: printable
+// ASCII only, so a site cannot send escape sequences to an operator's screen.
+std::string PrintableText(absl::string_view text);
+
 std::string FormatSites(const RunStatus& status);
 
 }  // namespace echofed

@@ -28,13 +28,7 @@ std::string Span(absl::Duration duration) {
 }
 
 // Printable ASCII only: the activity word comes from the site.
-std::string Printable(const std::string& text) {
-  std::string out = text;
-  for (char& c : out) {
-    if (c < 0x20 || c > 0x7e) c = '?';
-  }
-  return out;
-}
+std::string Printable(const std::string& text) { return PrintableText(text); }
 
 std::string SiteState(const SiteStatus& site, const Plan& plan,
                       absl::Time now) {

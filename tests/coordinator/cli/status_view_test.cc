@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "coordinator/cli/admin_client.h"
 #include "gtest/gtest.h"
 
 namespace echofed {
@@ -106,6 +107,17 @@ TEST(StatusViewTest, NoControlCharactersFromSites) {
   const std::string table = FormatLiveStatus(MakeRun(), kNow);
   EXPECT_EQ(table.find('\x1b'), std::string::npos);
   EXPECT_TRUE(absl::StrContains(LineOf(table, "hospital-f"), "joined?[2Jevil"));
+}
+
+// `echofed run status` too: what a site sent reaches the terminal printable.
+TEST(StatusViewTest, RunStatusSiteLinesHaveNoControlCharactersEither) {
+  RunStatus run = MakeRun();
+  run.mutable_sites(0)->set_device("cuda\x1b]0;pwned\x07");
+  const std::string lines = FormatSites(run);
+  EXPECT_EQ(lines.find('\x1b'), std::string::npos) << lines;
+  EXPECT_EQ(lines.find('\x07'), std::string::npos) << lines;
+  EXPECT_TRUE(absl::StrContains(lines, "joined?[2Jevil")) << lines;
+  EXPECT_TRUE(absl::StrContains(lines, "cuda?]0;pwned?")) << lines;
 }
 
 TEST(StatusViewTest, LastCommittedRoundWithItsMetrics) {
