@@ -677,4 +677,55 @@ absl::StatusOr<RevocationListInfo> CheckRevocationList(
   return info;
 }
 
+absl::StatusOr<std::string> SignWithKey(absl::string_view key_pem,
+                                        absl::string_view message) {
+  absl::StatusOr<KeyPtr> key = ParseKey(key_pem);
+  if (!key.ok()) return key.status();
+  std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX, EVP_MD_CTX_free>> context(
+      EVP_MD_CTX_new());
+  size_t size = 0;
+  if (!context ||
+      EVP_DigestSignInit(context.get(), nullptr, EVP_sha256(), nullptr,
+                         key->get()) != 1 ||
+      EVP_DigestSign(context.get(), nullptr, &size,
+                     reinterpret_cast<const unsigned char*>(message.data()),
+                     message.size()) != 1) {
+    return OpenSslError("EVP_DigestSign");
+  }
+  std::string signature(size, '\0');
+  if (EVP_DigestSign(context.get(),
+                     reinterpret_cast<unsigned char*>(signature.data()), &size,
+                     reinterpret_cast<const unsigned char*>(message.data()),
+                     message.size()) != 1) {
+    return OpenSslError("EVP_DigestSign");
+  }
+  signature.resize(size);
+  return signature;
+}
+
+absl::Status CheckSignature(absl::string_view cert_pem,
+                            absl::string_view message,
+                            absl::string_view signature) {
+  absl::StatusOr<X509Ptr> cert = ParseCert(cert_pem);
+  if (!cert.ok()) return cert.status();
+  EVP_PKEY* key = X509_get0_pubkey(cert->get());
+  std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX, EVP_MD_CTX_free>> context(
+      EVP_MD_CTX_new());
+  if (key == nullptr || !context ||
+      EVP_DigestVerifyInit(context.get(), nullptr, EVP_sha256(), nullptr,
+                           key) != 1) {
+    return OpenSslError("EVP_DigestVerifyInit");
+  }
+  int verified = EVP_DigestVerify(
+      context.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+      signature.size(), reinterpret_cast<const unsigned char*>(message.data()),
+      message.size());
+  ERR_clear_error();
+  if (verified != 1) {
+    return absl::InvalidArgumentError(
+        "the signature does not match the certificate's key");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace echofed

@@ -149,6 +149,17 @@ absl::StatusOr<CertificateDetails> ReadCertificateDetails(
 absl::Status CheckIssuedBy(absl::string_view cert_pem,
                            absl::string_view ca_cert_pem);
 
+// Signs `message` (SHA-256) with the private key `key_pem`: a participant
+// vouches for data relayed through others (secure aggregation's keys).
+absl::StatusOr<std::string> SignWithKey(absl::string_view key_pem,
+                                        absl::string_view message);
+// INVALID_ARGUMENT unless `signature` is a signature of `message` by the key
+// of `cert_pem` (the certificate itself is not verified here:
+// CertificateVerifier does that).
+absl::Status CheckSignature(absl::string_view cert_pem,
+                            absl::string_view message,
+                            absl::string_view signature);
+
 }  // namespace echofed
 
 #endif  // ECHOFED_COMMON_PKI_H_

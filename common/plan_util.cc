@@ -104,6 +104,33 @@ absl::Status ValidatePlan(const Plan& plan) {
       std::isinf(plan.update_norm_outlier_factor())) {
     return bad("update_norm_outlier_factor", "must be 0 (off) or above 1");
   }
+  if (plan.secure_aggregation()) {
+    // The coordinator sees only the sum: nothing per update to rank or
+    // measure.
+    if (plan.strategy() == Plan::MEDIAN ||
+        plan.strategy() == Plan::TRIMMED_MEAN) {
+      return bad("secure_aggregation",
+                 absl::StrCat(Plan::Strategy_Name(plan.strategy()),
+                              " needs every update in the clear; secure "
+                              "aggregation needs a linear strategy (FEDAVG, "
+                              "FEDPROX, FEDBN, FEDADAM, FEDYOGI)"));
+    }
+    int train_sites = 0;
+    for (const Plan::SiteRole& entry : plan.sites()) {
+      if (entry.role() == Plan::TRAIN) ++train_sites;
+    }
+    if (train_sites < 2) {
+      return bad("secure_aggregation",
+                 "needs at least two training sites: a sum of one update is "
+                 "the update");
+    }
+    if (plan.max_update_norm() > 0 || plan.update_norm_outlier_factor() > 0) {
+      return bad("secure_aggregation",
+                 "norm bounding measures single updates, which secure "
+                 "aggregation hides; bound updates at the sites instead "
+                 "(differential privacy clips them)");
+    }
+  }
   if (!(plan.focal_gamma() >= 0 && plan.focal_gamma() <= 10)) {
     return bad("focal_gamma", "must be between 0 and 10");
   }

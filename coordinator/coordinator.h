@@ -18,6 +18,7 @@
 #include "common/audit_log.h"
 #include "common/clock.h"
 #include "common/tensor_bundle.h"
+#include "coordinator/masked_sum.h"
 #include "coordinator/store.h"
 #include "coordinator/strategy.h"
 #include "coordinator/telemetry.h"
@@ -85,6 +86,15 @@ class Coordinator {
                                 const EvaluationReport& report);
   absl::Status Heartbeat(const std::string& site,
                          const HeartbeatRequest& request);
+  // Secure aggregation: a selected training site's public key for the
+  // round's current masking attempt (FAILED_PRECONDITION once the cohort is
+  // fixed without it, or for another attempt), then the cohort (ready=false
+  // while keys are missing; ABORTED when the attempt was superseded by a
+  // new one, FAILED_PRECONDITION when the site is not in it).
+  absl::Status SubmitMaskingKey(const std::string& site,
+                                const MaskingKeyRequest& request);
+  absl::StatusOr<MaskingCohort> GetMaskingCohort(
+      const std::string& site, const MaskingCohortRequest& request);
   // The coordinator's clock, for sites that measure their skew (Ping).
   absl::Time Now() const { return options_.clock->Now(); }
 
@@ -155,6 +165,23 @@ class Coordinator {
     std::vector<RoundRecord> rounds;  // committed, index == round
     std::set<std::string> told_stop;
     absl::Time retry_close_after;
+    // Secure aggregation (plan secure_aggregation): the round's current
+    // masking attempt. While keys come in, `selected` is the sites asked to
+    // train; once the cohort is fixed, it is the cohort.
+    struct Masking {
+      int attempt = 1;
+      // Site -> its X25519 public key, certificate and signature.
+      std::map<std::string, MaskingPeer> keys;
+      bool cohort_fixed = false;
+      // Uploads of a fixed cohort are due by then, else the attempt is
+      // redone without the sites that did not upload.
+      absl::Time upload_deadline;
+      std::unique_ptr<MaskedSum> sum;
+      // The unmasked mean has gone to `aggregator` (once per round).
+      bool folded = false;
+      std::vector<std::string> dropouts;  // over the round's attempts
+    };
+    Masking masking;
   };
 
   struct Waiter {
@@ -188,6 +215,19 @@ class Coordinator {
   void OpenTrainingLocked(Run& run, int round, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseTrainingLocked(Run& run, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Secure aggregation steps of a training round.
+  void AdvanceMaskingLocked(Run& run, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FixMaskingCohortLocked(Run& run, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RedoMaskingLocked(Run& run, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status FoldMaskedSumLocked(Run& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The active run, if `site` may take part in masking for `round` of it.
+  absl::StatusOr<Run*> MaskingRunLocked(const std::string& site,
+                                        const std::string& run_id, int round,
+                                        absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OpenEvaluationLocked(Run& run, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -360,6 +360,28 @@ grpc::ServerUnaryReactor* FederationService::Ping(
   return FinishNow(context, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* FederationService::SubmitMaskingKey(
+    grpc::CallbackServerContext* context, const MaskingKeyRequest* request,
+    MaskingKeyResponse* /*response*/) {
+  absl::StatusOr<PeerIdentity> peer =
+      auth_->Authenticate(*context, {Role::kSite}, "SubmitMaskingKey");
+  if (!peer.ok()) return FinishNow(context, peer.status());
+  return FinishNow(context,
+                   coordinator_->SubmitMaskingKey(peer->identity, *request));
+}
+
+grpc::ServerUnaryReactor* FederationService::GetMaskingCohort(
+    grpc::CallbackServerContext* context, const MaskingCohortRequest* request,
+    MaskingCohort* response) {
+  absl::StatusOr<PeerIdentity> peer =
+      auth_->Authenticate(*context, {Role::kSite}, "GetMaskingCohort");
+  if (!peer.ok()) return FinishNow(context, peer.status());
+  absl::StatusOr<MaskingCohort> cohort =
+      coordinator_->GetMaskingCohort(peer->identity, *request);
+  if (cohort.ok()) *response = std::move(*cohort);
+  return FinishNow(context, cohort.status());
+}
+
 // --- Admin ------------------------------------------------------------------
 
 grpc::ServerUnaryReactor* AdminService::StartRun(

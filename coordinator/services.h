@@ -79,6 +79,12 @@ class FederationService final : public Federation::CallbackService {
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context,
                                  const PingRequest* request,
                                  PingResponse* response) override;
+  grpc::ServerUnaryReactor* SubmitMaskingKey(
+      grpc::CallbackServerContext* context, const MaskingKeyRequest* request,
+      MaskingKeyResponse* response) override;
+  grpc::ServerUnaryReactor* GetMaskingCohort(
+      grpc::CallbackServerContext* context, const MaskingCohortRequest* request,
+      MaskingCohort* response) override;
 
  private:
   Coordinator* coordinator_;

@@ -10,6 +10,8 @@
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/pki.h"
+#include "common/secure_aggregation.h"
 #include "common/sha256.h"
 #include "models/checkpoint.h"
 #include "models/state_exchange.h"
@@ -301,9 +303,28 @@ absl::Status Agent::Train(const Task& task) {
   absl::StatusOr<RunData*> prepared = PrepareRun(task);
   if (!prepared.ok()) return prepared.status();
   RunData& run = **prepared;
+  if (run.trained && run.trained->round == task.round()) {
+    LogInfo("round ", task.round(), ": sending the update trained before");
+  } else if (absl::Status status = TrainRound(run, task); !status.ok()) {
+    return status;
+  }
+  if (run.plan.secure_aggregation()) return UploadMasked(run, task);
+  UploadHeader header;
+  header.set_run_id(task.run_id());
+  header.set_round(task.round());
+  header.set_num_samples(run.trained->num_samples);
+  header.set_mean_train_loss(run.trained->mean_loss);
+  header.set_upload_id(run.trained->upload_id);
+  return Upload(header, run.trained->update);
+}
+
+absl::Status Agent::TrainRound(RunData& run, const Task& task) {
+  run.trained.reset();
   absl::Time start = absl::Now();
-  if (absl::Status status =
-          LoadGlobal(run, task, task.round() - 1, /*keep_local=*/true);
+  RunData::TrainedRound trained_round;
+  if (absl::Status status = LoadGlobal(
+          run, task, task.round() - 1, /*keep_local=*/true,
+          run.plan.secure_aggregation() ? &trained_round.global : nullptr);
       !status.ok()) {
     return status;
   }
@@ -351,20 +372,119 @@ absl::Status Agent::Train(const Task& task) {
   absl::StatusOr<TensorBundle> update =
       ExportForUpload(run, static_cast<double>(trained->num_samples));
   if (!update.ok()) return update.status();
-  UploadHeader header;
-  header.set_run_id(task.run_id());
-  header.set_round(task.round());
-  header.set_num_samples(trained->num_samples);
-  header.set_mean_train_loss(trained->mean_loss);
-  header.set_upload_id(
-      absl::StrFormat("%s-r%d-%016x", site_, task.round(), random_()));
-  absl::Status uploaded = Upload(header, *update);
+  trained_round.round = task.round();
+  trained_round.update = std::move(*update);
+  trained_round.num_samples = trained->num_samples;
+  trained_round.mean_loss = trained->mean_loss;
+  trained_round.upload_id =
+      absl::StrFormat("%s-r%d-%016x", site_, task.round(), random_());
+  run.trained = std::move(trained_round);
   LogInfo(absl::StrFormat(
-      "round %d timing: download+load %.3f s, train %.3f s, export+upload "
-      "%.3f s",
+      "round %d timing: download+load %.3f s, train %.3f s, export %.3f s",
       task.round(), absl::ToDoubleSeconds(downloaded - start),
       absl::ToDoubleSeconds(trained_at - downloaded),
       absl::ToDoubleSeconds(absl::Now() - trained_at)));
+  return absl::OkStatus();
+}
+
+absl::Status Agent::UploadMasked(RunData& run, const Task& task) {
+  const RunData::TrainedRound& trained = *run.trained;
+  const int attempt = task.masking_attempt();
+  // Whatever ends this attempt (a cohort without us, a new attempt, the
+  // round closing) is the coordinator's call, not a failure of this site.
+  auto attempt_over = [&](const absl::Status& status) {
+    LogWarning("round ", task.round(), " masking attempt ", attempt, ": ",
+               status.message(), "; waiting for the next task");
+    return absl::OkStatus();
+  };
+  auto is_over = [](const absl::Status& status) {
+    return absl::IsAborted(status) || absl::IsFailedPrecondition(status);
+  };
+  // Fresh keys for every attempt: masks of two attempts never combine.
+  absl::StatusOr<MaskingKey> key = MaskingKey::Generate();
+  if (!key.ok()) return key.status();
+  MaskingKeyRequest key_request;
+  key_request.set_run_id(task.run_id());
+  key_request.set_round(task.round());
+  key_request.set_attempt(attempt);
+  key_request.set_public_key(key->public_key());
+  key_request.set_certificate_pem(options_.tls.cert);
+  // Signed with this site's certificate key, so that the other sites can
+  // tell the coordinator did not swap it.
+  absl::StatusOr<std::string> signature = SignWithKey(
+      options_.tls.key, MaskingKeyStatement(task.run_id(), task.round(),
+                                            attempt, site_, key->public_key()));
+  if (!signature.ok()) return signature.status();
+  key_request.set_key_signature(*signature);
+  for (int tries = 0;; ++tries) {
+    MaskingKeyResponse response;
+    auto context = NewContext(absl::Seconds(30));
+    absl::Status status = FromGrpcStatus(
+        stub_->SubmitMaskingKey(context.get(), key_request, &response));
+    if (status.ok()) break;
+    if (is_over(status)) return attempt_over(status);
+    if (!IsTransient(status) || tries >= 4 || stopping_) return status;
+    Backoff(tries);
+  }
+  MaskingCohortRequest cohort_request;
+  cohort_request.set_run_id(task.run_id());
+  cohort_request.set_round(task.round());
+  cohort_request.set_attempt(attempt);
+  MaskingCohort cohort;
+  int failures = 0;
+  while (!stopping_) {
+    auto context = NewContext(absl::Seconds(30));
+    absl::Status status = FromGrpcStatus(
+        stub_->GetMaskingCohort(context.get(), cohort_request, &cohort));
+    if (status.ok() && cohort.ready()) break;
+    if (is_over(status)) return attempt_over(status);
+    if (!status.ok()) {
+      if (!IsTransient(status) || failures >= 8) return status;
+      Backoff(failures++);
+      continue;
+    }
+    failures = 0;
+    SendHeartbeat(task.run_id(), task.round(), "waiting for masking cohort", 0,
+                  0, 0);
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+  if (stopping_) return absl::CancelledError("agent stopping");
+  std::vector<MaskingPeerKey> peers;
+  for (const MaskingPeer& peer : cohort.peers()) {
+    peers.push_back({peer.site(), peer.public_key(), peer.certificate_pem(),
+                     peer.key_signature()});
+  }
+  absl::StatusOr<CertificateVerifier> verifier =
+      CertificateVerifier::Create(options_.tls.ca_cert);
+  if (!verifier.ok()) return verifier.status();
+  if (absl::Status status = VerifyCohortKeys(
+          *verifier, peers, site_, task.run_id(), task.round(), attempt);
+      !status.ok()) {
+    // Not a refusal of this site: the round goes on without its update.
+    return absl::FailedPreconditionError(
+        absl::StrCat("refusing to mask: ", status.message()));
+  }
+  absl::StatusOr<UpdateMasker> masker =
+      UpdateMasker::Create(*key, site_, peers, task.run_id(), task.round(),
+                           attempt, run.plan.min_sites());
+  if (!masker.ok()) return masker.status();
+  // The coordinator divides the sum by the same capped weights.
+  const double weight = static_cast<double>(
+      std::min(trained.num_samples, run.plan.max_samples_per_site()));
+  absl::StatusOr<TensorBundle> masked =
+      masker->Mask(trained.update, trained.global, weight);
+  if (!masked.ok()) return masked.status();
+  UploadHeader header;
+  header.set_run_id(task.run_id());
+  header.set_round(task.round());
+  header.set_num_samples(trained.num_samples);
+  header.set_mean_train_loss(trained.mean_loss);
+  header.set_masking_attempt(attempt);
+  header.set_upload_id(absl::StrFormat("%s-a%d", trained.upload_id, attempt));
+  LogInfo("round ", task.round(), ": update masked with ", peers.size() - 1,
+          " other sites (attempt ", attempt, ")");
+  absl::Status uploaded = Upload(header, *masked);
+  if (is_over(uploaded)) return attempt_over(uploaded);
   return uploaded;
 }
 
@@ -423,13 +543,14 @@ absl::Status Agent::Evaluate(const Task& task) {
 }
 
 absl::Status Agent::LoadGlobal(RunData& run, const Task& task, int round,
-                               bool keep_local) {
+                               bool keep_local, TensorBundle* global_out) {
   absl::StatusOr<TensorBundle> global =
       Download(task.run_id(), round, task.model_digest());
   if (!global.ok()) return global.status();
   if (absl::Status status = ImportState(*global, *run.model); !status.ok()) {
     return status;
   }
+  if (global_out != nullptr) *global_out = std::move(*global);
   if (keep_local && run.plan.strategy() == Plan::FEDBN &&
       !run.local_batch_norm.empty()) {
     return RestoreNamedTensors(run.local_batch_norm, *run.model);

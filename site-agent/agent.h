@@ -73,11 +73,26 @@ class Agent {
     std::shared_ptr<ImageClassifierImpl> model;
     // FedBN: this site's own batch-norm layers, kept across rounds.
     NamedTensors local_batch_norm;
+    // The update of the last round trained. A repeated TRAIN task for that
+    // round (a restarted coordinator, a new masking attempt) sends it again
+    // instead of training anew: a second, different update of one round
+    // would tell more about the site's data.
+    struct TrainedRound {
+      int round = 0;
+      TensorBundle update;
+      // The global model it was trained from (secure aggregation masks the
+      // change).
+      TensorBundle global;
+      int64_t num_samples = 0;
+      double mean_loss = 0;
+      std::string upload_id;
+    };
+    std::optional<TrainedRound> trained;
   };
   // Loads the global model of `round` into the run's model (with this
   // site's batch-norm layers under FedBN when `keep_local` is set).
   absl::Status LoadGlobal(RunData& run, const Task& task, int round,
-                          bool keep_local);
+                          bool keep_local, TensorBundle* global_out = nullptr);
   // The model state to upload: under fusion models, the clinical
   // statistics buffers carry this site's contribution (models/classifier.h).
   absl::StatusOr<TensorBundle> ExportForUpload(RunData& run, double weight);
@@ -87,10 +102,18 @@ class Agent {
   absl::StatusOr<RunData*> PrepareRun(const Task& task);
   absl::Status Initialize(const Task& task);
   absl::Status Train(const Task& task);
+  // Downloads the global model, trains and keeps the update in
+  // `run.trained`.
+  absl::Status TrainRound(RunData& run, const Task& task);
   absl::Status Evaluate(const Task& task);
   absl::StatusOr<TensorBundle> Download(const std::string& run_id, int round,
                                         const std::string& expected_digest);
   absl::Status Upload(const UploadHeader& header, const TensorBundle& model);
+  // Secure aggregation: agrees masks with the attempt's cohort and uploads
+  // the masked update of `run.trained`. A cohort without this site, or an
+  // attempt that is over, ends the task quietly: the coordinator asks
+  // again if it still wants the update.
+  absl::Status UploadMasked(RunData& run, const Task& task);
   void SendHeartbeat(const std::string& run_id, int round,
                      const std::string& activity, int epoch, int batch,
                      double loss);

@@ -196,6 +196,16 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
     absl::StrAppend(&out, "  left out by norm bounding: ",
                     absl::StrJoin(round.excluded(), ", "), "\n");
   }
+  if (round.masking_attempts() > 0) {
+    absl::StrAppend(
+        &out, "  secure aggregation: only the masked sum was seen",
+        round.masking_attempts() > 1
+            ? absl::StrCat("; masked ", round.masking_attempts(),
+                           " times, dropped after masking: ",
+                           absl::StrJoin(round.masking_dropouts(), ", "))
+            : "",
+        "\n");
+  }
   absl::StrAppend(&out, absl::StrFormat("  %-16s %-9s %7s %9s %9s %8s  %s\n",
                                         "site", "set", "images", "accuracy",
                                         "macro-F1", "loss", "AUC (95% CI)"));

@@ -796,6 +796,7 @@ std::string RenderJson(const Report& report) {
   json.Field("rounds_planned", plan.rounds());
   json.Field("model", plan.model());
   json.Field("strategy", Plan::Strategy_Name(plan.strategy()));
+  json.Field("secure_aggregation", plan.secure_aggregation());
   json.Key("class_names");
   json.BeginArray(true);
   for (const std::string& name : report.class_names) json.String(name);
@@ -1929,6 +1930,11 @@ std::string RunSection(const Report& report) {
       row("disclosure control",
           absl::StrCat("sites release no set of fewer than ",
                        report.min_cell_count, " patients")),
+      row("secure aggregation",
+          plan.secure_aggregation()
+              ? "on: the coordinator saw only the masked sum of each "
+                "round's updates"
+              : "off"),
       row("contributors to this round",
           HtmlEscape(absl::StrJoin(round.contributors(), ", "))),
       "</table><table class=\"text\"><tr><th>centre</th><th>role</th></tr>",

@@ -4,6 +4,7 @@
 // and aggregation only.
 //
 //   federation_bench [--configs 1M:4:10,11M:4:10,11M:16:6,11M:64:3,100M:4:3]
+//                    [--secure-aggregation]
 //
 // Each config is PARAMETERS:SITES:ROUNDS. Run as root where possible: the
 // benchmark then re-runs itself in a private network namespace, so the
@@ -37,6 +38,8 @@ struct Config {
   int sites = 0;
   int rounds = 0;
   std::string label;
+  // Plan secure_aggregation: masked uploads of 8 bytes a value.
+  bool secure_aggregation = false;
 };
 
 struct Result {
@@ -170,6 +173,7 @@ Result RunConfig(const Config& config, const std::string& work) {
   plan.set_min_sites(config.sites);
   plan.set_round_deadline_seconds(600);
   plan.set_evaluate_every_round(false);
+  plan.set_secure_aggregation(config.secure_aggregation);
   for (const std::string& site : sites) {
     Plan::SiteRole* role = plan.add_sites();
     role->set_site(site);
@@ -215,12 +219,14 @@ Result RunConfig(const Config& config, const std::string& work) {
   std::sort(rounds.begin(), rounds.end());
   result.median_round_seconds = rounds[rounds.size() / 2];
   result.max_round_seconds = rounds.back();
-  // Ideal: the initial model up once, each round every site down and up,
-  // and the final evaluation every site down once.
+  // Ideal: the initial model up once, each round every site down and up
+  // (masked: twice the bytes up), and the final evaluation every site down
+  // once.
   int64_t model_bytes = config.parameters * 4;
+  int64_t up = config.secure_aggregation ? 2 : 1;
   result.ideal_bytes =
       model_bytes *
-      (1 + 2 * int64_t{config.sites} * config.rounds + config.sites);
+      (1 + (1 + up) * int64_t{config.sites} * config.rounds + config.sites);
   // ECHOFED_BENCH_KEEP=1 keeps the logs for a look at the round timeline.
   if (std::getenv("ECHOFED_BENCH_KEEP") == nullptr) {
     std::filesystem::remove_all(work);
@@ -238,8 +244,14 @@ std::string Mib(int64_t bytes) {
 int main(int argc, char** argv) {
   using echofed::Config;
   std::string configs = "1M:4:10,11M:4:10,11M:16:6,11M:64:3,100M:4:3";
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::string(argv[i]) == "--configs") configs = argv[i + 1];
+  bool secure_aggregation = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--configs" && i + 1 < argc) {
+      configs = argv[i + 1];
+    }
+    if (std::string(argv[i]) == "--secure-aggregation") {
+      secure_aggregation = true;
+    }
   }
   // Private network namespace: only our traffic on this loopback.
   bool isolated = std::getenv("ECHOFED_BENCH_NETNS") != nullptr;
@@ -275,6 +287,8 @@ int main(int argc, char** argv) {
       std::cerr << config.status() << "\n";
       return 2;
     }
+    config->secure_aggregation = secure_aggregation;
+    if (secure_aggregation) config->label += " masked";
     std::cerr << "running " << config->label << " ...\n";
     results.push_back(echofed::RunConfig(*config, work));
   }

@@ -347,6 +347,48 @@ TEST_F(FederationE2eTest, KilledAgentRoundClosesAtDeadlineAndAgentRejoins) {
   EXPECT_TRUE(rejoined);
 }
 
+TEST_F(FederationE2eTest, SecureAggregationRoundsCommitAndSurviveALostSite) {
+  Plan plan = MakeRunPlan(2, 2, 12);
+  plan.set_secure_aggregation(true);
+  absl::StatusOr<std::string> run_id = admin_->StartRun(plan);
+  ASSERT_TRUE(run_id.ok()) << run_id.status();
+  absl::StatusOr<RunStatus> status = WaitFor(
+      *run_id, [](const RunStatus& s) { return s.rounds_size() >= 2; },
+      absl::Seconds(120));
+  ASSERT_TRUE(status.ok()) << status.status();
+  const RoundRecord first = status->rounds(1);
+  EXPECT_EQ(first.contributors_size(), 3);
+  EXPECT_EQ(first.masking_attempts(), 1);
+  EXPECT_NE(first.model_digest(), status->rounds(0).model_digest());
+  // The hospital's machine freezes: it misses round 2's masking, either
+  // before sending its key (the cohort is fixed without it at the deadline)
+  // or after (the round masks again without it).
+  agents_[2]->Signal(SIGSTOP);
+  status = WaitFor(
+      *run_id, [](const RunStatus& s) { return s.rounds_size() >= 3; },
+      absl::Seconds(120));
+  agents_[2]->Signal(SIGCONT);
+  ASSERT_TRUE(status.ok()) << status.status();
+  const RoundRecord second = status->rounds(2);
+  EXPECT_EQ(second.contributors_size(), 2);
+  for (const std::string& contributor : second.contributors()) {
+    EXPECT_NE(contributor, "site-3");
+  }
+  if (second.masking_attempts() > 1) {
+    ASSERT_EQ(second.masking_dropouts_size(), 1);
+    EXPECT_EQ(second.masking_dropouts(0), "site-3");
+  }
+  EXPECT_NE(second.model_digest(), first.model_digest());
+  status = WaitFor(
+      *run_id, [](const RunStatus& s) { return s.state() == RunStatus::DONE; },
+      absl::Seconds(90));
+  ASSERT_TRUE(status.ok()) << status.status();
+  std::string log = ReadFileToString(dir_.Join("site-1.log")).value_or("");
+  EXPECT_NE(log.find("update masked with 2 other sites"), std::string::npos);
+  // The global models are usable: every site evaluated them.
+  EXPECT_GE(status->rounds(2).evaluations_size(), 2);
+}
+
 TEST_F(FederationE2eTest, AgentWithWrongCaCertificateGivesUpWithClearError) {
   // A kit from another study's CA.
   std::string other = dir_.Join("other-pki");
