@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -41,6 +42,10 @@ struct AgentOptions {
   // The site's own minimum cell count: no count of fewer patients (but
   // some) leaves the site. A plan may ask for more, never for less.
   int min_cell_count = 5;
+  // The site's privacy budget (AgentConfig max_epsilon): above 0, the agent
+  // declines to initialise or train in a run whose plan has no differential
+  // privacy, or whose projected epsilon over its rounds exceeds this.
+  double max_epsilon = 0;
   // Training progress as one line redrawn in place (a person watching a
   // terminal) rather than a log line every `progress_log_interval` and at
   // each epoch's end (a service's journal).
@@ -73,14 +78,32 @@ class Agent {
     std::shared_ptr<ImageClassifierImpl> model;
     // FedBN: this site's own batch-norm layers, kept across rounds.
     NamedTensors local_batch_norm;
+    // Differential privacy: the global model of the round being trained
+    // (floating-point tensors, float64), which the update is measured from.
+    NamedTensors dp_global;
+    // Differential privacy: rounds whose update left this process; a second,
+    // fresh noisy update of one of them would cost privacy unaccounted.
+    std::set<int> dp_released_rounds;
   };
   // Loads the global model of `round` into the run's model (with this
   // site's batch-norm layers under FedBN when `keep_local` is set).
+  // `global_snapshot`: if set, receives the global model's floating-point
+  // tensors before this site's batch-norm layers replace any.
   absl::Status LoadGlobal(RunData& run, const Task& task, int round,
-                          bool keep_local);
+                          bool keep_local,
+                          NamedTensors* global_snapshot = nullptr);
   // The model state to upload: under fusion models, the clinical
   // statistics buffers carry this site's contribution (models/classifier.h).
-  absl::StatusOr<TensorBundle> ExportForUpload(RunData& run, double weight);
+  // Under differential privacy, `dp_global` is the round's global model
+  // (the update is clipped and noised from it, statistics included) or null
+  // for the initial model, which then carries no site data at all.
+  absl::StatusOr<TensorBundle> ExportForUpload(RunData& run, double weight,
+                                               const NamedTensors* dp_global);
+  // Under max_epsilon: OK when the plan's differential privacy keeps the
+  // run within it, else FAILED_PRECONDITION saying why the site declines,
+  // and `activity` the short form for the coordinator's status.
+  absl::Status CheckPrivacyBudget(const Plan& plan,
+                                  std::string* activity) const;
 
   absl::Status Join();
   absl::Status HandleTask(const Task& task);
