@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/dp_accountant.h"
 #include "common/pki.h"
 
 namespace echofed {
@@ -50,6 +51,10 @@ void ApplyPlanDefaults(Plan* plan) {
   if (plan->heads_size() == 0) plan->add_heads(Plan::SUBTYPE);
   if (plan->wire_precision() == Plan::WIRE_PRECISION_UNSPECIFIED) {
     plan->set_wire_precision(Plan::FULL);
+  }
+  if (plan->has_differential_privacy() &&
+      plan->differential_privacy().delta() == 0) {
+    plan->mutable_differential_privacy()->set_delta(kDefaultPrivacyDelta);
   }
 }
 
@@ -129,6 +134,21 @@ absl::Status ValidatePlan(const Plan& plan) {
                  "norm bounding measures single updates, which secure "
                  "aggregation hides; bound updates at the sites instead "
                  "(differential privacy clips them)");
+    }
+  }
+  if (plan.has_differential_privacy()) {
+    const DifferentialPrivacy& dp = plan.differential_privacy();
+    if (!(dp.clip_norm() > 0) || std::isinf(dp.clip_norm())) {
+      return bad("differential_privacy.clip_norm",
+                 "must be a finite number > 0");
+    }
+    if (!(dp.noise_multiplier() > 0) || std::isinf(dp.noise_multiplier())) {
+      return bad("differential_privacy.noise_multiplier",
+                 "must be a finite number > 0");
+    }
+    // 0 is the default (1e-5) before ApplyPlanDefaults.
+    if (!(dp.delta() >= 0 && dp.delta() < 1)) {
+      return bad("differential_privacy.delta", "must be in (0, 1)");
     }
   }
   if (!(plan.focal_gamma() >= 0 && plan.focal_gamma() <= 10)) {

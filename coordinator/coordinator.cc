@@ -396,6 +396,19 @@ absl::StatusOr<std::unique_ptr<UploadSession>> Coordinator::BeginUpload(
     if (!std::isfinite(header.mean_train_loss())) {
       return absl::InvalidArgumentError("mean_train_loss is not finite");
     }
+    // An agent without differential privacy (an older one, or one that
+    // ignores the plan) reports no privacy spent: its update is refused
+    // before a byte of it is read.
+    if (run->plan.has_differential_privacy() &&
+        !(header.privacy_epsilon() > 0 &&
+          std::isfinite(header.privacy_epsilon()) &&
+          header.privacy_delta() > 0 && header.privacy_delta() < 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "run ", run->run_id,
+          " uses differential privacy, and the update of site ", site,
+          " reports no privacy_epsilon / privacy_delta: is its agent too "
+          "old?"));
+    }
     // A site cannot weigh more than the data it declared, nor than the
     // plan's cap.
     int64_t declared =
@@ -529,6 +542,12 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
       run->done.insert(site);
       run->upload_ids[site] = header.upload_id();
       run->pending.add_contributors(site);
+      if (run->plan.has_differential_privacy()) {
+        SitePrivacy* privacy = run->pending.add_privacy();
+        privacy->set_site(site);
+        privacy->set_epsilon(header.privacy_epsilon());
+        privacy->set_delta(header.privacy_delta());
+      }
       run->contributions.push_back(
           {site, session.weight_, header.mean_train_loss()});
       sites_[site].activity = "uploaded";

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "common/dp_accountant.h"
 #include "common/html.h"
 #include "common/metrics.h"
 
@@ -100,6 +101,34 @@ std::string SiteStateCell(const SiteStatus& site) {
   return state;
 }
 
+// Differential privacy runs: the plan's settings, what a training site
+// spends over the whole run, and what each has spent so far (as it
+// reported it with its latest committed update).
+void AppendPrivacy(const RunStatus& run, std::string* out) {
+  const Plan& plan = run.plan();
+  if (!plan.has_differential_privacy()) return;
+  const DifferentialPrivacy& dp = plan.differential_privacy();
+  absl::StatusOr<PrivacySpent> projected = ProjectedRunEpsilon(plan);
+  absl::StrAppend(
+      out, "<h2>Differential privacy</h2>\n<p id=\"privacy-plan\">clip norm ",
+      absl::StrFormat("%g", dp.clip_norm()), ", noise multiplier ",
+      absl::StrFormat("%g", dp.noise_multiplier()), "; each training site's ",
+      "epsilon over the run's ", plan.rounds(), " rounds: ",
+      projected.ok() ? absl::StrFormat("%.3g at delta %g", projected->epsilon,
+                                       projected->delta)
+                     : HtmlEscape(projected.status().message()),
+      "</p>\n<table id=\"privacy\">\n<tr><th>site</th><th>epsilon spent</th>"
+      "<th>delta</th><th>as of round</th></tr>\n");
+  for (const SitePrivacySpent& site : LatestSitePrivacy(run)) {
+    absl::StrAppend(
+        out, "<tr class=\"privacy\"><td>", HtmlEscape(site.site),
+        "</td><td class=\"num\">", absl::StrFormat("%.4g", site.epsilon),
+        "</td><td class=\"num\">", absl::StrFormat("%g", site.delta),
+        "</td><td class=\"num\">", site.round, "</td></tr>\n");
+  }
+  absl::StrAppend(out, "</table>\n");
+}
+
 void AppendLatestRun(const RunStatus& run, absl::Time now, std::string* out) {
   const Plan& plan = run.plan();
   absl::StrAppend(
@@ -140,6 +169,7 @@ void AppendLatestRun(const RunStatus& run, absl::Time now, std::string* out) {
                     "</td><td>", HtmlEscape(site.device()), "</td></tr>\n");
   }
   absl::StrAppend(out, "</table>\n");
+  AppendPrivacy(run, out);
 
   absl::StrAppend(
       out,

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/dp_accountant.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/pki.h"
@@ -16,6 +17,7 @@
 #include "models/checkpoint.h"
 #include "models/state_exchange.h"
 #include "site-agent/clinical_features.h"
+#include "site-agent/differential_privacy.h"
 #include "site-agent/trainer.h"
 
 namespace echofed {
@@ -170,7 +172,51 @@ absl::Status Agent::Join() {
   return absl::OkStatus();
 }
 
+absl::Status Agent::CheckPrivacyBudget(const Plan& plan,
+                                       std::string* activity) const {
+  if (options_.max_epsilon <= 0) return absl::OkStatus();
+  // The coordinator keeps 32 characters of a site's activity.
+  if (!plan.has_differential_privacy()) {
+    *activity = "declined: plan has no DP";
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "declined: the plan has no differential privacy, and this site "
+        "requires epsilon <= %g (max_epsilon); no model of this site is "
+        "sent in this run",
+        options_.max_epsilon));
+  }
+  absl::StatusOr<PrivacySpent> projected = ProjectedRunEpsilon(plan);
+  if (!projected.ok()) {
+    *activity = "declined: DP settings unusable";
+    return absl::FailedPreconditionError(absl::StrCat(
+        "declined: the plan's differential privacy is not usable: ",
+        projected.status().message()));
+  }
+  if (projected->epsilon > options_.max_epsilon) {
+    *activity = absl::StrFormat("declined: epsilon %.3g > %g",
+                                projected->epsilon, options_.max_epsilon);
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "declined: the plan's %d rounds would spend epsilon %.4g at delta "
+        "%g (noise multiplier %g), above this site's max_epsilon %g; no "
+        "model of this site is sent in this run",
+        plan.rounds(), projected->epsilon, projected->delta,
+        plan.differential_privacy().noise_multiplier(), options_.max_epsilon));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Agent::HandleTask(const Task& task) {
+  // The site's own budget is checked before anything of the run is built:
+  // a declined run releases no model of this site's at all.
+  if (task.kind() == Task::INITIALIZE || task.kind() == Task::TRAIN) {
+    std::string activity;
+    if (absl::Status budget = CheckPrivacyBudget(task.plan(), &activity);
+        !budget.ok()) {
+      LogError("run ", task.run_id(), ": ", budget.message());
+      last_heartbeat_ = absl::InfinitePast();  // the operator must see it
+      SendHeartbeat(task.run_id(), task.round(), activity, 0, 0, 0);
+      return budget;
+    }
+  }
   switch (task.kind()) {
     case Task::INITIALIZE:
       return Initialize(task);
@@ -289,8 +335,10 @@ absl::Status Agent::Initialize(const Task& task) {
     }
     LogInfo("initial model from checkpoint ", options_.initial_checkpoint);
   }
-  absl::StatusOr<TensorBundle> state =
-      ExportForUpload(**run, std::max<int64_t>(1, (*run)->train.size()));
+  // Under differential privacy the initial model carries no site data
+  // (dp_global null: no clinical statistics), so it costs no privacy.
+  absl::StatusOr<TensorBundle> state = ExportForUpload(
+      **run, std::max<int64_t>(1, (*run)->train.size()), /*dp_global=*/nullptr);
   if (!state.ok()) return state.status();
   UploadHeader header;
   header.set_run_id(task.run_id());
@@ -303,28 +351,30 @@ absl::Status Agent::Train(const Task& task) {
   absl::StatusOr<RunData*> prepared = PrepareRun(task);
   if (!prepared.ok()) return prepared.status();
   RunData& run = **prepared;
+  const bool dp = run.plan.has_differential_privacy();
   if (run.trained && run.trained->round == task.round()) {
     LogInfo("round ", task.round(), ": sending the update trained before");
+  } else if (dp && run.dp_released_rounds.count(task.round())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "round ", task.round(),
+        " was already released under differential privacy; a second noisy "
+        "update of it is not sent"));
   } else if (absl::Status status = TrainRound(run, task); !status.ok()) {
     return status;
   }
   if (run.plan.secure_aggregation()) return UploadMasked(run, task);
-  UploadHeader header;
-  header.set_run_id(task.run_id());
-  header.set_round(task.round());
-  header.set_num_samples(run.trained->num_samples);
-  header.set_mean_train_loss(run.trained->mean_loss);
-  header.set_upload_id(run.trained->upload_id);
-  return Upload(header, run.trained->update);
+  return Upload(TrainedHeader(run, task), run.trained->update);
 }
 
 absl::Status Agent::TrainRound(RunData& run, const Task& task) {
   run.trained.reset();
+  const bool dp = run.plan.has_differential_privacy();
   absl::Time start = absl::Now();
   RunData::TrainedRound trained_round;
   if (absl::Status status = LoadGlobal(
           run, task, task.round() - 1, /*keep_local=*/true,
-          run.plan.secure_aggregation() ? &trained_round.global : nullptr);
+          run.plan.secure_aggregation() ? &trained_round.global : nullptr,
+          dp ? &run.dp_global : nullptr);
       !status.ok()) {
     return status;
   }
@@ -359,8 +409,9 @@ absl::Status Agent::TrainRound(RunData& run, const Task& task) {
         LogInfo(text);
       }
     }
+    // The loss depends on the data and is not noised: not sent under DP.
     SendHeartbeat(task.run_id(), task.round(), "training", progress.epoch,
-                  progress.batch, progress.loss);
+                  progress.batch, dp ? 0.0 : progress.loss);
   };
   absl::StatusOr<TrainResult> trained =
       TrainLocal(*run.model, run.train, options);
@@ -370,7 +421,8 @@ absl::Status Agent::TrainRound(RunData& run, const Task& task) {
     run.local_batch_norm = CopyBatchNormState(*run.model);
   }
   absl::StatusOr<TensorBundle> update =
-      ExportForUpload(run, static_cast<double>(trained->num_samples));
+      ExportForUpload(run, static_cast<double>(trained->num_samples),
+                      dp ? &run.dp_global : nullptr);
   if (!update.ok()) return update.status();
   trained_round.round = task.round();
   trained_round.update = std::move(*update);
@@ -378,6 +430,25 @@ absl::Status Agent::TrainRound(RunData& run, const Task& task) {
   trained_round.mean_loss = trained->mean_loss;
   trained_round.upload_id =
       absl::StrFormat("%s-r%d-%016x", site_, task.round(), random_());
+  if (dp) {
+    // Counted per round, not per call: after round r the site has released
+    // at most r updates, whatever rounds it missed (and a restarted agent
+    // counts the same way).
+    absl::StatusOr<PrivacySpent> spent = SiteLevelEpsilon(
+        plan.differential_privacy().noise_multiplier(), task.round(),
+        PlanPrivacyDelta(plan.differential_privacy()));
+    if (!spent.ok()) return spent.status();
+    trained_round.privacy_epsilon = spent->epsilon;
+    trained_round.privacy_delta = spent->delta;
+    // Released from here on, whether or not the upload gets through.
+    run.dp_released_rounds.insert(task.round());
+    LogInfo(absl::StrFormat(
+        "round %d: differential privacy spent so far in this run: epsilon "
+        "%.4g at delta %g (noise multiplier %g, clip norm %g)",
+        task.round(), spent->epsilon, spent->delta,
+        plan.differential_privacy().noise_multiplier(),
+        plan.differential_privacy().clip_norm()));
+  }
   run.trained = std::move(trained_round);
   LogInfo(absl::StrFormat(
       "round %d timing: download+load %.3f s, train %.3f s, export %.3f s",
@@ -385,6 +456,22 @@ absl::Status Agent::TrainRound(RunData& run, const Task& task) {
       absl::ToDoubleSeconds(trained_at - downloaded),
       absl::ToDoubleSeconds(absl::Now() - trained_at)));
   return absl::OkStatus();
+}
+
+UploadHeader Agent::TrainedHeader(const RunData& run, const Task& task) {
+  const RunData::TrainedRound& trained = *run.trained;
+  UploadHeader header;
+  header.set_run_id(task.run_id());
+  header.set_round(task.round());
+  header.set_num_samples(trained.num_samples);
+  // The loss depends on the data and is not noised: not sent under DP.
+  if (!run.plan.has_differential_privacy()) {
+    header.set_mean_train_loss(trained.mean_loss);
+  }
+  header.set_upload_id(trained.upload_id);
+  header.set_privacy_epsilon(trained.privacy_epsilon);
+  header.set_privacy_delta(trained.privacy_delta);
+  return header;
 }
 
 absl::Status Agent::UploadMasked(RunData& run, const Task& task) {
@@ -474,11 +561,7 @@ absl::Status Agent::UploadMasked(RunData& run, const Task& task) {
   absl::StatusOr<TensorBundle> masked =
       masker->Mask(trained.update, trained.global, weight);
   if (!masked.ok()) return masked.status();
-  UploadHeader header;
-  header.set_run_id(task.run_id());
-  header.set_round(task.round());
-  header.set_num_samples(trained.num_samples);
-  header.set_mean_train_loss(trained.mean_loss);
+  UploadHeader header = TrainedHeader(run, task);
   header.set_masking_attempt(attempt);
   header.set_upload_id(absl::StrFormat("%s-a%d", trained.upload_id, attempt));
   LogInfo("round ", task.round(), ": update masked with ", peers.size() - 1,
@@ -543,12 +626,17 @@ absl::Status Agent::Evaluate(const Task& task) {
 }
 
 absl::Status Agent::LoadGlobal(RunData& run, const Task& task, int round,
-                               bool keep_local, TensorBundle* global_out) {
+                               bool keep_local, TensorBundle* global_out,
+                               NamedTensors* global_snapshot) {
   absl::StatusOr<TensorBundle> global =
       Download(task.run_id(), round, task.model_digest());
   if (!global.ok()) return global.status();
   if (absl::Status status = ImportState(*global, *run.model); !status.ok()) {
     return status;
+  }
+  // Before FedBN's local layers go in: they are this site's, not public.
+  if (global_snapshot != nullptr) {
+    *global_snapshot = SnapshotFloatState(*run.model);
   }
   if (global_out != nullptr) *global_out = std::move(*global);
   if (keep_local && run.plan.strategy() == Plan::FEDBN &&
@@ -558,12 +646,28 @@ absl::Status Agent::LoadGlobal(RunData& run, const Task& task, int round,
   return absl::OkStatus();
 }
 
-absl::StatusOr<TensorBundle> Agent::ExportForUpload(RunData& run,
-                                                    double weight) {
+absl::StatusOr<TensorBundle> Agent::ExportForUpload(
+    RunData& run, double weight, const NamedTensors* dp_global) {
+  const bool dp = run.plan.has_differential_privacy();
   if (auto* fusion = dynamic_cast<FusionModelImpl*>(run.model.get());
       fusion != nullptr && run.train.clinical.defined() &&
-      run.train.size() > 0) {
+      run.train.size() > 0 && (!dp || dp_global != nullptr)) {
     fusion->clinical_encoder()->SetLocalStatistics(run.train.clinical, weight);
+  }
+  // After the statistics: they depend on the data, so they belong in the
+  // clipped and noised vector.
+  if (dp && dp_global != nullptr) {
+    const DifferentialPrivacy& settings = run.plan.differential_privacy();
+    absl::StatusOr<PrivatizedUpdate> privatized =
+        PrivatizeUpdate(*dp_global, *run.model, settings.clip_norm(),
+                        settings.noise_multiplier());
+    if (!privatized.ok()) return privatized.status();
+    LogInfo(absl::StrFormat(
+        "differential privacy: update norm %.4g clipped to %.4g, noise std "
+        "%.4g on %d coordinates",
+        privatized->norm, privatized->norm * privatized->scale,
+        settings.noise_multiplier() * settings.clip_norm(),
+        privatized->coordinates));
   }
   DType wire = run.plan.wire_precision() == Plan::HALF            ? FLOAT16
                : run.plan.wire_precision() == Plan::BFLOAT16_WIRE ? BFLOAT16

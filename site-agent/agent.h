@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -41,6 +42,10 @@ struct AgentOptions {
   // The site's own minimum cell count: no count of fewer patients (but
   // some) leaves the site. A plan may ask for more, never for less.
   int min_cell_count = 5;
+  // The site's privacy budget (AgentConfig max_epsilon): above 0, the agent
+  // declines to initialise or train in a run whose plan has no differential
+  // privacy, or whose projected epsilon over its rounds exceeds this.
+  double max_epsilon = 0;
   // Training progress as one line redrawn in place (a person watching a
   // terminal) rather than a log line every `progress_log_interval` and at
   // each epoch's end (a service's journal).
@@ -74,9 +79,10 @@ class Agent {
     // FedBN: this site's own batch-norm layers, kept across rounds.
     NamedTensors local_batch_norm;
     // The update of the last round trained. A repeated TRAIN task for that
-    // round (a restarted coordinator, a new masking attempt) sends it again
-    // instead of training anew: a second, different update of one round
-    // would tell more about the site's data.
+    // round (a restarted coordinator, a refused upload, a new masking
+    // attempt) sends it again instead of training anew: a second, different
+    // update of one round would tell more about the site's data (and, under
+    // differential privacy, cost privacy the count leaves out).
     struct TrainedRound {
       int round = 0;
       TensorBundle update;
@@ -86,16 +92,37 @@ class Agent {
       int64_t num_samples = 0;
       double mean_loss = 0;
       std::string upload_id;
+      // Differential privacy: the run's epsilon with this update, at delta.
+      double privacy_epsilon = 0;
+      double privacy_delta = 0;
     };
     std::optional<TrainedRound> trained;
+    // Differential privacy: the global model of the round being trained
+    // (floating-point tensors, float64), which the update is measured from.
+    NamedTensors dp_global;
+    // Differential privacy: rounds whose update left this process; a second,
+    // fresh noisy update of one of them would cost privacy unaccounted.
+    std::set<int> dp_released_rounds;
   };
   // Loads the global model of `round` into the run's model (with this
   // site's batch-norm layers under FedBN when `keep_local` is set).
+  // `global_snapshot`: if set, receives the global model's floating-point
+  // tensors before this site's batch-norm layers replace any.
   absl::Status LoadGlobal(RunData& run, const Task& task, int round,
-                          bool keep_local, TensorBundle* global_out = nullptr);
+                          bool keep_local, TensorBundle* global_out = nullptr,
+                          NamedTensors* global_snapshot = nullptr);
   // The model state to upload: under fusion models, the clinical
   // statistics buffers carry this site's contribution (models/classifier.h).
-  absl::StatusOr<TensorBundle> ExportForUpload(RunData& run, double weight);
+  // Under differential privacy, `dp_global` is the round's global model
+  // (the update is clipped and noised from it, statistics included) or null
+  // for the initial model, which then carries no site data at all.
+  absl::StatusOr<TensorBundle> ExportForUpload(RunData& run, double weight,
+                                               const NamedTensors* dp_global);
+  // Under max_epsilon: OK when the plan's differential privacy keeps the
+  // run within it, else FAILED_PRECONDITION saying why the site declines,
+  // and `activity` the short form for the coordinator's status.
+  absl::Status CheckPrivacyBudget(const Plan& plan,
+                                  std::string* activity) const;
 
   absl::Status Join();
   absl::Status HandleTask(const Task& task);
@@ -105,6 +132,8 @@ class Agent {
   // Downloads the global model, trains and keeps the update in
   // `run.trained`.
   absl::Status TrainRound(RunData& run, const Task& task);
+  // The upload header of `run.trained` for `task`.
+  UploadHeader TrainedHeader(const RunData& run, const Task& task);
   absl::Status Evaluate(const Task& task);
   absl::StatusOr<TensorBundle> Download(const std::string& run_id, int round,
                                         const std::string& expected_digest);

@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -83,6 +84,13 @@ int RunAgent(const std::string& config_path, bool exit_after_run, int threads) {
   if (config.min_cell_count() > 0) {
     options.min_cell_count = config.min_cell_count();
   }
+  if (!(config.max_epsilon() >= 0) || std::isinf(config.max_epsilon())) {
+    echofed::LogError(config_path,
+                      ": max_epsilon must be a finite number >= 0 (0: no "
+                      "privacy budget required)");
+    return 2;
+  }
+  options.max_epsilon = config.max_epsilon();
   if (!config.initial_checkpoint().empty()) {
     options.initial_checkpoint =
         echofed::ResolveRelativeTo(config_path, config.initial_checkpoint());

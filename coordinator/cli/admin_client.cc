@@ -1,12 +1,14 @@
 #include "coordinator/cli/admin_client.h"
 
 #include <chrono>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/dp_accountant.h"
 #include "common/metrics.h"
 #include "common/tensor_bundle.h"
 
@@ -206,6 +208,16 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
             : "",
         "\n");
   }
+  if (round.privacy_size() > 0) {
+    std::vector<std::string> spent;
+    for (const SitePrivacy& privacy : round.privacy()) {
+      spent.push_back(absl::StrFormat("%s %.4g (delta %g)",
+                                      PrintableText(privacy.site()),
+                                      privacy.epsilon(), privacy.delta()));
+    }
+    absl::StrAppend(
+        &out, "  privacy spent (epsilon): ", absl::StrJoin(spent, ", "), "\n");
+  }
   absl::StrAppend(&out, absl::StrFormat("  %-16s %-9s %7s %9s %9s %8s  %s\n",
                                         "site", "set", "images", "accuracy",
                                         "macro-F1", "loss", "AUC (95% CI)"));
@@ -248,6 +260,31 @@ std::string PrintableText(absl::string_view text) {
   std::string out(text);
   for (char& c : out) {
     if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return out;
+}
+
+std::string FormatPrivacy(const RunStatus& status) {
+  const Plan& plan = status.plan();
+  if (!plan.has_differential_privacy()) return "";
+  const DifferentialPrivacy& dp = plan.differential_privacy();
+  absl::StatusOr<PrivacySpent> projected = ProjectedRunEpsilon(plan);
+  std::string out = absl::StrFormat(
+      "differential privacy: clip norm %g, noise multiplier %g; epsilon per "
+      "training site over %d rounds: %s\n",
+      dp.clip_norm(), dp.noise_multiplier(), plan.rounds(),
+      projected.ok() ? absl::StrFormat("%.4g at delta %g", projected->epsilon,
+                                       projected->delta)
+                     : std::string(projected.status().message()));
+  std::vector<SitePrivacySpent> spent = LatestSitePrivacy(status);
+  if (spent.empty()) {
+    absl::StrAppend(&out, "  no site has spent any yet\n");
+  }
+  for (const SitePrivacySpent& site : spent) {
+    absl::StrAppend(
+        &out, absl::StrFormat("  %-16s epsilon %.4g at delta %g (round %d)\n",
+                              PrintableText(site.site), site.epsilon,
+                              site.delta, site.round));
   }
   return out;
 }

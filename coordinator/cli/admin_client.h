@@ -41,6 +41,10 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round);
 std::string PrintableText(absl::string_view text);
 
 std::string FormatSites(const RunStatus& status);
+// Differential privacy runs: the plan's settings, the projected epsilon of a
+// training site over the run and each site's epsilon spent so far; empty
+// for other runs.
+std::string FormatPrivacy(const RunStatus& status);
 
 }  // namespace echofed
 

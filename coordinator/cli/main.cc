@@ -72,6 +72,7 @@ void PrintStatus(const echofed::RunStatus& status) {
       status.round(), status.plan().rounds(),
       status.message().empty() ? "" : "  (" + status.message() + ")");
   std::cout << echofed::FormatSites(status);
+  std::cout << echofed::FormatPrivacy(status);
   for (const echofed::RoundRecord& round : status.rounds()) {
     if (round.round() == 0) continue;
     std::cout << "\n" << echofed::FormatRound(status, round);

@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/dp_accountant.h"
 #include "common/files.h"
 #include "common/html.h"
 #include "common/json_writer.h"
@@ -809,6 +810,33 @@ std::string RenderJson(const Report& report) {
   json.Field("train_fraction", plan.train_fraction());
   // A string: 64-bit seeds do not survive JSON readers' doubles.
   json.Field("split_seed", absl::StrCat(plan.split_seed()));
+  if (plan.has_differential_privacy()) {
+    // Each site's epsilon as of the reported round, as the site declared it
+    // with its updates, and what the whole run costs a training site.
+    const DifferentialPrivacy& dp = plan.differential_privacy();
+    json.Key("differential_privacy");
+    json.BeginObject();
+    json.Field("clip_norm", dp.clip_norm());
+    json.Field("noise_multiplier", dp.noise_multiplier());
+    json.Field("delta", PlanPrivacyDelta(dp));
+    absl::StatusOr<PrivacySpent> projected = ProjectedRunEpsilon(plan);
+    if (projected.ok()) {
+      json.Field("projected_run_epsilon", projected->epsilon);
+    }
+    json.Key("sites");
+    json.BeginArray();
+    for (const SitePrivacySpent& site :
+         LatestSitePrivacy(status, round.round())) {
+      json.BeginObject();
+      json.Field("site", site.site);
+      json.Field("epsilon", site.epsilon);
+      json.Field("delta", site.delta);
+      json.Field("as_of_round", site.round);
+      json.EndObject();
+    }
+    json.EndArray();
+    json.EndObject();
+  }
   json.Key("sites");
   json.BeginArray();
   for (const Plan::SiteRole& role : plan.sites()) {
@@ -1271,6 +1299,34 @@ void MetaRows(const Report& report, CsvWriter* csv) {
   }
 }
 
+// Differential privacy runs: each site's epsilon as of the reported round
+// (set = the site) and a training site's over the whole run (set "plan"),
+// with the delta and the plan's settings in the note.
+void PrivacyRows(const Report& report, CsvWriter* csv) {
+  const Plan& plan = report.status->plan();
+  if (!plan.has_differential_privacy()) return;
+  const DifferentialPrivacy& dp = plan.differential_privacy();
+  const std::string settings =
+      absl::StrCat("clip_norm ", Shortest(dp.clip_norm()),
+                   "; noise_multiplier ", Shortest(dp.noise_multiplier()));
+  csv->SetBlockNote("");
+  for (const SitePrivacySpent& site :
+       LatestSitePrivacy(*report.status, report.round->round())) {
+    csv->SetContext(site.site, "site", "training", "");
+    csv->Row("privacy_epsilon", "", site.epsilon, Interval(), std::nullopt,
+             absl::StrCat("delta ", Shortest(site.delta), "; as of round ",
+                          site.round, "; ", settings));
+  }
+  absl::StatusOr<PrivacySpent> projected = ProjectedRunEpsilon(plan);
+  if (projected.ok()) {
+    csv->SetContext("plan", "plan", "training", "");
+    csv->Row("privacy_epsilon_projected", "", projected->epsilon, Interval(),
+             std::nullopt,
+             absl::StrCat("delta ", Shortest(projected->delta), "; ",
+                          plan.rounds(), " rounds; ", settings));
+  }
+}
+
 std::string RenderCsv(const Report& report) {
   CsvWriter csv(report);
   for (const SetResult& set : report.sets) {
@@ -1279,6 +1335,7 @@ std::string RenderCsv(const Report& report) {
     FlowRows(set, &csv);
   }
   MetaRows(report, &csv);
+  PrivacyRows(report, &csv);
   return csv.Take();
 }
 
@@ -1885,6 +1942,39 @@ std::string MetaTable(const Report& report) {
   return out;
 }
 
+// Differential privacy runs: the settings, each site's epsilon as of the
+// reported round and a training site's over the whole run.
+std::string PrivacyRow(const Report& report) {
+  const Plan& plan = report.status->plan();
+  if (!plan.has_differential_privacy()) return "";
+  const DifferentialPrivacy& dp = plan.differential_privacy();
+  std::string value = absl::StrCat(
+      "site-level (&epsilon;, &delta;) of released updates: clip norm ",
+      Shortest(dp.clip_norm()), ", noise multiplier ",
+      Shortest(dp.noise_multiplier()));
+  absl::StatusOr<PrivacySpent> projected = ProjectedRunEpsilon(plan);
+  if (projected.ok()) {
+    absl::StrAppend(
+        &value, "; whole run (", plan.rounds(),
+        " rounds): &epsilon; = ", absl::StrFormat("%.3g", projected->epsilon),
+        " at &delta; = ", Shortest(projected->delta));
+  }
+  std::vector<SitePrivacySpent> spent =
+      LatestSitePrivacy(*report.status, report.round->round());
+  if (!spent.empty()) {
+    absl::StrAppend(&value, "<ul class=\"privacy\">");
+    for (const SitePrivacySpent& site : spent) {
+      absl::StrAppend(&value, "<li>", HtmlEscape(site.site),
+                      ": &epsilon; = ", absl::StrFormat("%.4g", site.epsilon),
+                      " at &delta; = ", Shortest(site.delta), " (as of round ",
+                      site.round, ")</li>");
+    }
+    absl::StrAppend(&value, "</ul>");
+  }
+  return absl::StrCat("<tr><th>differential privacy</th><td>", value,
+                      "</td></tr>");
+}
+
 std::string RunSection(const Report& report) {
   const RunStatus& status = *report.status;
   const Plan& plan = status.plan();
@@ -1937,6 +2027,7 @@ std::string RunSection(const Report& report) {
               : "off"),
       row("contributors to this round",
           HtmlEscape(absl::StrJoin(round.contributors(), ", "))),
+      PrivacyRow(report),
       "</table><table class=\"text\"><tr><th>centre</th><th>role</th></tr>",
       sites, "</table>");
 }

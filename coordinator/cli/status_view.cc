@@ -82,6 +82,8 @@ std::string FormatLiveStatus(const RunStatus& status, absl::Time now) {
                                     Plan::Role_Name(site.role()),
                                     SiteState(site, plan, now), seen));
   }
+  const std::string privacy = FormatPrivacy(status);
+  if (!privacy.empty()) absl::StrAppend(&out, "\n", privacy);
   // The newest trained round (round 0 holds the initial weights only).
   const RoundRecord* last = nullptr;
   for (const RoundRecord& round : status.rounds()) {

@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <cmath>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/dp_accountant.h"
 #include "common/metrics.h"
 #include "common/pki.h"
 #include "common/secure_aggregation.h"
@@ -60,12 +62,17 @@ class CoordinatorTest : public ::testing::Test {
                                        const std::string& run_id, int round,
                                        const TensorBundle& bundle,
                                        int64_t samples = 10,
-                                       const std::string& upload_id = "") {
+                                       const std::string& upload_id = "",
+                                       double privacy_epsilon = 0) {
     UploadHeader header;
     header.set_run_id(run_id);
     header.set_round(round);
     header.set_num_samples(samples);
     header.set_mean_train_loss(0.5);
+    if (privacy_epsilon > 0) {
+      header.set_privacy_epsilon(privacy_epsilon);
+      header.set_privacy_delta(1e-5);
+    }
     header.set_upload_id(upload_id.empty() ? site + "-" + std::to_string(round)
                                            : upload_id);
     absl::StatusOr<std::unique_ptr<UploadSession>> session =
@@ -757,6 +764,103 @@ TEST_F(SecureAggregationTest, PlainRunsRefuseMaskedUploadsAndMaskingCalls) {
       UploadAs("a", run, MakeBundle("test_model", 1.0f), 30, 1).status()));
   MaskingKey key = *MaskingKey::Generate();
   EXPECT_TRUE(absl::IsFailedPrecondition(SubmitKey("a", run, 1, key)));
+}
+
+TEST_F(CoordinatorTest, DifferentialPrivacyPlanValuesAreChecked) {
+  auto code_and_field = [&](double clip, double noise, double delta,
+                            const std::string& field) {
+    Plan plan = MakePlan({"a"});
+    DifferentialPrivacy* dp = plan.mutable_differential_privacy();
+    dp->set_clip_norm(clip);
+    dp->set_noise_multiplier(noise);
+    dp->set_delta(delta);
+    absl::StatusOr<std::string> run = coordinator_->StartRun(plan);
+    EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(run.status().message().find("differential_privacy." + field),
+              std::string::npos)
+        << run.status();
+  };
+  code_and_field(0, 1, 1e-5, "clip_norm");
+  code_and_field(-1, 1, 1e-5, "clip_norm");
+  code_and_field(std::nan(""), 1, 1e-5, "clip_norm");
+  code_and_field(1, 0, 1e-5, "noise_multiplier");
+  code_and_field(1, -2, 1e-5, "noise_multiplier");
+  code_and_field(1, 1, 1, "delta");
+  code_and_field(1, 1, -1e-5, "delta");
+  code_and_field(1, 1, 2, "delta");
+
+  // Present but empty is "on" with nothing set: refused, not silently off.
+  Plan empty = MakePlan({"a"});
+  empty.mutable_differential_privacy();
+  EXPECT_EQ(coordinator_->StartRun(empty).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // delta 0 takes the default.
+  Plan plan = MakePlan({"a"});
+  plan.mutable_differential_privacy()->set_clip_norm(1);
+  plan.mutable_differential_privacy()->set_noise_multiplier(1.5);
+  absl::StatusOr<std::string> run = coordinator_->StartRun(plan);
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(Status(*run).plan().differential_privacy().delta(), 1e-5);
+}
+
+TEST_F(CoordinatorTest, DifferentialPrivacyRunRecordsEpsilonPerSiteAndRound) {
+  Join("a");
+  Join("b");
+  Plan plan = MakePlan({"a", "b"}, {}, 2);
+  plan.set_evaluate_every_round(false);
+  plan.mutable_differential_privacy()->set_clip_norm(1);
+  plan.mutable_differential_privacy()->set_noise_multiplier(2);
+  // The initial model carries no site data: it needs no epsilon.
+  std::string run = StartAndInitialize(plan);
+  ASSERT_EQ(Status().state(), RunStatus::TRAINING);
+  for (int round = 1; round <= 2; ++round) {
+    // An agent without differential privacy reports none: refused.
+    absl::StatusOr<UploadReceipt> without =
+        Upload("a", run, round, MakeBundle("test_model", 1.0f), 10);
+    EXPECT_EQ(without.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(without.status().message().find("privacy_epsilon"),
+              std::string::npos);
+    ASSERT_TRUE(Upload("a", run, round, MakeBundle("test_model", 1.0f), 10, "",
+                       1.5 * round)
+                    .ok());
+    ASSERT_TRUE(Upload("b", run, round, MakeBundle("test_model", 1.0f), 10, "",
+                       2.5 * round)
+                    .ok());
+  }
+  ASSERT_EQ(Status(run).state(), RunStatus::EVALUATING);
+  auto check = [](const RunStatus& status) {
+    ASSERT_EQ(status.rounds_size(), 3);
+    EXPECT_EQ(status.rounds(0).privacy_size(), 0);
+    for (int round = 1; round <= 2; ++round) {
+      const RoundRecord& record = status.rounds(round);
+      ASSERT_EQ(record.privacy_size(), 2) << round;
+      EXPECT_EQ(record.privacy(0).site(), "a");
+      EXPECT_EQ(record.privacy(0).epsilon(), 1.5 * round);
+      EXPECT_EQ(record.privacy(0).delta(), 1e-5);
+      EXPECT_EQ(record.privacy(1).site(), "b");
+      EXPECT_EQ(record.privacy(1).epsilon(), 2.5 * round);
+    }
+    std::vector<SitePrivacySpent> latest = LatestSitePrivacy(status);
+    ASSERT_EQ(latest.size(), 2u);
+    EXPECT_EQ(latest[1].site, "b");
+    EXPECT_EQ(latest[1].epsilon, 5.0);
+    EXPECT_EQ(latest[1].round, 2);
+  };
+  check(Status(run));
+  // Persisted with the round records.
+  Restart();
+  check(Status(run));
+}
+
+TEST_F(CoordinatorTest, RunsWithoutDifferentialPrivacyRecordNone) {
+  Join("a");
+  Plan plan = MakePlan({"a"}, {}, 2);
+  plan.set_evaluate_every_round(false);
+  std::string run = StartAndInitialize(plan);
+  ASSERT_TRUE(
+      Upload("a", run, 1, MakeBundle("test_model", 1.0f), 10, "", 3.0).ok());
+  EXPECT_EQ(Status(run).rounds(1).privacy_size(), 0);
 }
 
 TEST_F(CoordinatorTest, StoppedRunTellsSitesToStop) {

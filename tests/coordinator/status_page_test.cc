@@ -15,8 +15,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/clock.h"
+#include "common/dp_accountant.h"
 #include "common/files.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
@@ -480,6 +482,37 @@ TEST(StatusPageTest, EscapesWhatSitesSendAndLoadsNothing) {
        {"src=", "href=", "url(", "@import", "http:", "https:", "<link"}) {
     EXPECT_FALSE(absl::StrContains(page, reference)) << reference;
   }
+}
+
+TEST(StatusPageTest, DifferentialPrivacyShowsEpsilonPerSite) {
+  Telemetry telemetry(kNow);
+  StatusSnapshot snapshot = MakeSnapshot(telemetry);
+  EXPECT_FALSE(absl::StrContains(RenderStatusPage(snapshot), "id=\"privacy\""));
+  RunStatus& run = *snapshot.latest;
+  DifferentialPrivacy* dp = run.mutable_plan()->mutable_differential_privacy();
+  dp->set_clip_norm(2);
+  dp->set_noise_multiplier(4);
+  dp->set_delta(1e-6);
+  RoundRecord* round = run.add_rounds();
+  round->set_round(1);
+  SitePrivacy* privacy = round->add_privacy();
+  privacy->set_site("hospital-<b>");
+  privacy->set_epsilon(3.25);
+  privacy->set_delta(1e-6);
+  const std::string page = RenderStatusPage(snapshot);
+  EXPECT_TRUE(absl::StrContains(
+      page, absl::StrCat(
+                "clip norm 2, noise multiplier 4; each training "
+                "site's epsilon over the run's 3 rounds: ",
+                absl::StrFormat("%.3g", SiteLevelEpsilon(4, 3, 1e-6)->epsilon),
+                " at delta 1e-06")))
+      << page;
+  EXPECT_TRUE(absl::StrContains(
+      page,
+      "<tr class=\"privacy\"><td>hospital-&lt;b&gt;</td><td "
+      "class=\"num\">3.25</td><td class=\"num\">1e-06</td><td "
+      "class=\"num\">1</td></tr>"))
+      << page;
 }
 
 TEST(StatusPageTest, WithoutAnyRun) {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/dp_accountant.h"
 #include "common/files.h"
 #include "common/metrics.h"
 #include "google/protobuf/struct.pb.h"
@@ -548,6 +549,80 @@ TEST_F(ReportTest, JsonParsesAndHoldsTheSections) {
         << name;
   }
   EXPECT_GT(Get(root, "tripod_ai").list_value().values_size(), 20);
+}
+
+// A differential privacy run: each site's epsilon as of the reported round
+// (not a later one), the plan's settings and the whole run's epsilon, in
+// the JSON, the CSV and the HTML.
+TEST_F(ReportTest, DifferentialPrivacyInEveryFile) {
+  DifferentialPrivacy* dp =
+      status_.mutable_plan()->mutable_differential_privacy();
+  dp->set_clip_norm(0.5);
+  dp->set_noise_multiplier(2);
+  dp->set_delta(1e-5);
+  for (int round = 1; round <= 2; ++round) {
+    for (const char* site : {"site-1", "site-2"}) {
+      SitePrivacy* privacy = status_.mutable_rounds(round)->add_privacy();
+      privacy->set_site(site);
+      privacy->set_epsilon(SiteLevelEpsilon(2, round, 1e-5)->epsilon);
+      privacy->set_delta(1e-5);
+    }
+  }
+  const double projected = SiteLevelEpsilon(2, 2, 1e-5)->epsilon;
+  const double after_one = SiteLevelEpsilon(2, 1, 1e-5)->epsilon;
+  for (int round : {1, 2}) {
+    ReportOptions options;
+    options.round = round;
+    absl::StatusOr<ReportDocuments> report = RenderReport(status_, options);
+    ASSERT_TRUE(report.ok()) << report.status();
+    const double spent = round == 1 ? after_one : projected;
+
+    Struct root;
+    ASSERT_TRUE(
+        google::protobuf::util::JsonStringToMessage(report->json, &root).ok());
+    const Struct& privacy =
+        Get(Get(root, "run").struct_value(), "differential_privacy")
+            .struct_value();
+    EXPECT_EQ(Get(privacy, "clip_norm").number_value(), 0.5);
+    EXPECT_EQ(Get(privacy, "noise_multiplier").number_value(), 2);
+    EXPECT_EQ(Get(privacy, "delta").number_value(), 1e-5);
+    EXPECT_DOUBLE_EQ(Get(privacy, "projected_run_epsilon").number_value(),
+                     projected);
+    const auto& sites = Get(privacy, "sites").list_value().values();
+    ASSERT_EQ(sites.size(), 2);
+    EXPECT_EQ(Get(sites[1].struct_value(), "site").string_value(), "site-2");
+    EXPECT_DOUBLE_EQ(Get(sites[1].struct_value(), "epsilon").number_value(),
+                     spent);
+    EXPECT_EQ(Get(sites[1].struct_value(), "as_of_round").number_value(),
+              round);
+
+    const CsvTable table = ParseCsv(report->csv, "run-test-1", round);
+    ExpectValue(table, "site-1", "", "privacy_epsilon", "", spent);
+    ExpectValue(table, "plan", "", "privacy_epsilon_projected", "", projected);
+    const CsvRow& row = table.at({"site-2", "", "privacy_epsilon", ""});
+    EXPECT_EQ(row.set_type, "site");
+    EXPECT_EQ(row.note, absl::StrCat("delta 1e-05; as of round ", round,
+                                     "; clip_norm 0.5; noise_multiplier 2"));
+
+    EXPECT_NE(report->html.find(absl::StrFormat(
+                  "site-2: &epsilon; = %.4g at &delta; = 1e-05 (as of round "
+                  "%d)",
+                  spent, round)),
+              std::string::npos);
+    EXPECT_NE(report->html.find(absl::StrFormat(
+                  "clip norm 0.5, noise multiplier 2; whole run (2 rounds): "
+                  "&epsilon; = %.3g at &delta; = 1e-05",
+                  projected)),
+              std::string::npos)
+        << report->html.substr(report->html.find("differential"), 400);
+  }
+  // Without differential privacy: nothing of it.
+  status_.mutable_plan()->clear_differential_privacy();
+  absl::StatusOr<ReportDocuments> plain =
+      RenderReport(status_, ReportOptions());
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->csv.find("privacy"), std::string::npos);
+  EXPECT_EQ(plain->json.find("differential_privacy"), std::string::npos);
 }
 
 TEST_F(ReportTest, HtmlIsSelfContainedWithPlotsAndSuppressedSites) {

@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/dp_accountant.h"
 #include "coordinator/cli/admin_client.h"
 #include "gtest/gtest.h"
 
@@ -137,6 +139,44 @@ TEST(StatusViewTest, FinishedRunHasNoDeadlineAndNoRoundYet) {
   EXPECT_FALSE(absl::StrContains(table, "deadline"));
   EXPECT_TRUE(absl::StrContains(table, "STOPPED"));
   EXPECT_TRUE(absl::StrContains(table, "no round committed yet"));
+}
+
+// A differential privacy run: the plan's settings, the whole run's
+// projected epsilon (the accountant's) and each site's latest epsilon, in
+// both `echofed status` and `echofed run status`.
+TEST(StatusViewTest, DifferentialPrivacyShowsEpsilonPerSite) {
+  RunStatus run = MakeRun();
+  DifferentialPrivacy* dp = run.mutable_plan()->mutable_differential_privacy();
+  dp->set_clip_norm(0.5);
+  dp->set_noise_multiplier(1.0);
+  dp->set_delta(1e-5);
+  for (int round = 1; round <= 2; ++round) {
+    SitePrivacy* privacy = run.mutable_rounds(round)->add_privacy();
+    privacy->set_site("hospital-a");
+    privacy->set_epsilon(round == 1 ? 10.7248 : 16.5);
+    privacy->set_delta(1e-5);
+  }
+  const std::string projected =
+      absl::StrFormat("%.4g", SiteLevelEpsilon(1.0, 5, 1e-5)->epsilon);
+  for (const std::string& text :
+       {FormatLiveStatus(run, kNow), FormatPrivacy(run)}) {
+    EXPECT_TRUE(absl::StrContains(
+        text,
+        "differential privacy: clip norm 0.5, noise multiplier 1; "
+        "epsilon per training site over 5 rounds: " +
+            projected + " at delta 1e-05"))
+        << text;
+    // The latest round's figure, not the first one's.
+    EXPECT_TRUE(absl::StrContains(
+        text, "hospital-a       epsilon 16.5 at delta 1e-05 (round 2)"))
+        << text;
+  }
+  // And per round in FormatRound.
+  EXPECT_TRUE(absl::StrContains(FormatRound(run, run.rounds(1)),
+                                "privacy spent (epsilon): hospital-a 10.72"));
+  // Runs without differential privacy say nothing of it.
+  EXPECT_EQ(FormatPrivacy(MakeRun()), "");
+  EXPECT_FALSE(absl::StrContains(FormatLiveStatus(MakeRun(), kNow), "privacy"));
 }
 
 }  // namespace
