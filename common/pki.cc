@@ -48,14 +48,6 @@ using GeneralNamesPtr =
 // which would refuse everyone.
 constexpr long kBackdateSeconds = 300;
 
-absl::Status OpenSslError(absl::string_view what) {
-  unsigned long code = ERR_get_error();
-  char buffer[256] = "unknown error";
-  if (code != 0) ERR_error_string_n(code, buffer, sizeof(buffer));
-  ERR_clear_error();
-  return absl::InternalError(absl::StrCat(what, ": ", buffer));
-}
-
 absl::StatusOr<X509Ptr> ParseCert(absl::string_view pem) {
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
@@ -675,6 +667,14 @@ absl::StatusOr<RevocationListInfo> CheckRevocationList(
         X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i))));
   }
   return info;
+}
+
+absl::Status OpenSslError(absl::string_view what) {
+  unsigned long code = ERR_get_error();
+  char buffer[256] = "unknown error";
+  if (code != 0) ERR_error_string_n(code, buffer, sizeof(buffer));
+  ERR_clear_error();
+  return absl::InternalError(absl::StrCat(what, ": ", buffer));
 }
 
 absl::StatusOr<std::string> SignWithKey(absl::string_view key_pem,

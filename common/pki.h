@@ -149,6 +149,10 @@ absl::StatusOr<CertificateDetails> ReadCertificateDetails(
 absl::Status CheckIssuedBy(absl::string_view cert_pem,
                            absl::string_view ca_cert_pem);
 
+// INTERNAL with `what` and the first error of OpenSSL's queue, which it
+// clears.
+absl::Status OpenSslError(absl::string_view what);
+
 // Signs `message` (SHA-256) with the private key `key_pem`: a participant
 // vouches for data relayed through others (secure aggregation's keys).
 absl::StatusOr<std::string> SignWithKey(absl::string_view key_pem,

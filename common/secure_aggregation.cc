@@ -18,14 +18,6 @@ namespace {
 
 constexpr char kHkdfSalt[] = "echofed secure aggregation v1";
 
-absl::Status OpenSslError(absl::string_view what) {
-  unsigned long code = ERR_get_error();
-  char text[256] = "";
-  if (code != 0) ERR_error_string_n(code, text, sizeof(text));
-  ERR_clear_error();
-  return absl::InternalError(absl::StrCat(what, " failed: ", text));
-}
-
 struct PkeyCtxFree {
   void operator()(EVP_PKEY_CTX* context) const { EVP_PKEY_CTX_free(context); }
 };
@@ -322,6 +314,8 @@ absl::StatusOr<TensorBundle> UpdateMasker::Mask(const TensorBundle& update,
     return absl::InvalidArgumentError(
         "the update and the global model differ in tensors");
   }
+  const double per_site_limit =
+      kMaxEncodedMagnitude / static_cast<double>(pairs_.size() + 1);
   TensorBundle masked;
   masked.manifest = MaskedLayout(layout);
   masked.manifest.set_model_name(update.manifest.model_name());
@@ -354,7 +348,14 @@ absl::StatusOr<TensorBundle> UpdateMasker::Mask(const TensorBundle& update,
                           update.data[t].data() + k * *update_size) -
           ElementToDouble(global_spec.dtype(),
                           global.data[t].data() + k * *global_size);
-      absl::StatusOr<uint64_t> encoded = EncodeFixedPoint(weight * change);
+      const double value = weight * change;
+      absl::StatusOr<uint64_t> encoded =
+          std::fabs(value) < per_site_limit
+              ? EncodeFixedPoint(value)
+              : absl::InvalidArgumentError(absl::StrCat(
+                    "weight x change ", value, " is beyond the ",
+                    per_site_limit, " a site of ", pairs_.size() + 1,
+                    " may add without the sum wrapping"));
       if (!encoded.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(
             "tensor ", update_spec.name(), ": ", encoded.status().message()));

@@ -34,11 +34,12 @@ typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
 namespace echofed {
 
 inline constexpr size_t kMaskingKeyBytes = 32;
-// Resolution 2^-24 (6e-8) of weight x change; with the magnitude bound
-// below, 2^24 sites fit before the signed sum could overflow.
+// Resolution 2^-24 (6e-8) of weight x change.
 inline constexpr int kFixedPointFractionBits = 24;
-// A site refuses to encode |weight x change| at or above this: such an
-// update is broken, and a bound keeps the sum exact.
+// The sum of a cohort's values must stay below this in magnitude (2^38:
+// 2^62 once encoded), so that the signed 64-bit sum cannot wrap. A site of
+// a cohort of n refuses to encode |weight x change| at or above
+// kMaxEncodedMagnitude / n: such an update is broken anyway.
 inline constexpr double kMaxEncodedMagnitude = 1099511627776.0 / 4;  // 2^38
 
 // One site's X25519 key pair for one masking attempt. Movable, not
@@ -131,7 +132,9 @@ class UpdateMasker {
       int round, int attempt, int min_cohort);
 
   // weight x (update - global), fixed point, plus this site's masks, in the
-  // masked layout. `update` and `global` must share names and shapes.
+  // masked layout. `update` and `global` must share names and shapes;
+  // INVALID_ARGUMENT for a value that is not finite or, with the cohort's
+  // size n, not below kMaxEncodedMagnitude / n.
   absl::StatusOr<TensorBundle> Mask(const TensorBundle& update,
                                     const TensorBundle& global, double weight);
 
@@ -141,7 +144,7 @@ class UpdateMasker {
     bool add = true;  // this site sorts before its peer
   };
   explicit UpdateMasker(std::vector<Pair> pairs) : pairs_(std::move(pairs)) {}
-  std::vector<Pair> pairs_;
+  std::vector<Pair> pairs_;  // one per other member of the cohort
 };
 
 }  // namespace echofed

@@ -151,6 +151,15 @@ absl::Status Coordinator::Restore() {
       run->global_layout = (*model)->manifest();
       run->rounds.push_back(std::move(record));
     }
+    // A model written for the next round but never committed (a crash
+    // between the two) goes: under secure aggregation it is the sum of a
+    // cohort, and the redone round may sum another; the two must never lie
+    // side by side.
+    std::string orphan =
+        ModelPath(run->run_id, static_cast<int>(run->rounds.size()));
+    if (::unlink(orphan.c_str()) == 0) {
+      LogWarning("run ", run->run_id, ": removed uncommitted model ", orphan);
+    }
     latest_run_id_ = run->run_id;
     if (!IsTerminal(run->state)) {
       LogInfo("resuming run ", run->run_id, " after round ",
@@ -400,7 +409,7 @@ absl::StatusOr<std::unique_ptr<UploadSession>> Coordinator::BeginUpload(
     // ignores the plan) reports no privacy spent: its update is refused
     // before a byte of it is read.
     if (run->plan.has_differential_privacy() &&
-        !(header.privacy_epsilon() > 0 &&
+        !(header.privacy_epsilon() >= 0 &&
           std::isfinite(header.privacy_epsilon()) &&
           header.privacy_delta() > 0 && header.privacy_delta() < 1)) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -537,6 +546,9 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
                   ? run->masking.sum->Add(**update)
                   : run->aggregator->Add(**update, session.weight_);
           !status.ok()) {
+        // A masked sum that took part of an upload is of no use: the
+        // attempt starts again.
+        if (run->plan.secure_aggregation()) RedoMaskingLocked(*run, now);
         return status;
       }
       run->done.insert(site);
@@ -848,13 +860,14 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
 void Coordinator::AdvanceMaskingLocked(Run& run, absl::Time now) {
   Run::Masking& masking = run.masking;
   if (!masking.cohort_fixed) {
-    if (!run.selected.empty() && masking.keys.size() == run.selected.size()) {
+    const bool enough = static_cast<int>(masking.keys.size()) >=
+                        std::max(2, run.plan.min_sites());
+    if (enough && masking.keys.size() == run.selected.size()) {
       FixMaskingCohortLocked(run, now);
       return;
     }
     if (now < run.deadline) return;
-    if (static_cast<int>(masking.keys.size()) >=
-        std::max(2, run.plan.min_sites())) {
+    if (enough) {
       FixMaskingCohortLocked(run, now);
       return;
     }
@@ -898,7 +911,10 @@ void Coordinator::RedoMaskingLocked(Run& run, absl::Time now) {
   for (const std::string& site : run.selected) {
     if (!run.done.count(site)) {
       dropped.push_back(site);
-      masking.dropouts.push_back(site);
+      if (std::find(masking.dropouts.begin(), masking.dropouts.end(), site) ==
+          masking.dropouts.end()) {
+        masking.dropouts.push_back(site);
+      }
     } else if (IsLiveLocked(site, now)) {
       survivors.push_back(site);
     }
@@ -971,6 +987,16 @@ absl::Status Coordinator::SubmitMaskingKey(const std::string& site,
     return absl::InvalidArgumentError(
         absl::StrCat("a masking public key has ", kMaskingKeyBytes, " bytes"));
   }
+  // A key no one can agree with (a low-order point) would make every peer
+  // refuse the cohort: refused here, before it spoils the attempt.
+  absl::StatusOr<MaskingKey> probe = MaskingKey::Generate();
+  if (!probe.ok()) return probe.status();
+  if (absl::StatusOr<std::string> seed =
+          probe->PairSeed(request.public_key(), "key check");
+      !seed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("masking public key: ", seed.status().message()));
+  }
   if (masking.cohort_fixed) {
     auto it = masking.keys.find(site);
     if (it != masking.keys.end() &&
@@ -1012,7 +1038,9 @@ absl::Status Coordinator::SubmitMaskingKey(const std::string& site,
   entry.set_certificate_pem(request.certificate_pem());
   entry.set_key_signature(request.key_signature());
   sites_[site].activity = "masking";
-  if (masking.keys.size() == (*run)->selected.size()) {
+  if (masking.keys.size() == (*run)->selected.size() &&
+      static_cast<int>(masking.keys.size()) >=
+          std::max(2, (*run)->plan.min_sites())) {
     FixMaskingCohortLocked(**run, now);
   }
   return absl::OkStatus();
@@ -1104,6 +1132,7 @@ void Coordinator::FinishRunLocked(Run& run, RunStatus::State state,
   run.selected.clear();
   run.done.clear();
   run.aggregator.reset();
+  run.masking = Run::Masking();
   if (absl::Status status = store_->UpdateRunState(run.run_id, state, message);
       !status.ok()) {
     LogError("cannot record the end of run ", run.run_id, ": ",

@@ -12,8 +12,10 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/pki.h"
+#include "common/plan_util.h"
 #include "common/secure_aggregation.h"
 #include "common/sha256.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "models/checkpoint.h"
 #include "models/state_exchange.h"
 #include "site-agent/clinical_features.h"
@@ -231,7 +233,17 @@ absl::Status Agent::HandleTask(const Task& task) {
 }
 
 absl::StatusOr<Agent::RunData*> Agent::PrepareRun(const Task& task) {
-  if (run_ != nullptr && run_->run_id == task.run_id()) return run_.get();
+  if (run_ != nullptr && run_->run_id == task.run_id()) {
+    // One run, one plan: what this site agreed to (its privacy budget
+    // included) cannot change under it.
+    if (!google::protobuf::util::MessageDifferencer::Equals(run_->plan,
+                                                            task.plan())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the coordinator sent another plan for run ",
+                       task.run_id(), "; refusing its tasks"));
+    }
+    return run_.get();
+  }
   auto run = std::make_unique<RunData>();
   run->run_id = task.run_id();
   run->plan = task.plan();
@@ -352,13 +364,18 @@ absl::Status Agent::Train(const Task& task) {
   if (!prepared.ok()) return prepared.status();
   RunData& run = **prepared;
   const bool dp = run.plan.has_differential_privacy();
-  if (run.trained && run.trained->round == task.round()) {
+  if (run.trained && run.trained->round == task.round() &&
+      run.trained->model_digest == task.model_digest()) {
     LogInfo("round ", task.round(), ": sending the update trained before");
-  } else if (dp && run.dp_released_rounds.count(task.round())) {
+  } else if (dp && dp_released_rounds_[run.run_id].count(task.round())) {
     return absl::FailedPreconditionError(absl::StrCat(
         "round ", task.round(),
         " was already released under differential privacy; a second noisy "
         "update of it is not sent"));
+  } else if (dp && task.round() > run.plan.rounds()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("round ", task.round(), " is beyond the plan's ",
+                     run.plan.rounds(), " rounds: no update is sent"));
   } else if (absl::Status status = TrainRound(run, task); !status.ok()) {
     return status;
   }
@@ -425,6 +442,7 @@ absl::Status Agent::TrainRound(RunData& run, const Task& task) {
                       dp ? &run.dp_global : nullptr);
   if (!update.ok()) return update.status();
   trained_round.round = task.round();
+  trained_round.model_digest = task.model_digest();
   trained_round.update = std::move(*update);
   trained_round.num_samples = trained->num_samples;
   trained_round.mean_loss = trained->mean_loss;
@@ -438,10 +456,16 @@ absl::Status Agent::TrainRound(RunData& run, const Task& task) {
         plan.differential_privacy().noise_multiplier(), task.round(),
         PlanPrivacyDelta(plan.differential_privacy()));
     if (!spent.ok()) return spent.status();
+    if (options_.max_epsilon > 0 && spent->epsilon > options_.max_epsilon) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "round %d would bring epsilon to %.4g, above this site's "
+          "max_epsilon %g: no update is sent",
+          task.round(), spent->epsilon, options_.max_epsilon));
+    }
     trained_round.privacy_epsilon = spent->epsilon;
     trained_round.privacy_delta = spent->delta;
     // Released from here on, whether or not the upload gets through.
-    run.dp_released_rounds.insert(task.round());
+    dp_released_rounds_[run.run_id].insert(task.round());
     LogInfo(absl::StrFormat(
         "round %d: differential privacy spent so far in this run: epsilon "
         "%.4g at delta %g (noise multiplier %g, clip norm %g)",
@@ -475,7 +499,7 @@ UploadHeader Agent::TrainedHeader(const RunData& run, const Task& task) {
 }
 
 absl::Status Agent::UploadMasked(RunData& run, const Task& task) {
-  const RunData::TrainedRound& trained = *run.trained;
+  RunData::TrainedRound& trained = *run.trained;
   const int attempt = task.masking_attempt();
   // Whatever ends this attempt (a cohort without us, a new attempt, the
   // round closing) is the coordinator's call, not a failure of this site.
@@ -487,9 +511,16 @@ absl::Status Agent::UploadMasked(RunData& run, const Task& task) {
   auto is_over = [](const absl::Status& status) {
     return absl::IsAborted(status) || absl::IsFailedPrecondition(status);
   };
-  // Fresh keys for every attempt: masks of two attempts never combine.
-  absl::StatusOr<MaskingKey> key = MaskingKey::Generate();
-  if (!key.ok()) return key.status();
+  // Fresh keys for every attempt: masks of two attempts never combine. A
+  // retry within the attempt keeps its key, so it masks the same update
+  // with the same masks.
+  if (trained.masking_attempt != attempt || !trained.masking_key) {
+    absl::StatusOr<MaskingKey> fresh = MaskingKey::Generate();
+    if (!fresh.ok()) return fresh.status();
+    trained.masking_key = std::move(*fresh);
+    trained.masking_attempt = attempt;
+  }
+  const MaskingKey* key = &*trained.masking_key;
   MaskingKeyRequest key_request;
   key_request.set_run_id(task.run_id());
   key_request.set_round(task.round());
@@ -509,7 +540,11 @@ absl::Status Agent::UploadMasked(RunData& run, const Task& task) {
     absl::Status status = FromGrpcStatus(
         stub_->SubmitMaskingKey(context.get(), key_request, &response));
     if (status.ok()) break;
-    if (is_over(status)) return attempt_over(status);
+    // Aborted: the attempt is over. FailedPrecondition (a cohort fixed
+    // without this key, a site no longer selected) is reported, so that the
+    // agent backs off before it asks again.
+    if (absl::IsAborted(status)) return attempt_over(status);
+    if (absl::IsFailedPrecondition(status)) return status;
     if (!IsTransient(status) || tries >= 4 || stopping_) return status;
     Backoff(tries);
   }
@@ -540,6 +575,14 @@ absl::Status Agent::UploadMasked(RunData& run, const Task& task) {
   for (const MaskingPeer& peer : cohort.peers()) {
     peers.push_back({peer.site(), peer.public_key(), peer.certificate_pem(),
                      peer.key_signature()});
+  }
+  // Only the plan's training sites mask together.
+  for (const MaskingPeerKey& peer : peers) {
+    if (RoleInPlan(run.plan, peer.site) != Plan::TRAIN) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("refusing to mask: the cohort lists ", peer.site,
+                       ", not a training site of the plan"));
+    }
   }
   absl::StatusOr<CertificateVerifier> verifier =
       CertificateVerifier::Create(options_.tls.ca_cert);

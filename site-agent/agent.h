@@ -2,6 +2,7 @@
 #define ECHOFED_SITE_AGENT_AGENT_H_
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -11,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/grpc_util.h"
+#include "common/secure_aggregation.h"
 #include "common/tensor_bundle.h"
 #include "models/classifier.h"
 #include "models/state_exchange.h"
@@ -85,6 +87,10 @@ class Agent {
     // differential privacy, cost privacy the count leaves out).
     struct TrainedRound {
       int round = 0;
+      // Digest of the global model it was trained from (the task's): a
+      // task for the same round from another global model is not answered
+      // with it.
+      std::string model_digest;
       TensorBundle update;
       // The global model it was trained from (secure aggregation masks the
       // change).
@@ -95,14 +101,16 @@ class Agent {
       // Differential privacy: the run's epsilon with this update, at delta.
       double privacy_epsilon = 0;
       double privacy_delta = 0;
+      // Secure aggregation: the key of the attempt it was last masked for.
+      // A retry within that attempt reuses it (same masks, same bytes); a
+      // new attempt gets a new key.
+      int masking_attempt = 0;
+      std::optional<MaskingKey> masking_key;
     };
     std::optional<TrainedRound> trained;
     // Differential privacy: the global model of the round being trained
     // (floating-point tensors, float64), which the update is measured from.
     NamedTensors dp_global;
-    // Differential privacy: rounds whose update left this process; a second,
-    // fresh noisy update of one of them would cost privacy unaccounted.
-    std::set<int> dp_released_rounds;
   };
   // Loads the global model of `round` into the run's model (with this
   // site's batch-norm layers under FedBN when `keep_local` is set).
@@ -156,6 +164,10 @@ class Agent {
   std::optional<SiteInputs> inputs_;
   std::string site_;
   std::unique_ptr<RunData> run_;
+  // Differential privacy: per run, the rounds whose update left this
+  // process; a second, fresh noisy update of one of them would cost privacy
+  // the count leaves out. Kept when a run's data is dropped (STOP).
+  std::map<std::string, std::set<int>> dp_released_rounds_;
   std::mt19937_64 random_;
   absl::Time last_heartbeat_ = absl::InfinitePast();
   std::atomic<bool> stopping_{false};

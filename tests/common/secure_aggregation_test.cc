@@ -178,6 +178,10 @@ TEST(UpdateMaskerTest, RefusesUpdatesThatCannotBeEncoded) {
       masker->Mask(FloatBundle({1.0f, NAN}), global, 1).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(
       masker->Mask(FloatBundle({1.0f, 1e30f}), global, 1).status()));
+  // Two sites may each add up to half the bound, so the sum cannot wrap.
+  EXPECT_TRUE(masker->Mask(FloatBundle({1.0f, 1e11f}), global, 1).ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      masker->Mask(FloatBundle({1.0f, 1e11f}), global, 2).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(
       masker->Mask(FloatBundle({1.0f}), global, 1).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(

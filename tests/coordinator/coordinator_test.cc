@@ -75,6 +75,13 @@ class CoordinatorTest : public ::testing::Test {
     }
     header.set_upload_id(upload_id.empty() ? site + "-" + std::to_string(round)
                                            : upload_id);
+    return Send(site, header, bundle);
+  }
+
+  // Streams `bundle` in small slices, as an agent would.
+  absl::StatusOr<UploadReceipt> Send(const std::string& site,
+                                     const UploadHeader& header,
+                                     const TensorBundle& bundle) {
     absl::StatusOr<std::unique_ptr<UploadSession>> session =
         coordinator_->BeginUpload(site, header);
     if (!session.ok()) return session.status();
@@ -609,18 +616,7 @@ class SecureAggregationTest : public CoordinatorTest {
     header.set_num_samples(samples);
     header.set_upload_id(absl::StrCat(site, "-a", attempt));
     header.set_masking_attempt(attempt);
-    absl::StatusOr<std::unique_ptr<UploadSession>> session =
-        coordinator_->BeginUpload(site, header);
-    if (!session.ok()) return session.status();
-    BundleSource source(&bundle);
-    ModelChunker chunker(&source, 64);
-    ModelChunk chunk;
-    while (*chunker.Next(&chunk)) {
-      if (absl::Status status = (*session)->Accept(chunk); !status.ok()) {
-        return status;
-      }
-    }
-    return (*session)->Finish();
+    return Send(site, header, bundle);
   }
 
   std::map<std::string, PemPair> certificates_;
@@ -739,6 +735,64 @@ TEST_F(SecureAggregationTest, DropoutAfterMaskingRedoesTheRoundWithout) {
   EXPECT_EQ(status.rounds(1).masking_dropouts(0), "c");
   EXPECT_EQ(status.rounds(1).total_weight(), 40);
   EXPECT_NEAR(CommittedValue(run), 50.0 / 40, 1e-6);
+}
+
+TEST_F(SecureAggregationTest, NoCohortOfOneAndNoUnusableKeys) {
+  Join("a");
+  Join("b");
+  Plan plan = MakePlan({"a", "b"}, {}, 1);
+  plan.set_secure_aggregation(true);
+  std::string run = StartAndInitialize(plan);
+  ASSERT_TRUE(Poll("a").ok());
+  ASSERT_TRUE(Poll("b").ok());
+  // The all-zero point: no peer could agree a seed with it.
+  MaskingKeyRequest zero;
+  zero.set_run_id(run);
+  zero.set_round(1);
+  zero.set_attempt(1);
+  zero.set_public_key(std::string(kMaskingKeyBytes, '\0'));
+  zero.set_certificate_pem(SiteCertificate("a").cert);
+  zero.set_key_signature(
+      *SignWithKey(SiteCertificate("a").key,
+                   MaskingKeyStatement(run, 1, 1, "a", zero.public_key())));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(coordinator_->SubmitMaskingKey("a", zero)));
+
+  MaskingKey key_a = *MaskingKey::Generate();
+  MaskingKey key_b = *MaskingKey::Generate();
+  ASSERT_TRUE(SubmitKey("a", run, 1, key_a).ok());
+  ASSERT_TRUE(SubmitKey("b", run, 1, key_b).ok());
+  ASSERT_TRUE(MaskedUpload("a", run, 1, key_a, 1.0f, 30).ok());
+  // b leaves after masking: the redo has a alone, and a cohort of one
+  // would publish a's update, so none is fixed, at the deadline either.
+  // (95 s: b is past the liveness window, so the redo selects a alone.)
+  clock_.Advance(absl::Seconds(95));
+  ASSERT_TRUE(Poll("a").ok());
+  coordinator_->Tick();
+  EXPECT_EQ(Poll("a")->masking_attempt(), 2);
+  MaskingKey key_a2 = *MaskingKey::Generate();
+  ASSERT_TRUE(SubmitKey("a", run, 2, key_a2).ok());
+  clock_.Advance(absl::Seconds(100));
+  ASSERT_TRUE(Poll("a").ok());
+  coordinator_->Tick();
+  absl::StatusOr<MaskingCohort> cohort = Cohort("a", run, 2);
+  ASSERT_TRUE(cohort.ok()) << cohort.status();
+  EXPECT_FALSE(cohort->ready());
+  EXPECT_EQ(Status().state(), RunStatus::TRAINING);
+}
+
+TEST_F(SecureAggregationTest, RestartRemovesAnUncommittedModel) {
+  for (const char* site : {"a", "b", "c"}) Join(site);
+  std::string run = StartAndInitialize(SecurePlan());
+  // As if the coordinator died between writing round 1's model and
+  // committing it.
+  std::string orphan =
+      dir_.Join("state") + "/models/" + run + "/round-00001.efm";
+  ASSERT_TRUE(WriteModelFile(orphan, MakeBundle("test_model", 3.0f)).ok());
+  Restart();
+  EXPECT_FALSE(std::filesystem::exists(orphan));
+  EXPECT_TRUE(std::filesystem::exists(dir_.Join("state") + "/models/" + run +
+                                      "/round-00000.efm"));
 }
 
 TEST_F(SecureAggregationTest, PlansThatNeedSingleUpdatesAreRefused) {

@@ -93,6 +93,12 @@ class RecordingInterceptor : public grpc::experimental::Interceptor {
     if (name == "Heartbeat") {
       return static_cast<HeartbeatRequest*>(message)->SerializeAsString();
     }
+    if (name == "SubmitMaskingKey") {
+      return static_cast<MaskingKeyRequest*>(message)->SerializeAsString();
+    }
+    if (name == "GetMaskingCohort") {
+      return static_cast<MaskingCohortRequest*>(message)->SerializeAsString();
+    }
     if (name == "Ping") {
       return static_cast<PingRequest*>(message)->SerializeAsString();
     }
