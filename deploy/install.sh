@@ -162,6 +162,7 @@ tls {
 }
 data_dir: "$data_dir"   # read only for the service (ReadOnlyPaths)
 device: "$device"
+state_dir: "/var/lib/echofed-agent"   # the unit's StateDirectory
 EOF
   chmod 0640 "$config_path"
 fi

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/dp_accountant.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/pki.h"
@@ -72,6 +73,17 @@ absl::Status Agent::Run() {
   absl::StatusOr<torch::Device> device = ResolveDevice(options_.device);
   if (!device.ok()) return device.status();
   device_ = *device;
+  if (!options_.state_dir.empty()) {
+    if (absl::Status status = MakeDirectories(options_.state_dir);
+        !status.ok()) {
+      return status;
+    }
+  }
+  absl::StatusOr<PrivacyLedger> ledger = PrivacyLedger::Open(
+      options_.state_dir.empty() ? ""
+                                 : options_.state_dir + "/privacy-ledger.txt");
+  if (!ledger.ok()) return ledger.status();
+  ledger_ = std::move(*ledger);
   absl::StatusOr<SiteInputs> inputs = LoadSiteInputs(options_.data_dir);
   if (!inputs.ok()) return inputs.status();
   inputs_ = std::move(*inputs);
@@ -367,7 +379,7 @@ absl::Status Agent::Train(const Task& task) {
   if (run.trained && run.trained->round == task.round() &&
       run.trained->model_digest == task.model_digest()) {
     LogInfo("round ", task.round(), ": sending the update trained before");
-  } else if (dp && dp_released_rounds_[run.run_id].count(task.round())) {
+  } else if (dp && ledger_->Released(run.run_id, task.round())) {
     return absl::FailedPreconditionError(absl::StrCat(
         "round ", task.round(),
         " was already released under differential privacy; a second noisy "
@@ -464,8 +476,12 @@ absl::Status Agent::TrainRound(RunData& run, const Task& task) {
     }
     trained_round.privacy_epsilon = spent->epsilon;
     trained_round.privacy_delta = spent->delta;
-    // Released from here on, whether or not the upload gets through.
-    dp_released_rounds_[run.run_id].insert(task.round());
+    // Released from here on, whether or not the upload gets through: on
+    // disk before a byte leaves.
+    if (absl::Status status = ledger_->Record(run.run_id, task.round());
+        !status.ok()) {
+      return status;
+    }
     LogInfo(absl::StrFormat(
         "round %d: differential privacy spent so far in this run: epsilon "
         "%.4g at delta %g (noise multiplier %g, clip norm %g)",

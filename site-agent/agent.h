@@ -19,6 +19,7 @@
 #include "proto/federation.grpc.pb.h"
 #include "site-agent/cohort.h"
 #include "site-agent/dataset.h"
+#include "site-agent/privacy_ledger.h"
 #include "torch/torch.h"
 
 namespace echofed {
@@ -48,6 +49,9 @@ struct AgentOptions {
   // declines to initialise or train in a run whose plan has no differential
   // privacy, or whose projected epsilon over its rounds exceeds this.
   double max_epsilon = 0;
+  // AgentConfig state_dir: where the privacy ledger is kept (empty: in
+  // memory only).
+  std::string state_dir;
   // Training progress as one line redrawn in place (a person watching a
   // terminal) rather than a log line every `progress_log_interval` and at
   // each epoch's end (a service's journal).
@@ -164,10 +168,11 @@ class Agent {
   std::optional<SiteInputs> inputs_;
   std::string site_;
   std::unique_ptr<RunData> run_;
-  // Differential privacy: per run, the rounds whose update left this
-  // process; a second, fresh noisy update of one of them would cost privacy
-  // the count leaves out. Kept when a run's data is dropped (STOP).
-  std::map<std::string, std::set<int>> dp_released_rounds_;
+  // Differential privacy: per run, the rounds whose update left this site
+  // (on disk under state_dir); a second, fresh noisy update of one of them
+  // would cost privacy the count leaves out. Kept when a run's data is
+  // dropped (STOP) and across restarts.
+  std::optional<PrivacyLedger> ledger_;
   std::mt19937_64 random_;
   absl::Time last_heartbeat_ = absl::InfinitePast();
   std::atomic<bool> stopping_{false};

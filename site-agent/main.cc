@@ -91,6 +91,10 @@ int RunAgent(const std::string& config_path, bool exit_after_run, int threads) {
     return 2;
   }
   options.max_epsilon = config.max_epsilon();
+  if (!config.state_dir().empty()) {
+    options.state_dir =
+        echofed::ResolveRelativeTo(config_path, config.state_dir());
+  }
   if (!config.initial_checkpoint().empty()) {
     options.initial_checkpoint =
         echofed::ResolveRelativeTo(config_path, config.initial_checkpoint());

@@ -425,6 +425,8 @@ std::string AgentConfigText(const StudyDescription& study) {
   SetInstalledKitPaths(config.mutable_tls());
   config.set_data_dir("/srv/echofed/data");
   config.set_device("auto");
+  // The systemd unit's StateDirectory: the privacy ledger.
+  config.set_state_dir("/var/lib/echofed-agent");
   return absl::StrCat(
       "# echofed-agent run --config /etc/echofed/agent/agent.textproto\n"
       "# Study '",

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -413,6 +414,59 @@ TEST_F(DifferentialPrivacyTest, ARoundIsReleasedOnce) {
   }
   EXPECT_GE(round_one, 2);
   EXPECT_EQ(round_one_models.size(), 1u);
+}
+
+// The same across a restart of the agent: its privacy ledger (state_dir)
+// remembers the release, so the new process does not train round 1 again.
+TEST_F(DifferentialPrivacyTest, ARestartedAgentDoesNotReleaseARoundAgain) {
+  const std::string config = "state_dir: \"agent-state\"\n";
+  StartAgent("site-1", config);
+  Plan plan = testing::MakePlan({"site-1"}, {}, 2);
+  plan.set_model("small_cnn");
+  plan.set_image_size(32);
+  plan.set_max_update_norm(1e-3);  // every update refused
+  plan.mutable_differential_privacy()->set_clip_norm(1);
+  plan.mutable_differential_privacy()->set_noise_multiplier(1);
+  const std::string run_id = StartRun(plan);
+  auto round_one_models = [&] {
+    absl::MutexLock lock(&recording_.mu);
+    std::set<std::string> models;
+    for (size_t i = 0;
+         i < recording_.headers.size() && i < recording_.upload_digests.size();
+         ++i) {
+      if (recording_.headers[i].round() == 1) {
+        models.insert(recording_.upload_digests[i]);
+      }
+    }
+    return models;
+  };
+  absl::Time until = absl::Now() + absl::Seconds(60);
+  while (round_one_models().empty() && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(round_one_models().size(), 1u);
+  agents_.back().Signal(SIGKILL);
+  agents_.back().Wait(absl::Seconds(10));
+  StartAgent("site-1", config);
+  // The new process is asked for round 1 again: it either refuses (its log
+  // says so) or sends a second model.
+  auto refused = [&] {
+    return ReadFileToString(dir_.Join("site-1.log"))
+               .value_or("")
+               .find("already released under differential privacy") !=
+           std::string::npos;
+  };
+  until = absl::Now() + absl::Seconds(60);
+  while (!refused() && round_one_models().size() < 2 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(Status(run_id).round(), 1);
+  EXPECT_EQ(round_one_models().size(), 1u);
+  absl::StatusOr<std::string> ledger =
+      ReadFileToString(dir_.Join("agent-state/privacy-ledger.txt"));
+  ASSERT_TRUE(ledger.ok()) << ledger.status();
+  EXPECT_EQ(*ledger, absl::StrCat(run_id, " 1\n"));
+  EXPECT_TRUE(refused());
 }
 
 TEST_F(DifferentialPrivacyTest, SiteWithABudgetDeclinesAndSendsNoModel) {
