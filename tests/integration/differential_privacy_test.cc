@@ -27,6 +27,7 @@
 #include "proto/admin.grpc.pb.h"
 #include "proto/federation.grpc.pb.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/received_messages.h"
 
 namespace echofed {
 namespace {
@@ -46,51 +47,21 @@ struct Recording {
   int uploads ABSL_GUARDED_BY(mu) = 0;
 };
 
-class RecordingInterceptor : public grpc::experimental::Interceptor {
- public:
-  RecordingInterceptor(grpc::experimental::ServerRpcInfo* info,
-                       Recording* recording)
-      : method_(info->method()), recording_(recording) {}
-
-  void Intercept(
-      grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(
-            grpc::experimental::InterceptionHookPoints::POST_RECV_MESSAGE) &&
-        methods->GetRecvMessage() != nullptr) {
-      absl::MutexLock lock(&recording_->mu);
-      if (method_ == "/echofed.Federation/UploadUpdate") {
-        ++recording_->uploads;
-        auto* chunk = static_cast<UploadChunk*>(methods->GetRecvMessage());
-        if (chunk->has_header()) recording_->headers.push_back(chunk->header());
-        if (chunk->has_chunk() && chunk->chunk().has_manifest()) {
-          recording_->upload_digests.push_back(
-              ModelDigest(chunk->chunk().manifest()));
-        }
-      } else if (method_ == "/echofed.Federation/Heartbeat") {
-        recording_->heartbeats.push_back(
-            *static_cast<HeartbeatRequest*>(methods->GetRecvMessage()));
-      }
+// Keeps what the coordinator received that this test looks at.
+void Record(Recording* recording, const std::string& method, void* message) {
+  absl::MutexLock lock(&recording->mu);
+  if (method == "/echofed.Federation/UploadUpdate") {
+    ++recording->uploads;
+    auto* chunk = static_cast<UploadChunk*>(message);
+    if (chunk->has_header()) recording->headers.push_back(chunk->header());
+    if (chunk->has_chunk() && chunk->chunk().has_manifest()) {
+      recording->upload_digests.push_back(
+          ModelDigest(chunk->chunk().manifest()));
     }
-    methods->Proceed();
+  } else if (method == "/echofed.Federation/Heartbeat") {
+    recording->heartbeats.push_back(*static_cast<HeartbeatRequest*>(message));
   }
-
- private:
-  std::string method_;
-  Recording* recording_;
-};
-
-class RecordingFactory
-    : public grpc::experimental::ServerInterceptorFactoryInterface {
- public:
-  explicit RecordingFactory(Recording* recording) : recording_(recording) {}
-  grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* info) override {
-    return new RecordingInterceptor(info, recording_);
-  }
-
- private:
-  Recording* recording_;
-};
+}
 
 // The floating-point tensors of a committed model, by name.
 std::map<std::string, std::vector<double>> Floats(const std::string& path) {
@@ -134,13 +105,10 @@ class DifferentialPrivacyTest : public ::testing::Test {
         {{"site-1", "site"}, {"site-2", "site"}, {"op", "operator"}});
     options.coordinator.state_dir = dir_.Join("state");
     Recording* recording = &recording_;
-    options.make_interceptors = [recording] {
-      std::vector<std::unique_ptr<
-          grpc::experimental::ServerInterceptorFactoryInterface>>
-          factories;
-      factories.push_back(std::make_unique<RecordingFactory>(recording));
-      return factories;
-    };
+    options.make_interceptors = testing::ObserveReceivedMessages(
+        [recording](const std::string& method, void* message) {
+          Record(recording, method, message);
+        });
     absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
         CoordinatorServer::Start(std::move(options));
     ASSERT_TRUE(server.ok()) << server.status();
@@ -187,6 +155,17 @@ class DifferentialPrivacyTest : public ::testing::Test {
                           dir_.Join(site + ".log"));
     ASSERT_TRUE(agent.ok());
     agents_.push_back(std::move(*agent));
+  }
+
+  // The run's status once it is done or has failed (4 minutes at most).
+  RunStatus WaitUntilOver(const std::string& run_id) {
+    return WaitFor(
+        run_id,
+        [](const RunStatus& run) {
+          return run.state() == RunStatus::DONE ||
+                 run.state() == RunStatus::FAILED;
+        },
+        absl::Minutes(4));
   }
 
   std::string StartRun(const Plan& plan) {
@@ -247,13 +226,7 @@ TEST_F(DifferentialPrivacyTest, EachSitesEpsilonIsTheAccountantsForItsRounds) {
   plan.mutable_differential_privacy()->set_clip_norm(clip_norm);
   plan.mutable_differential_privacy()->set_noise_multiplier(noise_multiplier);
   const std::string run_id = StartRun(plan);
-  RunStatus run = WaitFor(
-      run_id,
-      [](const RunStatus& run) {
-        return run.state() == RunStatus::DONE ||
-               run.state() == RunStatus::FAILED;
-      },
-      absl::Minutes(4));
+  RunStatus run = WaitUntilOver(run_id);
   ASSERT_EQ(run.state(), RunStatus::DONE) << run.message();
 
   // The run's status: per site and round, the accountant's epsilon for the
@@ -355,13 +328,7 @@ TEST_F(DifferentialPrivacyTest, FedBnUpdatesAreMeasuredFromTheGlobalModel) {
   plan.mutable_differential_privacy()->set_clip_norm(1e-7);
   plan.mutable_differential_privacy()->set_noise_multiplier(1e-3);
   const std::string run_id = StartRun(plan);
-  RunStatus run = WaitFor(
-      run_id,
-      [](const RunStatus& run) {
-        return run.state() == RunStatus::DONE ||
-               run.state() == RunStatus::FAILED;
-      },
-      absl::Minutes(4));
+  RunStatus run = WaitUntilOver(run_id);
   ASSERT_EQ(run.state(), RunStatus::DONE) << run.message();
   for (int round = 1; round <= 3; ++round) {
     auto before = Floats(absl::StrFormat(

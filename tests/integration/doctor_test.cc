@@ -18,28 +18,17 @@
 #include "gtest/gtest.h"
 #include "proto/federation.grpc.pb.h"
 #include "site-agent/synthetic_cohort.h"
+#include "tests/testing/doctor_checks.h"
 #include "tests/testing/fixtures.h"
 
 namespace echofed {
 namespace {
 
+using testing::DescribeChecks;
+using testing::FindCheck;
 using testing::MakeEnrolment;
 using testing::TempDir;
 using testing::TestPki;
-
-const DoctorCheck* Find(const std::vector<DoctorCheck>& checks,
-                        const std::string& name) {
-  for (const DoctorCheck& check : checks) {
-    if (check.name == name) return &check;
-  }
-  return nullptr;
-}
-
-std::string Describe(const std::vector<DoctorCheck>& checks) {
-  std::string text;
-  for (const DoctorCheck& check : checks) text += FormatCheck(check);
-  return text;
-}
 
 class DoctorIntegrationTest : public ::testing::Test {
  protected:
@@ -103,13 +92,13 @@ TEST_F(DoctorIntegrationTest, HealthySiteHandshakesAndMeasuresSkewNearZero) {
       pki_.Participant("site-1", Role::kSite, -300, 365), Options(), &skew);
   for (const char* name :
        {"coordinator DNS", "coordinator TCP", "TLS handshake", "clock skew"}) {
-    const DoctorCheck* check = Find(checks, name);
-    ASSERT_NE(check, nullptr) << name << "\n" << Describe(checks);
-    EXPECT_EQ(check->outcome, CheckOutcome::kPass) << Describe(checks);
+    const DoctorCheck* check = FindCheck(checks, name);
+    ASSERT_NE(check, nullptr) << name << "\n" << DescribeChecks(checks);
+    EXPECT_EQ(check->outcome, CheckOutcome::kPass) << DescribeChecks(checks);
   }
-  EXPECT_TRUE(absl::StrContains(Find(checks, "TLS handshake")->detail,
+  EXPECT_TRUE(absl::StrContains(FindCheck(checks, "TLS handshake")->detail,
                                 "as site 'site-1'"))
-      << Describe(checks);
+      << DescribeChecks(checks);
   // Same machine, same clock: only the round trip separates the readings.
   EXPECT_LT(absl::AbsDuration(skew), absl::Milliseconds(500)) << skew;
 }
@@ -122,8 +111,8 @@ TEST_F(DoctorIntegrationTest, SkewedLocalClockFails) {
   absl::Duration skew;
   std::vector<DoctorCheck> checks =
       Check(pki_.Participant("site-1", Role::kSite, -300, 365), options, &skew);
-  const DoctorCheck* check = Find(checks, "clock skew");
-  ASSERT_NE(check, nullptr) << Describe(checks);
+  const DoctorCheck* check = FindCheck(checks, "clock skew");
+  ASSERT_NE(check, nullptr) << DescribeChecks(checks);
   EXPECT_EQ(check->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(check->detail, "behind")) << check->detail;
   EXPECT_NEAR(absl::ToDoubleSeconds(skew), 3600, 5);
@@ -133,20 +122,20 @@ TEST_F(DoctorIntegrationTest, CertificateOfAnotherCaIsRefused) {
   TlsMaterial stranger = TestPki::FromOtherCa("site-1", Role::kSite);
   stranger.ca_cert = pki_.ca().cert;
   std::vector<DoctorCheck> checks = Check(stranger, Options());
-  const DoctorCheck* check = Find(checks, "TLS handshake");
-  ASSERT_NE(check, nullptr) << Describe(checks);
+  const DoctorCheck* check = FindCheck(checks, "TLS handshake");
+  ASSERT_NE(check, nullptr) << DescribeChecks(checks);
   EXPECT_EQ(check->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(check->detail, "refused this certificate"))
       << check->detail;
   EXPECT_TRUE(absl::StrContains(check->fix, "echofed pki issue")) << check->fix;
-  EXPECT_EQ(Find(checks, "clock skew"), nullptr);
+  EXPECT_EQ(FindCheck(checks, "clock skew"), nullptr);
 }
 
 TEST_F(DoctorIntegrationTest, UnenrolledSiteIsToldToEnrol) {
   std::vector<DoctorCheck> checks =
       Check(pki_.Participant("site-9", Role::kSite), Options());
-  const DoctorCheck* check = Find(checks, "TLS handshake");
-  ASSERT_NE(check, nullptr) << Describe(checks);
+  const DoctorCheck* check = FindCheck(checks, "TLS handshake");
+  ASSERT_NE(check, nullptr) << DescribeChecks(checks);
   EXPECT_EQ(check->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(check->fix, "enrol")) << check->fix;
 }
@@ -156,8 +145,8 @@ TEST_F(DoctorIntegrationTest, WrongServerNameFailsTheHandshake) {
   options.coordinator_name = "coordinator.elsewhere.example";
   std::vector<DoctorCheck> checks =
       Check(pki_.Participant("site-1", Role::kSite), options);
-  const DoctorCheck* check = Find(checks, "TLS handshake");
-  ASSERT_NE(check, nullptr) << Describe(checks);
+  const DoctorCheck* check = FindCheck(checks, "TLS handshake");
+  ASSERT_NE(check, nullptr) << DescribeChecks(checks);
   EXPECT_EQ(check->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(check->fix, "coordinator_name")) << check->fix;
 }
@@ -179,12 +168,12 @@ TEST_F(DoctorIntegrationTest, ClosedPortFailsTcpWithFirewallFix) {
   std::vector<DoctorCheck> checks =
       Check(pki_.Participant("site-1", Role::kSite), options);
   close(fd);
-  const DoctorCheck* check = Find(checks, "coordinator TCP");
-  ASSERT_NE(check, nullptr) << Describe(checks);
+  const DoctorCheck* check = FindCheck(checks, "coordinator TCP");
+  ASSERT_NE(check, nullptr) << DescribeChecks(checks);
   EXPECT_EQ(check->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(check->detail, "refused")) << check->detail;
   EXPECT_TRUE(absl::StrContains(check->fix, "outbound TCP")) << check->fix;
-  EXPECT_EQ(Find(checks, "TLS handshake"), nullptr);
+  EXPECT_EQ(FindCheck(checks, "TLS handshake"), nullptr);
 }
 
 TEST_F(DoctorIntegrationTest, UnresolvableHostFailsDns) {
@@ -193,10 +182,10 @@ TEST_F(DoctorIntegrationTest, UnresolvableHostFailsDns) {
   options.coordinator_address = "coordinator.invalid:7443";
   std::vector<DoctorCheck> checks =
       Check(pki_.Participant("site-1", Role::kSite), options);
-  const DoctorCheck* check = Find(checks, "coordinator DNS");
-  ASSERT_NE(check, nullptr) << Describe(checks);
+  const DoctorCheck* check = FindCheck(checks, "coordinator DNS");
+  ASSERT_NE(check, nullptr) << DescribeChecks(checks);
   EXPECT_EQ(check->outcome, CheckOutcome::kFail);
-  EXPECT_EQ(Find(checks, "coordinator TCP"), nullptr);
+  EXPECT_EQ(FindCheck(checks, "coordinator TCP"), nullptr);
 }
 
 TEST_F(DoctorIntegrationTest, PingIsForSitesAndChangesNothing) {

@@ -35,6 +35,7 @@
 #include "site-agent/csv.h"
 #include "site-agent/image_io.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/received_messages.h"
 
 namespace echofed {
 namespace {
@@ -51,78 +52,42 @@ struct Recording {
   std::vector<std::pair<std::string, std::string>> messages ABSL_GUARDED_BY(mu);
 };
 
-// Serializes what each call received. The message type follows from the
+// The received message as bytes again. The message type follows from the
 // method; the interceptor sees a pointer to the parsed request.
-class RecordingInterceptor : public grpc::experimental::Interceptor {
- public:
-  RecordingInterceptor(grpc::experimental::ServerRpcInfo* info,
-                       Recording* recording)
-      : method_(info->method()), recording_(recording) {}
-
-  void Intercept(
-      grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(
-            grpc::experimental::InterceptionHookPoints::POST_RECV_MESSAGE) &&
-        methods->GetRecvMessage() != nullptr) {
-      std::string bytes = Serialize(methods->GetRecvMessage());
-      absl::MutexLock lock(&recording_->mu);
-      recording_->messages.emplace_back(method_, std::move(bytes));
-    }
-    methods->Proceed();
+std::string Serialize(const std::string& method, void* message) {
+  const std::string name = method.substr(method.rfind('/') + 1);
+  if (absl::StartsWith(method, "/echofed.Admin/")) return "";
+  if (name == "Join") {
+    return static_cast<JoinRequest*>(message)->SerializeAsString();
   }
-
- private:
-  std::string Serialize(void* message) const {
-    const std::string name = method_.substr(method_.rfind('/') + 1);
-    if (absl::StartsWith(method_, "/echofed.Admin/")) return "";
-    if (name == "Join") {
-      return static_cast<JoinRequest*>(message)->SerializeAsString();
-    }
-    if (name == "NextTask") {
-      return static_cast<NextTaskRequest*>(message)->SerializeAsString();
-    }
-    if (name == "DownloadModel") {
-      return static_cast<DownloadRequest*>(message)->SerializeAsString();
-    }
-    if (name == "UploadUpdate") {
-      return static_cast<UploadChunk*>(message)->SerializeAsString();
-    }
-    if (name == "ReportEvaluation") {
-      return static_cast<EvaluationReport*>(message)->SerializeAsString();
-    }
-    if (name == "Heartbeat") {
-      return static_cast<HeartbeatRequest*>(message)->SerializeAsString();
-    }
-    if (name == "SubmitMaskingKey") {
-      return static_cast<MaskingKeyRequest*>(message)->SerializeAsString();
-    }
-    if (name == "GetMaskingCohort") {
-      return static_cast<MaskingCohortRequest*>(message)->SerializeAsString();
-    }
-    if (name == "Ping") {
-      return static_cast<PingRequest*>(message)->SerializeAsString();
-    }
-    ADD_FAILURE() << "unrecorded federation method " << method_
-                  << ": add it to the wire-privacy test";
-    return "";
+  if (name == "NextTask") {
+    return static_cast<NextTaskRequest*>(message)->SerializeAsString();
   }
-
-  std::string method_;
-  Recording* recording_;
-};
-
-class RecordingFactory
-    : public grpc::experimental::ServerInterceptorFactoryInterface {
- public:
-  explicit RecordingFactory(Recording* recording) : recording_(recording) {}
-  grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* info) override {
-    return new RecordingInterceptor(info, recording_);
+  if (name == "DownloadModel") {
+    return static_cast<DownloadRequest*>(message)->SerializeAsString();
   }
-
- private:
-  Recording* recording_;
-};
+  if (name == "UploadUpdate") {
+    return static_cast<UploadChunk*>(message)->SerializeAsString();
+  }
+  if (name == "ReportEvaluation") {
+    return static_cast<EvaluationReport*>(message)->SerializeAsString();
+  }
+  if (name == "Heartbeat") {
+    return static_cast<HeartbeatRequest*>(message)->SerializeAsString();
+  }
+  if (name == "SubmitMaskingKey") {
+    return static_cast<MaskingKeyRequest*>(message)->SerializeAsString();
+  }
+  if (name == "GetMaskingCohort") {
+    return static_cast<MaskingCohortRequest*>(message)->SerializeAsString();
+  }
+  if (name == "Ping") {
+    return static_cast<PingRequest*>(message)->SerializeAsString();
+  }
+  ADD_FAILURE() << "unrecorded federation method " << method
+                << ": add it to the wire-privacy test";
+  return "";
+}
 
 std::string DicomString(DcmDataset* dataset, const DcmTagKey& tag) {
   OFString value;
@@ -225,13 +190,12 @@ TEST_F(WirePrivacyTest, NothingIdentifyingOrPerPatientLeavesTheSites) {
                                      {"op", "operator"}});
   options.coordinator.state_dir = dir_.Join("state");
   Recording* recording = &recording_;
-  options.make_interceptors = [recording] {
-    std::vector<
-        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
-        factories;
-    factories.push_back(std::make_unique<RecordingFactory>(recording));
-    return factories;
-  };
+  options.make_interceptors = testing::ObserveReceivedMessages(
+      [recording](const std::string& method, void* message) {
+        std::string bytes = Serialize(method, message);
+        absl::MutexLock lock(&recording->mu);
+        recording->messages.emplace_back(method, std::move(bytes));
+      });
   absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
       CoordinatorServer::Start(std::move(options));
   ASSERT_TRUE(server.ok()) << server.status();

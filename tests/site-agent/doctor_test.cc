@@ -11,27 +11,16 @@
 #include "common/files.h"
 #include "gtest/gtest.h"
 #include "site-agent/synthetic_cohort.h"
+#include "tests/testing/doctor_checks.h"
 #include "tests/testing/fixtures.h"
 
 namespace echofed {
 namespace {
 
+using testing::DescribeChecks;
+using testing::FindCheck;
 using testing::TempDir;
 using testing::TestPki;
-
-const DoctorCheck* Find(const std::vector<DoctorCheck>& checks,
-                        const std::string& name) {
-  for (const DoctorCheck& check : checks) {
-    if (check.name == name) return &check;
-  }
-  return nullptr;
-}
-
-std::string Describe(const std::vector<DoctorCheck>& checks) {
-  std::string text;
-  for (const DoctorCheck& check : checks) text += FormatCheck(check);
-  return text;
-}
 
 class DoctorCertificateTest : public ::testing::Test {
  protected:
@@ -62,17 +51,17 @@ TEST_F(DoctorCertificateTest, HealthyKitPassesEveryCheck) {
       Check(WriteKit(pki_.Participant("site-a", Role::kSite, -300, 365)));
   for (const char* name : {"certificate", "certificate expiry", "private key",
                            "study CA", "identity"}) {
-    const DoctorCheck* check = Find(checks, name);
-    ASSERT_NE(check, nullptr) << name << "\n" << Describe(checks);
-    EXPECT_EQ(check->outcome, CheckOutcome::kPass) << Describe(checks);
+    const DoctorCheck* check = FindCheck(checks, name);
+    ASSERT_NE(check, nullptr) << name << "\n" << DescribeChecks(checks);
+    EXPECT_EQ(check->outcome, CheckOutcome::kPass) << DescribeChecks(checks);
   }
   ASSERT_TRUE(facts_.tls.has_value());
   ASSERT_TRUE(facts_.subject.has_value());
   EXPECT_EQ(facts_.subject->identity, "site-a");
   // Issued for 365 days a moment ago: whole days left, rounded down.
-  EXPECT_TRUE(absl::StrContains(Find(checks, "certificate expiry")->detail,
+  EXPECT_TRUE(absl::StrContains(FindCheck(checks, "certificate expiry")->detail,
                                 "364 days left"))
-      << Describe(checks);
+      << DescribeChecks(checks);
 }
 
 TEST_F(DoctorCertificateTest, GarbagePemFailsWithCopyAgainFix) {
@@ -82,7 +71,7 @@ TEST_F(DoctorCertificateTest, GarbagePemFailsWithCopyAgainFix) {
                                   "at all\n-----END CERTIFICATE-----\n")
                   .ok());
   std::vector<DoctorCheck> checks = Check(files);
-  const DoctorCheck* cert = Find(checks, "certificate");
+  const DoctorCheck* cert = FindCheck(checks, "certificate");
   ASSERT_NE(cert, nullptr);
   EXPECT_EQ(cert->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(cert->detail, "holds no PEM certificate"))
@@ -90,8 +79,8 @@ TEST_F(DoctorCertificateTest, GarbagePemFailsWithCopyAgainFix) {
   EXPECT_TRUE(absl::StrContains(cert->fix, "copy cert.pem from your kit again"))
       << cert->fix;
   // Nothing that needs the certificate claims to have passed.
-  EXPECT_EQ(Find(checks, "identity"), nullptr);
-  EXPECT_EQ(Find(checks, "certificate expiry"), nullptr);
+  EXPECT_EQ(FindCheck(checks, "identity"), nullptr);
+  EXPECT_EQ(FindCheck(checks, "certificate expiry"), nullptr);
 }
 
 TEST_F(DoctorCertificateTest, MissingFilesFailWithTheirPath) {
@@ -101,7 +90,7 @@ TEST_F(DoctorCertificateTest, MissingFilesFailWithTheirPath) {
   files.set_key(dir_.Join("nope/key.pem"));
   std::vector<DoctorCheck> checks = Check(files);
   for (const char* name : {"certificate", "private key", "study CA"}) {
-    const DoctorCheck* check = Find(checks, name);
+    const DoctorCheck* check = FindCheck(checks, name);
     ASSERT_NE(check, nullptr) << name;
     EXPECT_EQ(check->outcome, CheckOutcome::kFail);
     EXPECT_TRUE(absl::StrContains(check->detail, "cannot read " + dir_.path()))
@@ -114,24 +103,24 @@ TEST_F(DoctorCertificateTest, WrongCaFailsWithSameKitFix) {
   TlsMaterial other = TestPki::FromOtherCa("site-a", Role::kSite);
   other.ca_cert = pki_.ca().cert;  // the study CA configured, a foreign cert
   std::vector<DoctorCheck> checks = Check(WriteKit(other));
-  const DoctorCheck* ca = Find(checks, "study CA");
-  ASSERT_NE(ca, nullptr) << Describe(checks);
+  const DoctorCheck* ca = FindCheck(checks, "study CA");
+  ASSERT_NE(ca, nullptr) << DescribeChecks(checks);
   EXPECT_EQ(ca->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(ca->detail, "the configured CA")) << ca->detail;
   EXPECT_TRUE(
       absl::StrContains(ca->fix, "use ca.pem and cert.pem from the same kit"))
       << ca->fix;
   // The certificate itself is fine: only the CA check fails.
-  EXPECT_EQ(Find(checks, "certificate")->outcome, CheckOutcome::kPass);
+  EXPECT_EQ(FindCheck(checks, "certificate")->outcome, CheckOutcome::kPass);
 }
 
 TEST_F(DoctorCertificateTest, ExpiredCertificateFailsWithReissueFix) {
   // Valid for 10 days from 40 days ago.
   std::vector<DoctorCheck> checks = Check(
       WriteKit(pki_.Participant("site-a", Role::kSite, -40L * 86400, 10)));
-  const DoctorCheck* cert = Find(checks, "certificate");
+  const DoctorCheck* cert = FindCheck(checks, "certificate");
   ASSERT_NE(cert, nullptr);
-  EXPECT_EQ(cert->outcome, CheckOutcome::kFail) << Describe(checks);
+  EXPECT_EQ(cert->outcome, CheckOutcome::kFail) << DescribeChecks(checks);
   EXPECT_TRUE(absl::StrContains(cert->detail, "expired on")) << cert->detail;
   EXPECT_TRUE(absl::StrContains(cert->fix, "echofed pki issue")) << cert->fix;
 }
@@ -139,7 +128,7 @@ TEST_F(DoctorCertificateTest, ExpiredCertificateFailsWithReissueFix) {
 TEST_F(DoctorCertificateTest, NotYetValidCertificatePointsAtTheClock) {
   std::vector<DoctorCheck> checks =
       Check(WriteKit(pki_.Participant("site-a", Role::kSite, 86400, 30)));
-  const DoctorCheck* cert = Find(checks, "certificate");
+  const DoctorCheck* cert = FindCheck(checks, "certificate");
   ASSERT_NE(cert, nullptr);
   EXPECT_EQ(cert->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(cert->fix, "clock")) << cert->fix;
@@ -148,8 +137,8 @@ TEST_F(DoctorCertificateTest, NotYetValidCertificatePointsAtTheClock) {
 TEST_F(DoctorCertificateTest, WarnsWhenExpiryIsNear) {
   std::vector<DoctorCheck> checks =
       Check(WriteKit(pki_.Participant("site-a", Role::kSite, -300, 12)));
-  const DoctorCheck* expiry = Find(checks, "certificate expiry");
-  ASSERT_NE(expiry, nullptr) << Describe(checks);
+  const DoctorCheck* expiry = FindCheck(checks, "certificate expiry");
+  ASSERT_NE(expiry, nullptr) << DescribeChecks(checks);
   EXPECT_EQ(expiry->outcome, CheckOutcome::kWarn);
   EXPECT_TRUE(absl::StrContains(expiry->detail, "11 days left"))
       << expiry->detail;
@@ -160,7 +149,7 @@ TEST_F(DoctorCertificateTest, KeyOfAnotherCertificateFails) {
   TlsMaterial tls = pki_.Participant("site-a", Role::kSite, -300, 365);
   tls.key = pki_.Participant("site-a", Role::kSite, -300, 365).key;
   std::vector<DoctorCheck> checks = Check(WriteKit(tls));
-  const DoctorCheck* key = Find(checks, "private key");
+  const DoctorCheck* key = FindCheck(checks, "private key");
   ASSERT_NE(key, nullptr);
   EXPECT_EQ(key->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(key->detail, "does not belong to"))
@@ -171,7 +160,7 @@ TEST_F(DoctorCertificateTest, KeyReadableByOthersWarns) {
   TlsFiles files = WriteKit(pki_.Participant("site-a", Role::kSite, -300, 365));
   ASSERT_EQ(chmod(files.key().c_str(), 0644), 0);
   std::vector<DoctorCheck> checks = Check(files);
-  const DoctorCheck* key = Find(checks, "private key");
+  const DoctorCheck* key = FindCheck(checks, "private key");
   ASSERT_NE(key, nullptr);
   EXPECT_EQ(key->outcome, CheckOutcome::kWarn);
   EXPECT_TRUE(absl::StrContains(key->fix, "chmod 600")) << key->fix;
@@ -180,7 +169,7 @@ TEST_F(DoctorCertificateTest, KeyReadableByOthersWarns) {
 TEST_F(DoctorCertificateTest, OperatorKitIsNotASite) {
   std::vector<DoctorCheck> checks =
       Check(WriteKit(pki_.Participant("alice", Role::kOperator, -300, 365)));
-  const DoctorCheck* identity = Find(checks, "identity");
+  const DoctorCheck* identity = FindCheck(checks, "identity");
   ASSERT_NE(identity, nullptr);
   EXPECT_EQ(identity->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(identity->detail, "operator 'alice'"))
@@ -192,7 +181,7 @@ TEST_F(DoctorCertificateTest, ParticipantCertificateAsCaFails) {
   TlsMaterial tls = pki_.Participant("site-a", Role::kSite, -300, 365);
   tls.ca_cert = tls.cert;
   std::vector<DoctorCheck> checks = Check(WriteKit(tls));
-  const DoctorCheck* ca = Find(checks, "study CA");
+  const DoctorCheck* ca = FindCheck(checks, "study CA");
   ASSERT_NE(ca, nullptr);
   EXPECT_EQ(ca->outcome, CheckOutcome::kFail);
   EXPECT_TRUE(absl::StrContains(ca->detail, "is not a CA certificate"))
