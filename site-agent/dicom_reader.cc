@@ -424,8 +424,14 @@ absl::Status CheckRleFrame(DcmElement* pixel_data, const DicomImageInfo& info,
 // start-of-frame header of the frame that is decoded must agree with the
 // DICOM header before DCMTK sees it. Only the marker segment headers are
 // read, not the fragment.
+// The same holds for the sample size: DicomImage sizes its frame buffer from
+// Bits Allocated, while the decoders write one byte per sample for a
+// precision up to 8 and two above it. A Bits Allocated of 136 on an 8-bit
+// stream left 16 of every 17 bytes unwritten and rendered them as pixels
+// (found by tests/fuzz/dicom_fuzz), so Bits Allocated must be the one the
+// precision implies (PS3.5 8.2.1: 8 for up to 8 bits, 16 above).
 absl::Status CheckJpegFrame(DcmElement* pixel_data, const DicomImageInfo& info,
-                            Uint16 samples, int frame,
+                            Uint16 samples, Uint16 bits_allocated, int frame,
                             const std::string& origin) {
   auto corrupt = [&origin](const std::string& why) {
     return absl::InvalidArgumentError(
@@ -473,6 +479,7 @@ absl::Status CheckJpegFrame(DcmElement* pixel_data, const DicomImageInfo& info,
     if (frame_header) {
       Uint8 sof[6];  // precision, lines, samples per line, components
       if (!read(offset + 4, 6, sof)) return corrupt("truncated frame header");
+      const int precision = sof[0];
       const int lines = sof[1] << 8 | sof[2];
       const int columns = sof[3] << 8 | sof[4];
       if (lines != info.rows || columns != info.columns || sof[5] != samples) {
@@ -480,6 +487,13 @@ absl::Status CheckJpegFrame(DcmElement* pixel_data, const DicomImageInfo& info,
                                     lines, "x", int{sof[5]},
                                     ", the DICOM header says ", info.columns,
                                     "x", info.rows, "x", samples));
+      }
+      const int bits_needed = precision > 8 ? 16 : 8;
+      if (bits_allocated != bits_needed) {
+        return corrupt(absl::StrCat("the codestream holds ", precision,
+                                    "-bit samples, which need Bits Allocated ",
+                                    bits_needed, "; the DICOM header says ",
+                                    bits_allocated));
       }
       return absl::OkStatus();
     }
@@ -756,10 +770,11 @@ absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
     }
   } else {
     // The other decoders registered here are JPEG and JPEG-LS.
-    Uint16 samples = 1;
+    Uint16 samples = 1, bits_allocated = 0;
     dataset->findAndGetUint16(DCM_SamplesPerPixel, samples);
-    if (absl::Status status =
-            CheckJpegFrame(pixel_data, info, samples, info.frame_used, origin);
+    dataset->findAndGetUint16(DCM_BitsAllocated, bits_allocated);
+    if (absl::Status status = CheckJpegFrame(
+            pixel_data, info, samples, bits_allocated, info.frame_used, origin);
         !status.ok()) {
       return status;
     }

@@ -738,6 +738,52 @@ TEST_F(DicomReaderTest, StandaloneMarkerAmongJpegHeadersIsRefusedNotHung) {
       << image.status();
 }
 
+TEST_F(DicomReaderTest, BitsAllocatedThatDisagreesWithTheJpegIsRefused) {
+  // DicomImage sizes the frame buffer from Bits Allocated, DCMTK's JPEG
+  // decoder fills one byte per 8-bit sample: with Bits Allocated 136 (found
+  // by tests/fuzz/dicom_fuzz) or 16 the rest of the buffer was never written
+  // and came back as pixels, different from one decode to the next.
+  struct Case {
+    const char* name;
+    int samples;
+    const char* photometric;
+    Uint16 bits_allocated;
+  };
+  for (const Case& c :
+       {Case{"ybr-136", 3, "RGB", 136}, Case{"ybr-16", 3, "RGB", 16},
+        Case{"mono-136", 1, "MONOCHROME2", 136},
+        Case{"mono-16", 1, "MONOCHROME2", 16}}) {
+    SCOPED_TRACE(c.name);
+    const Rgb rgb = ColourPicture(16, 12);
+    DJ_RPLossy quality(90);
+    Builder builder;
+    builder.Image(16, 12, c.samples, 8, 8, c.photometric)
+        .Pixels8(c.samples == 3 ? Interleave(rgb) : Gradient8(16, 12))
+        .Save(Path("right.dcm"), EXS_JPEGProcess1, &quality);
+    // The stream stays 8-bit; only the header changes.
+    builder.SetU16(DCM_BitsAllocated, c.bits_allocated)
+        .Save(Path("wrong.dcm"), EXS_JPEGProcess1, &quality);
+    absl::StatusOr<std::string> bytes = ReadFileToString(Path("wrong.dcm"));
+    ASSERT_TRUE(bytes.ok());
+    for (DicomDecodePath path :
+         {DicomDecodePath::kAuto, DicomDecodePath::kDcmtkOnly}) {
+      absl::StatusOr<GrayImage> image =
+          DecodeDicomGray(*bytes, "wrong-bits", nullptr, path);
+      EXPECT_FALSE(image.ok()) << "decoded pixels it never read";
+      if (image.ok()) continue;
+      EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_TRUE(absl::StrContains(
+          image.status().message(),
+          absl::StrCat("Bits Allocated 8; the DICOM header says ",
+                       c.bits_allocated)))
+          << image.status();
+      ExpectNoIdentifiers(image.status());
+    }
+    // The object as written, Bits Allocated 8, still decodes.
+    ReadOk(Path("right.dcm"), 16, 12);
+  }
+}
+
 TEST_F(DicomReaderTest, ImpossibleDimensionsAreRefused) {
   Builder()
       .Image(16, 0, 1, 8, 8, "MONOCHROME2")
