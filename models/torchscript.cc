@@ -13,6 +13,7 @@
 #include "common/files.h"
 #include "models/classifier.h"
 #include "models/resnet.h"
+#include "models/torch_compat.h"
 
 namespace echofed {
 namespace {
@@ -97,9 +98,9 @@ class Converter {
             dynamic_cast<const torch::nn::Conv2dImpl*>(&module)) {
       const auto& options = conv->options;
       const auto* padding =
-          c10::get_if<torch::ExpandingArray<2>>(&options.padding());
-      if (padding == nullptr ||
-          !c10::get_if<torch::enumtype::kZeros>(&options.padding_mode())) {
+          torch_compat::GetIf<torch::ExpandingArray<2>>(&options.padding());
+      if (padding == nullptr || !torch_compat::GetIf<torch::enumtype::kZeros>(
+                                    &options.padding_mode())) {
         return absl::UnimplementedError(absl::StrCat(
             path, ": only explicit zero padding exports to TorchScript"));
       }
@@ -157,7 +158,8 @@ class Converter {
     if (const auto* pool =
             dynamic_cast<const torch::nn::AdaptiveAvgPool2dImpl*>(&module)) {
       std::vector<int64_t> size;
-      for (const c10::optional<int64_t>& side : *pool->options.output_size()) {
+      // Elements are c10::optional or std::optional, by LibTorch version.
+      for (const auto& side : *pool->options.output_size()) {
         if (!side.has_value()) {
           return absl::UnimplementedError(
               absl::StrCat(path, ": adaptive pooling to 'None' sizes"));

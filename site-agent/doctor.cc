@@ -30,6 +30,7 @@
 #include "common/files.h"
 #include "common/plan_util.h"
 #include "models/classifier.h"
+#include "models/torch_compat.h"
 #include "proto/federation.grpc.pb.h"
 #include "site-agent/clinical_features.h"
 #include "site-agent/cohort.h"
@@ -595,33 +596,77 @@ std::vector<GpuInfo> ProbeNvidiaGpus() {
   return gpus;
 }
 
+TorchBuildInfo ProbeTorchBuild() {
+  TorchBuildInfo info;
+  info.version = torch_compat::kTorchVersion;
+  // True only when the CUDA part of LibTorch (libtorch_cuda) is linked in;
+  // neither call touches the GPU.
+  if (at::Context::hasCUDART()) {
+    try {
+      const int64_t version = at::Context::versionCUDART();  // 12040: 12.4
+      info.cuda_version =
+          absl::StrCat(version / 1000, ".", version % 1000 / 10);
+    } catch (const c10::Error&) {
+      info.cuda_version = "(version unknown)";
+    }
+  }
+  return info;
+}
+
 DoctorCheck CheckDevice(const std::string& requested, bool torch_cuda_available,
-                        const std::vector<GpuInfo>& gpus, int cpu_threads) {
+                        const std::vector<GpuInfo>& gpus, int cpu_threads,
+                        const TorchBuildInfo& torch) {
   auto describe = [&](size_t index) {
     if (index >= gpus.size()) return std::string("a CUDA GPU");
     return absl::StrCat(gpus[index].name, ", ",
                         ReadableBytes(gpus[index].total_memory_bytes));
   };
+  // "; LibTorch 2.6.0 with CUDA 12.4" after every verdict.
+  const std::string build =
+      torch.version.empty()
+          ? std::string()
+          : absl::StrCat("; LibTorch ", torch.version,
+                         torch.cuda_version.empty()
+                             ? ", CPU-only"
+                             : absl::StrCat(" with CUDA ", torch.cuda_version));
+  // A CUDA build that sees no GPU the driver lists: the driver, not the
+  // build, is what to fix.
+  const bool driver_mismatch =
+      !torch_cuda_available && !torch.cuda_version.empty() && !gpus.empty();
+  const std::string driver_detail = absl::StrCat(
+      "this LibTorch has CUDA but cannot use ", describe(0),
+      " (NVIDIA driver older than its CUDA, or CUDA_VISIBLE_DEVICES)");
+  const std::string driver_fix = absl::StrCat(
+      "install an NVIDIA driver that supports CUDA ", torch.cuda_version,
+      " (nvidia-smi shows the newest CUDA the driver supports) and check "
+      "CUDA_VISIBLE_DEVICES in the agent's environment");
   std::string cpu = absl::StrCat("CPU, ", cpu_threads, " LibTorch threads");
   if (requested == "cpu") {
-    return Pass("device",
-                absl::StrCat(cpu, gpus.empty()
-                                      ? ""
-                                      : absl::StrCat(" (device: cpu in the "
-                                                     "config; ",
-                                                     describe(0), " unused)")));
+    return Pass(
+        "device",
+        absl::StrCat(cpu,
+                     gpus.empty() ? ""
+                                  : absl::StrCat(" (device: cpu in the "
+                                                 "config; ",
+                                                 describe(0), " unused)"),
+                     build));
   }
   if (requested.empty() || requested == "auto") {
     if (torch_cuda_available) {
-      return Pass("device", absl::StrCat("CUDA: ", describe(0)));
+      return Pass("device", absl::StrCat("CUDA: ", describe(0), build));
+    }
+    if (driver_mismatch) {
+      return Warn("device",
+                  absl::StrCat(driver_detail, "; training on ", cpu, build),
+                  driver_fix);
     }
     if (!gpus.empty()) {
       return Warn("device",
                   absl::StrCat("this LibTorch has no CUDA: ", describe(0),
-                               " stays unused; training on ", cpu),
+                               " stays unused; training on ", cpu, build),
                   kCudaBuildFix);
     }
-    return Pass("device", absl::StrCat(cpu, " (no CUDA GPU found)"));
+    return Pass("device", absl::StrCat(cpu, " (no CUDA GPU found)", build));
   }
   if (requested.rfind("cuda", 0) == 0) {
     size_t index = 0;
@@ -632,22 +677,32 @@ DoctorCheck CheckDevice(const std::string& requested, bool torch_cuda_available,
                     "set device: \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"");
       }
     }
+    if (driver_mismatch) {
+      return Fail("device",
+                  absl::StrCat("the config asks for ", requested, ", but ",
+                               driver_detail, build),
+                  driver_fix);
+    }
     if (!torch_cuda_available) {
       return Fail("device",
                   absl::StrCat("the config asks for ", requested, ", but ",
                                gpus.empty()
                                    ? "no CUDA GPU is visible"
                                    : absl::StrCat("this LibTorch has no CUDA (",
-                                                  describe(0), " present)")),
-                  kCudaBuildFix);
+                                                  describe(0), " present)"),
+                               build),
+                  torch.cuda_version.empty()
+                      ? std::string(kCudaBuildFix)
+                      : "install the NVIDIA driver (nvidia-smi must list the "
+                        "GPU) or set device: \"cpu\"");
     }
     if (!gpus.empty() && index >= gpus.size()) {
       return Fail("device",
                   absl::StrCat("the config asks for ", requested, ", but ",
-                               gpus.size(), " GPU(s) are visible"),
+                               gpus.size(), " GPU(s) are visible", build),
                   "set device: \"cuda:0\" (or \"auto\")");
     }
-    return Pass("device", absl::StrCat("CUDA: ", describe(index)));
+    return Pass("device", absl::StrCat("CUDA: ", describe(index), build));
   }
   return Fail("device", absl::StrCat("bad device '", requested, "'"),
               "set device: \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"");
@@ -879,7 +934,8 @@ DoctorReport RunDoctor(const DoctorOptions& options) {
           });
   add_all(CheckCoordinator(options, kit_usable ? &*facts.tls : nullptr));
   add(CheckDevice(options.device, torch::cuda::is_available(),
-                  ProbeNvidiaGpus(), torch::get_num_threads()));
+                  ProbeNvidiaGpus(), torch::get_num_threads(),
+                  ProbeTorchBuild()));
   for (const std::string& path : options.disk_paths) {
     std::error_code error;
     std::filesystem::space_info space = std::filesystem::space(path, error);

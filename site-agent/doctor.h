@@ -126,9 +126,21 @@ struct GpuInfo {
 // An empty list when there is no NVIDIA driver or no GPU.
 std::vector<GpuInfo> ProbeNvidiaGpus();
 
-// The device the agent would train on for `requested`.
+// The LibTorch the agent was built against.
+struct TorchBuildInfo {
+  // "2.6.0"; empty when unknown (then left out of the device line).
+  std::string version;
+  // The CUDA runtime it was compiled with, "12.4"; empty for a CPU-only
+  // build.
+  std::string cuda_version;
+};
+TorchBuildInfo ProbeTorchBuild();
+
+// The device the agent would train on for `requested` (or why not the GPU),
+// with the LibTorch and CUDA versions of `torch`.
 DoctorCheck CheckDevice(const std::string& requested, bool torch_cuda_available,
-                        const std::vector<GpuInfo>& gpus, int cpu_threads);
+                        const std::vector<GpuInfo>& gpus, int cpu_threads,
+                        const TorchBuildInfo& torch = {});
 
 DoctorCheck CheckDiskSpace(const std::string& path, int64_t available_bytes,
                            const DoctorOptions& options);

@@ -7,9 +7,9 @@
 #include <set>
 #include <vector>
 
-#include "ATen/autocast_mode.h"
 #include "absl/strings/str_cat.h"
 #include "common/metrics.h"
+#include "models/torch_compat.h"
 
 namespace echofed {
 
@@ -128,14 +128,14 @@ class AutocastScope {
  public:
   explicit AutocastScope(bool enable) : enabled_(enable) {
     if (!enabled_) return;
-    previous_ = at::autocast::is_enabled();
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
+    previous_ = torch_compat::IsCudaAutocastEnabled();
+    torch_compat::SetCudaAutocastDtype(at::kBFloat16);
+    torch_compat::SetCudaAutocastEnabled(true);
   }
   ~AutocastScope() {
     if (!enabled_) return;
-    at::autocast::set_enabled(previous_);
-    at::autocast::clear_cache();
+    torch_compat::SetCudaAutocastEnabled(previous_);
+    torch_compat::ClearAutocastCache();
   }
 
  private:

@@ -232,6 +232,32 @@ TEST(DoctorDeviceTest, Verdicts) {
       << cuda.detail;
 }
 
+TEST(DoctorDeviceTest, NamesLibTorchAndCuda) {
+  std::vector<GpuInfo> h100 = {{"NVIDIA H100", int64_t{80} << 30}};
+  TorchBuildInfo cpu_build = {"1.13.0", ""};
+  TorchBuildInfo cuda_build = {"2.6.0", "12.4"};
+  DoctorCheck cpu = CheckDevice("auto", false, {}, 4, cpu_build);
+  EXPECT_EQ(cpu.outcome, CheckOutcome::kPass);
+  EXPECT_TRUE(absl::StrContains(cpu.detail, "LibTorch 1.13.0, CPU-only"))
+      << cpu.detail;
+  DoctorCheck gpu = CheckDevice("auto", true, h100, 4, cuda_build);
+  EXPECT_EQ(gpu.outcome, CheckOutcome::kPass);
+  EXPECT_TRUE(absl::StrContains(
+      gpu.detail, "CUDA: NVIDIA H100, 80.0 GiB; LibTorch 2.6.0 with CUDA 12.4"))
+      << gpu.detail;
+  // A CUDA build that cannot use the GPU the driver lists: the driver is
+  // what to fix, not the build.
+  DoctorCheck mismatch = CheckDevice("auto", false, h100, 4, cuda_build);
+  EXPECT_EQ(mismatch.outcome, CheckOutcome::kWarn);
+  EXPECT_TRUE(absl::StrContains(mismatch.fix, "CUDA 12.4")) << mismatch.fix;
+  EXPECT_FALSE(absl::StrContains(mismatch.fix, "Torch_DIR")) << mismatch.fix;
+  EXPECT_EQ(CheckDevice("cuda", false, h100, 4, cuda_build).outcome,
+            CheckOutcome::kFail);
+  // What this binary was built with.
+  TorchBuildInfo self = ProbeTorchBuild();
+  EXPECT_FALSE(self.version.empty());
+}
+
 TEST(DoctorDiskTest, Thresholds) {
   DoctorOptions options;
   EXPECT_EQ(CheckDiskSpace("/x", int64_t{50} << 30, options).outcome,
