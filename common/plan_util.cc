@@ -10,6 +10,10 @@
 
 namespace echofed {
 
+double DefaultWeightDecay(Plan::Trainer trainer) {
+  return trainer == Plan::ADAMW ? 1e-2 : 1e-4;
+}
+
 void ApplyPlanDefaults(Plan* plan) {
   if (plan->model().empty()) plan->set_model("small_cnn");
   if (plan->image_size() == 0) plan->set_image_size(64);
@@ -48,6 +52,13 @@ void ApplyPlanDefaults(Plan* plan) {
   }
   if (!plan->has_focal_gamma()) plan->set_focal_gamma(2.0);
   if (!plan->has_augment()) plan->set_augment(true);
+  if (plan->augmentation() == Plan::AUGMENTATION_UNSPECIFIED) {
+    plan->set_augmentation(Plan::STRONG);
+  }
+  if (!plan->has_weight_decay()) {
+    plan->set_weight_decay(DefaultWeightDecay(plan->trainer()));
+  }
+  if (!plan->has_keep_optimizer_state()) plan->set_keep_optimizer_state(true);
   if (plan->heads_size() == 0) plan->add_heads(Plan::SUBTYPE);
   if (plan->wire_precision() == Plan::WIRE_PRECISION_UNSPECIFIED) {
     plan->set_wire_precision(Plan::FULL);
@@ -150,6 +161,9 @@ absl::Status ValidatePlan(const Plan& plan) {
     if (!(dp.delta() >= 0 && dp.delta() < 1)) {
       return bad("differential_privacy.delta", "must be in (0, 1)");
     }
+  }
+  if (!(plan.weight_decay() >= 0 && plan.weight_decay() < 1)) {
+    return bad("weight_decay", "must be in [0, 1)");
   }
   if (!(plan.focal_gamma() >= 0 && plan.focal_gamma() <= 10)) {
     return bad("focal_gamma", "must be between 0 and 10");

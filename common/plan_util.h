@@ -9,6 +9,10 @@ namespace echofed {
 // Fills unset fields with the documented defaults (see deploy/plans/).
 void ApplyPlanDefaults(Plan* plan);
 
+// The weight decay of a trainer when the plan names none: 1e-2 for AdamW
+// (decoupled), 1e-4 for SGD and Adam (L2).
+double DefaultWeightDecay(Plan::Trainer trainer);
+
 // Checks a plan after defaults; errors name the field.
 absl::Status ValidatePlan(const Plan& plan);
 

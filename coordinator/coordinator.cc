@@ -22,6 +22,51 @@
 namespace echofed {
 namespace {
 
+// The patient-level aggregate (one case per patient) of a report that has
+// one: a valid aggregate of the plan's classes and the expected split, of
+// the same set as the image-level aggregate (same patients, released or
+// suppressed with it, the same classes withheld).
+absl::Status ValidatePatientAggregate(const Plan& plan,
+                                      const EvaluationReport& report,
+                                      EvalSplit expected) {
+  const EvalAggregate& patients = report.patient_aggregate();
+  const EvalAggregate& images = report.aggregate();
+  absl::Status status = ValidateAggregate(patients, plan.class_names_size());
+  if (status.ok() && patients.split() != expected) {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("must be ", EvalSplit_Name(expected)));
+  }
+  if (status.ok() && patients.num_images() != patients.num_patients()) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "has ", patients.num_images(), " cases for ", patients.num_patients(),
+        " patients; it must have one case per patient"));
+  }
+  if (status.ok() && patients.suppressed() != images.suppressed()) {
+    status = absl::InvalidArgumentError(
+        patients.suppressed()
+            ? "is suppressed but the image-level aggregate is not"
+            : "is released but the image-level aggregate is suppressed");
+  }
+  if (status.ok() && !patients.suppressed() &&
+      patients.num_patients() != images.num_patients()) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "has ", patients.num_patients(),
+        " patients, the image-level aggregate ", images.num_patients()));
+  }
+  if (status.ok() && !std::equal(patients.withheld_classes().begin(),
+                                 patients.withheld_classes().end(),
+                                 images.withheld_classes().begin(),
+                                 images.withheld_classes().end())) {
+    status = absl::InvalidArgumentError(
+        "withholds other classes than the image-level aggregate");
+  }
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("patient-level aggregate: ", status.message()));
+  }
+  return absl::OkStatus();
+}
+
 // A fusion model's extra heads: each one of the plan's, at most once, in the
 // right form (2-class aggregate, or survival for PROGNOSIS) and split.
 absl::Status ValidateHeadReports(const Plan& plan,
@@ -613,12 +658,23 @@ absl::Status Coordinator::ReportEvaluation(const std::string& site,
         !status.ok()) {
       return status;
     }
+    // Agents before patient-level reporting send none.
+    if (report.has_patient_aggregate()) {
+      if (absl::Status status =
+              ValidatePatientAggregate(run->plan, report, expected);
+          !status.ok()) {
+        return status;
+      }
+    }
     RoundRecord& record = run->rounds[run->round];
     SiteEvaluation* evaluation = record.add_evaluations();
     evaluation->set_site(site);
     *evaluation->mutable_aggregate() = report.aggregate();
     *evaluation->mutable_heads() = report.heads();
     *evaluation->mutable_flow() = report.flow();
+    if (report.has_patient_aggregate()) {
+      *evaluation->mutable_patient_aggregate() = report.patient_aggregate();
+    }
     run->done.insert(site);
     sites_[site].activity = "evaluated";
     sites_[site].last_seen = now;

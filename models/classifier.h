@@ -156,10 +156,12 @@ struct ModelOptions {
 // torch's global generator, so seed it first for a reproducible start.
 //   small_cnn                       ~25k parameters, tests and demos
 //   resnet18                        ResNet-18 (11.2M), 224-pixel images
+//   resnet18_narrow                 ResNet-18 at half width (2.8M), 128-224
+//                                   pixel images
 //   resnet_small                    ResNet-10, widths 32..256 (1.2M), 64-128
 //                                   pixel images on CPUs
-//   <resnet18|resnet_small>_fusion        image + clinical, concatenated
-//   <resnet18|resnet_small>_gated_fusion  image + clinical, gated
+//   <encoder>_fusion                image + clinical, concatenated
+//   <encoder>_gated_fusion          image + clinical, gated
 //   bench_blob_<parameters>         federation benchmarks
 absl::StatusOr<std::shared_ptr<ImageClassifierImpl>> CreateClassifier(
     const ModelOptions& options);

@@ -409,19 +409,13 @@ absl::Status Agent::TrainRound(RunData& run, const Task& task) {
   }
   absl::Time downloaded = absl::Now();
   const Plan& plan = run.plan;
-  TrainOptions options;
-  options.trainer = plan.trainer();
-  options.class_count = plan.class_names_size();
-  options.epochs = plan.local_epochs();
-  options.batch_size = plan.batch_size();
-  options.learning_rate = ScheduledLearningRate(plan, task.round());
-  options.augment = plan.augment();
-  options.loss = plan.loss();
-  options.focal_gamma = plan.focal_gamma();
-  options.proximal_mu =
-      plan.strategy() == Plan::FEDPROX ? plan.proximal_mu() : 0.0;
-  options.seed = plan.seed() * 1000003 + static_cast<uint64_t>(task.round());
+  TrainOptions options = TrainOptionsFromPlan(plan, task.round());
   options.device = device_;
+  // Plans from coordinators before keep_optimizer_state was a field keep
+  // it too (the default).
+  if (!plan.has_keep_optimizer_state() || plan.keep_optimizer_state()) {
+    options.optimizer_state = &run.optimizer_state;
+  }
   TrainProgressReporter::Options progress_options;
   progress_options.mode = options_.progress_on_terminal
                               ? TrainProgressReporter::Mode::kTerminal
@@ -672,6 +666,7 @@ absl::Status Agent::Evaluate(const Task& task) {
   flow.analysed_released = !evaluation.suppressed;
   *report.mutable_flow() = ReleasePatientFlow(flow, min_cell_count);
   *report.mutable_aggregate() = evaluation.subtype;
+  *report.mutable_patient_aggregate() = evaluation.patient_subtype;
   for (HeadAggregate& head : evaluation.heads) {
     *report.add_heads() = std::move(head);
   }

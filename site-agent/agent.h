@@ -84,6 +84,10 @@ class Agent {
     std::shared_ptr<ImageClassifierImpl> model;
     // FedBN: this site's own batch-norm layers, kept across rounds.
     NamedTensors local_batch_norm;
+    // The optimiser's state after the last round trained (plan
+    // keep_optimizer_state), serialised; site-local, never sent. An agent
+    // restart starts it afresh.
+    std::string optimizer_state;
     // The update of the last round trained. A repeated TRAIN task for that
     // round (a restarted coordinator, a refused upload, a new masking
     // attempt) sends it again instead of training anew: a second, different

@@ -5,10 +5,12 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/metrics.h"
+#include "common/plan_util.h"
 #include "models/torch_compat.h"
 
 namespace echofed {
@@ -48,6 +50,34 @@ double ScheduledLearningRate(const Plan& plan, int round) {
                      (1 + std::cos(3.14159265358979323846 * progress));
 }
 
+TrainOptions TrainOptionsFromPlan(const Plan& plan, int round) {
+  TrainOptions options;
+  options.trainer = plan.trainer();
+  options.class_count = plan.class_names_size();
+  options.epochs = plan.local_epochs();
+  options.batch_size = plan.batch_size();
+  options.learning_rate = ScheduledLearningRate(plan, round);
+  options.weight_decay = plan.has_weight_decay()
+                             ? plan.weight_decay()
+                             : DefaultWeightDecay(plan.trainer());
+  options.augment = !plan.has_augment() || plan.augment();
+  options.augmentation =
+      plan.augmentation() == Plan::MILD ? Plan::MILD : Plan::STRONG;
+  options.loss = plan.loss();
+  options.focal_gamma = plan.has_focal_gamma() ? plan.focal_gamma() : 2.0;
+  options.proximal_mu =
+      plan.strategy() == Plan::FEDPROX ? plan.proximal_mu() : 0.0;
+  options.seed = plan.seed() * 1000003 + static_cast<uint64_t>(round);
+  if (plan.schedule() == Plan::COSINE_OVER_RUN && plan.rounds() > 0) {
+    options.cosine_over_run = true;
+    options.run_progress_begin =
+        std::clamp((round - 1) / static_cast<double>(plan.rounds()), 0.0, 1.0);
+    options.run_progress_end =
+        std::clamp(round / static_cast<double>(plan.rounds()), 0.0, 1.0);
+  }
+  return options;
+}
+
 torch::Tensor CoxLoss(torch::Tensor risk, torch::Tensor months,
                       torch::Tensor event) {
   torch::Tensor events = event.sum();
@@ -63,17 +93,21 @@ torch::Tensor CoxLoss(torch::Tensor risk, torch::Tensor months,
 
 namespace {
 
-// Augmentation fit for B-mode ultrasound: flips (probe orientation),
-// rotation within 10 degrees and scale within 10%, gamma and gain jitter
-// (time-gain compensation and display settings differ between scanners),
-// and multiplicative speckle-like noise.
-torch::Tensor Augment(torch::Tensor images) {
+// Augmentation fit for B-mode ultrasound: horizontal flips (probe
+// orientation), rotation within 10 degrees and scale within 10%, gamma and
+// gain jitter (time-gain compensation and display settings differ between
+// scanners). Intensities are handled relative to each image's black level
+// and range, so this works under every normalisation. STRONG adds a 5%
+// shift, multiplicative speckle-like noise and border replication.
+torch::Tensor Augment(torch::Tensor images, Plan::Augmentation kind) {
+  const bool strong = kind == Plan::STRONG;
   const int64_t n = images.size(0);
   torch::Tensor flip = torch::rand({n}) < 0.5;
   images = torch::where(flip.view({-1, 1, 1, 1}), images.flip({3}), images);
   torch::Tensor angle = (torch::rand({n}) - 0.5) * 2 * (10 * M_PI / 180);
   torch::Tensor scale = 1 + (torch::rand({n}) - 0.5) * 0.2;
-  torch::Tensor shift = (torch::rand({n, 2}) - 0.5) * 0.1;
+  torch::Tensor shift =
+      strong ? (torch::rand({n, 2}) - 0.5) * 0.1 : torch::zeros({n, 2});
   torch::Tensor cos = torch::cos(angle) / scale,
                 sin = torch::sin(angle) / scale;
   torch::Tensor theta =
@@ -82,20 +116,82 @@ torch::Tensor Augment(torch::Tensor images) {
                    1);
   namespace F = torch::nn::functional;
   torch::Tensor grid = F::affine_grid(theta, images.sizes(), false);
-  images = F::grid_sample(images, grid,
-                          F::GridSampleFuncOptions()
-                              .mode(torch::kBilinear)
-                              .padding_mode(torch::kBorder)
-                              .align_corners(false));
+  if (strong) {
+    images = F::grid_sample(images, grid,
+                            F::GridSampleFuncOptions()
+                                .mode(torch::kBilinear)
+                                .padding_mode(torch::kBorder)
+                                .align_corners(false));
+  } else {
+    // What rotates in from outside the sector is black, as it would be.
+    torch::Tensor black = images.amin({1, 2, 3}, true);
+    images = F::grid_sample(images - black, grid,
+                            F::GridSampleFuncOptions()
+                                .mode(torch::kBilinear)
+                                .padding_mode(torch::kZeros)
+                                .align_corners(false)) +
+             black;
+  }
   torch::Tensor low = images.amin({1, 2, 3}, true);
   torch::Tensor high = images.amax({1, 2, 3}, true);
   torch::Tensor range = (high - low).clamp_min(1e-6);
   torch::Tensor unit = (images - low) / range;
   torch::Tensor gamma = torch::exp((torch::rand({n, 1, 1, 1}) - 0.5) * 0.4);
   unit = unit.clamp_min(0).pow(gamma);
-  unit = unit * (1 + 0.1 * torch::randn_like(unit)).clamp_min(0);
-  torch::Tensor gain = 1 + 0.2 * (torch::rand({n, 1, 1, 1}) - 0.5);
+  if (strong) unit = unit * (1 + 0.1 * torch::randn_like(unit)).clamp_min(0);
+  torch::Tensor gain =
+      1 + (strong ? 0.2 : 0.3) * (torch::rand({n, 1, 1, 1}) - 0.5);
   return (unit * range + low) * gain;
+}
+
+// The optimiser of the plan, with the given rate and weight decay.
+std::unique_ptr<torch::optim::Optimizer> NewOptimizer(
+    ImageClassifierImpl& model, const TrainOptions& options) {
+  if (options.trainer == Plan::ADAM) {
+    return std::make_unique<torch::optim::Adam>(
+        model.parameters(), torch::optim::AdamOptions(options.learning_rate)
+                                .weight_decay(options.weight_decay));
+  }
+  if (options.trainer == Plan::ADAMW) {
+    return std::make_unique<torch::optim::AdamW>(
+        model.parameters(), torch::optim::AdamWOptions(options.learning_rate)
+                                .weight_decay(options.weight_decay));
+  }
+  return std::make_unique<torch::optim::SGD>(
+      model.parameters(), torch::optim::SGDOptions(options.learning_rate)
+                              .momentum(0.9)
+                              .weight_decay(options.weight_decay));
+}
+
+void SetLearningRate(torch::optim::Optimizer& optimizer, double rate) {
+  for (torch::optim::OptimizerParamGroup& group : optimizer.param_groups()) {
+    group.options().set_lr(rate);
+  }
+}
+
+absl::Status RestoreOptimizerState(const std::string& state,
+                                   torch::Device device,
+                                   torch::optim::Optimizer& optimizer) {
+  try {
+    std::istringstream in(state);
+    torch::serialize::InputArchive archive;
+    archive.load_from(in, device);
+    optimizer.load(archive);
+  } catch (const c10::Error& error) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the optimiser state kept from the previous round does not fit this "
+        "model: ",
+        error.what_without_backtrace()));
+  }
+  return absl::OkStatus();
+}
+
+std::string SaveOptimizerState(torch::optim::Optimizer& optimizer) {
+  torch::serialize::OutputArchive archive;
+  optimizer.save(archive);
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
 }
 
 // Cross-entropy, or focal loss (Lin et al. 2017), with per-class weights;
@@ -181,20 +277,29 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
       torch::zeros_like(counts));
   weights = weights.to(options.device);
 
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  if (options.trainer == Plan::ADAM) {
-    optimizer = std::make_unique<torch::optim::Adam>(
-        model.parameters(),
-        torch::optim::AdamOptions(options.learning_rate).weight_decay(1e-4));
-  } else if (options.trainer == Plan::ADAMW) {
-    optimizer = std::make_unique<torch::optim::AdamW>(
-        model.parameters(),
-        torch::optim::AdamWOptions(options.learning_rate).weight_decay(1e-2));
-  } else {
-    optimizer = std::make_unique<torch::optim::SGD>(
-        model.parameters(), torch::optim::SGDOptions(options.learning_rate)
-                                .momentum(0.9)
-                                .weight_decay(1e-4));
+  std::unique_ptr<torch::optim::Optimizer> optimizer =
+      NewOptimizer(model, options);
+  if (options.optimizer_state != nullptr && !options.optimizer_state->empty()) {
+    if (absl::Status status = RestoreOptimizerState(*options.optimizer_state,
+                                                    options.device, *optimizer);
+        !status.ok()) {
+      return status;
+    }
+    // The archive carries the previous round's rate and decay; this
+    // round's options rule.
+    for (torch::optim::OptimizerParamGroup& group : optimizer->param_groups()) {
+      if (options.trainer == Plan::ADAMW) {
+        static_cast<torch::optim::AdamWOptions&>(group.options())
+            .weight_decay(options.weight_decay);
+      } else if (options.trainer == Plan::ADAM) {
+        static_cast<torch::optim::AdamOptions&>(group.options())
+            .weight_decay(options.weight_decay);
+      } else {
+        static_cast<torch::optim::SGDOptions&>(group.options())
+            .weight_decay(options.weight_decay);
+      }
+    }
+    SetLearningRate(*optimizer, options.learning_rate);
   }
   std::vector<torch::Tensor> start;
   if (options.proximal_mu > 0) {
@@ -216,8 +321,20 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
           order.slice(0, b * batch, std::min(n, (b + 1) * batch));
       // BatchNorm needs two samples; a lone trailing image is skipped.
       if (index.size(0) < 2) continue;
+      if (options.cosine_over_run) {
+        const double within = ((epoch - 1) * batches + b) /
+                              static_cast<double>(options.epochs * batches);
+        const double progress = std::clamp(
+            options.run_progress_begin +
+                (options.run_progress_end - options.run_progress_begin) *
+                    within,
+            0.0, 1.0);
+        SetLearningRate(*optimizer,
+                        0.5 * options.learning_rate *
+                            (1 + std::cos(3.14159265358979323846 * progress)));
+      }
       torch::Tensor images = data.images.index_select(0, index);
-      if (options.augment) images = Augment(images);
+      if (options.augment) images = Augment(images, options.augmentation);
       auto to_device = [&](const torch::Tensor& tensor) {
         return tensor.defined() ? tensor.to(options.device) : tensor;
       };
@@ -276,6 +393,9 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
     }
     result.mean_loss = seen > 0 ? loss_sum / seen : 0;
   }
+  if (options.optimizer_state != nullptr) {
+    *options.optimizer_state = SaveOptimizerState(*optimizer);
+  }
   model.to(torch::kCPU);
   return result;
 }
@@ -319,6 +439,9 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
   const int class_count = options.class_count;
   aggregate.set_split(options.split);
   InitAggregate(class_count, &aggregate);
+  evaluation.patient_subtype.set_split(options.split);
+  InitAggregate(class_count, &evaluation.patient_subtype);
+  std::vector<double> row(class_count);
   // Disclosure control by true class: a class of a few patients would have
   // its patients' predictions and scores released almost one by one (its
   // confusion row and score histograms), so such a class is withheld, and
@@ -374,6 +497,14 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
   model.to(options.device);
   model.eval();
   double loss_sum = 0;
+  // Per released patient: the sum of its images' probabilities, the image
+  // count and its class.
+  struct PatientScores {
+    std::vector<double> probability_sum;
+    int images = 0;
+    int truth = 0;
+  };
+  std::map<std::string, PatientScores> patient_scores;
   std::map<int, std::vector<torch::Tensor>> head_outputs;
   const int64_t batch = 64;
   for (int64_t start = 0; start < data.size(); start += batch) {
@@ -407,10 +538,18 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
     torch::Tensor truth = labels.to(torch::kCPU);
     auto p = probabilities.accessor<double, 2>();
     auto t = truth.accessor<int64_t, 1>();
-    std::vector<double> row(class_count);
     for (int64_t i = 0; i < p.size(0); ++i) {
       if (!released[start + i]) continue;
       for (int c = 0; c < class_count; ++c) row[c] = p[i][c];
+      PatientScores& patient = patient_scores[patient_of(start + i)];
+      if (patient.images == 0) {
+        patient.probability_sum.assign(class_count, 0.0);
+        patient.truth = static_cast<int>(t[i]);
+      }
+      for (int c = 0; c < class_count; ++c) {
+        patient.probability_sum[c] += row[c];
+      }
+      ++patient.images;
       if (!AddCase(&aggregate, static_cast<int>(t[i]), row).ok()) {
         // Only non-finite model outputs get here. Their loss is not finite
         // either, which is how the coordinator tells the site why it
@@ -421,6 +560,17 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
   }
   model.to(torch::kCPU);
   aggregate.set_loss_sum(loss_sum);
+  EvalAggregate& patient_aggregate = evaluation.patient_subtype;
+  for (const auto& [patient, scores] : patient_scores) {
+    for (int c = 0; c < class_count; ++c) {
+      row[c] = scores.probability_sum[c] / scores.images;
+    }
+    // Non-finite rows were already flagged through loss_sum above.
+    AddCase(&patient_aggregate, scores.truth, row).IgnoreError();
+  }
+  *patient_aggregate.mutable_withheld_classes() = aggregate.withheld_classes();
+  patient_aggregate.set_num_patients(
+      static_cast<int64_t>(patient_scores.size()));
 
   for (auto& [head, pieces] : head_outputs) {
     torch::Tensor output = torch::cat(pieces);
@@ -507,6 +657,8 @@ void SuppressEvaluation(LocalEvaluation* evaluation) {
   evaluation->suppressed = true;
   const EvalSplit split = evaluation->subtype.split();
   evaluation->subtype =
+      SuppressedAggregate(evaluation->subtype.class_count(), split);
+  evaluation->patient_subtype =
       SuppressedAggregate(evaluation->subtype.class_count(), split);
   for (HeadAggregate& head : evaluation->heads) {
     if (head.has_binary()) {

@@ -24,9 +24,22 @@ struct TrainOptions {
   double learning_rate = 0.01;
   uint64_t seed = 1;
   torch::Device device = torch::kCPU;
-  // Random flips, small rotations and scaling, gain/gamma jitter and
-  // speckle noise, fit for B-mode ultrasound.
+  // L2 (SGD, Adam) or decoupled (AdamW) weight decay; see
+  // DefaultWeightDecay for the plan's default.
+  double weight_decay = 1e-4;
+  // Augmentation fit for B-mode ultrasound (Plan::Augmentation).
   bool augment = true;
+  Plan::Augmentation augmentation = Plan::STRONG;
+  // Cosine decay of learning_rate to 0 over the whole run, set at every
+  // batch: this call covers the fraction [run_progress_begin,
+  // run_progress_end) of the run. Off: learning_rate throughout.
+  bool cosine_over_run = false;
+  double run_progress_begin = 0;
+  double run_progress_end = 1;
+  // The optimiser's state (moments, step counts) carried from the previous
+  // call, serialised; read when non-empty and written back after training.
+  // It stays at the site. Null: a fresh optimiser every call.
+  std::string* optimizer_state = nullptr;
   Plan::Loss loss = Plan::WEIGHTED_CROSS_ENTROPY;
   double focal_gamma = 2.0;
   // FedProx: adds (mu / 2) ||w - w_start||^2, w_start being the weights
@@ -37,8 +50,14 @@ struct TrainOptions {
   std::function<void(const TrainProgress&)> on_progress;
 };
 
-// The learning rate of a round under the plan's schedule.
+// The learning rate of a round under the plan's schedule (COSINE_OVER_RUN:
+// the base rate, which the trainer decays batch by batch).
 double ScheduledLearningRate(const Plan& plan, int round);
+
+// Everything the plan says about training in `round` (1-based): optimiser,
+// schedule, batch, augmentation, loss, seed. Device, progress callback and
+// optimiser state are the caller's.
+TrainOptions TrainOptionsFromPlan(const Plan& plan, int round);
 
 struct TrainResult {
   double mean_loss = 0;     // over the last epoch
@@ -81,6 +100,10 @@ struct LocalEvaluation {
   // aggregates over the images with a known label; PROGNOSIS as a survival
   // aggregate over patients (their images' mean risk score).
   std::vector<HeadAggregate> heads;
+  // The unit of analysis the study registers: one case per patient, scored
+  // with the mean of the patient's image probabilities (same disclosure
+  // control as `subtype`).
+  EvalAggregate patient_subtype;
   // The set released nothing (subtype and heads suppressed).
   bool suppressed = false;
   // Patients left out because their class was withheld (site-local: the

@@ -68,6 +68,16 @@ struct SetResult {
   EvalAggregate aggregate;
   MetricsSummary summary;
   std::vector<HeadResult> heads;  // parallel to Report::heads
+  // The same set at the patient level: one case per patient, scored with
+  // the mean of the patient's image probabilities. Sites: whether the site
+  // sent it (agents before patient-level reporting did not). Pools: whether
+  // any released site of the split did; the pool adds those sites' patient
+  // aggregates, and names the released sites that sent none.
+  bool has_patient_level = false;
+  EvalAggregate patient_aggregate;
+  MetricsSummary patient_summary;
+  std::vector<std::string> patient_contributors;
+  std::vector<std::string> patient_not_reported;
 };
 
 // Sites whose own estimates are meta-analysed together.
@@ -97,7 +107,16 @@ struct Report {
   std::vector<SetResult> sets;  // sites (internal, then external), pools
   std::vector<MetaGroup> groups;
   std::vector<MetaResult> meta;
+  // Some site sent a patient-level aggregate with this round's evaluation.
+  bool any_patient_level = false;
 };
+
+// The two units of analysis of the subtype metrics, as the report names
+// them.
+constexpr char kImageLevel[] = "image-level";
+constexpr char kPatientLevel[] =
+    "patient-level (mean probability over a patient's images)";
+constexpr char kPatientScoring[] = "mean probability over a patient's images";
 
 std::string SplitName(EvalSplit split) {
   switch (split) {
@@ -289,6 +308,23 @@ absl::StatusOr<Report> BuildReport(const RunStatus& status,
     set.has_flow = evaluation->has_flow();
     set.flow = evaluation->flow();
     if (!set.suppressed) set.summary = Summarize(aggregate);
+    if (evaluation->has_patient_aggregate()) {
+      const EvalAggregate& patients = evaluation->patient_aggregate();
+      if (!patients.suppressed()) {
+        if (absl::Status valid = ValidateAggregate(patients, class_count);
+            !valid.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("site ", evaluation->site(),
+                           ", patient-level aggregate: ", valid.message()));
+        }
+      }
+      set.has_patient_level = true;
+      report.any_patient_level = true;
+      set.patient_aggregate = patients;
+      if (!set.suppressed && !patients.suppressed()) {
+        set.patient_summary = Summarize(patients);
+      }
+    }
     set.heads.resize(report.heads.size());
     for (const HeadAggregate& head : evaluation->heads()) {
       if (absl::Status valid = CheckHead(evaluation->site(), head);
@@ -338,6 +374,20 @@ absl::StatusOr<Report> BuildReport(const RunStatus& status,
           pool.left_out.push_back(
               absl::StrCat(site.key, ": ", report.class_names[c]));
         }
+        // Pooled exactly as the image-level aggregates, over the sites
+        // that sent one.
+        if (site.has_patient_level && !site.patient_aggregate.suppressed()) {
+          if (absl::Status added =
+                  AddAggregate(site.patient_aggregate, &pool.patient_aggregate);
+              !added.ok()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("site ", site.key,
+                             ", patient-level aggregate: ", added.message()));
+          }
+          pool.patient_contributors.push_back(site.key);
+        } else {
+          pool.patient_not_reported.push_back(site.key);
+        }
       }
       for (size_t h = 0; h < report.heads.size(); ++h) {
         const HeadResult& head = site.heads[h];
@@ -359,6 +409,11 @@ absl::StatusOr<Report> BuildReport(const RunStatus& status,
     pool.suppressed = pool.contributors.empty();
     pool.aggregate.set_split(split);
     if (!pool.suppressed) pool.summary = Summarize(pool.aggregate);
+    pool.has_patient_level = !pool.patient_contributors.empty();
+    pool.patient_aggregate.set_split(split);
+    if (pool.has_patient_level) {
+      pool.patient_summary = Summarize(pool.patient_aggregate);
+    }
     for (size_t h = 0; h < report.heads.size(); ++h) {
       SummarizeHead(report.heads[h], &pool.heads[h]);
     }
@@ -546,19 +601,21 @@ void WriteAveragedJson(const char* key, const AveragedMetrics& m,
   json->EndObject();
 }
 
-void WriteSummaryJson(const Report& report, const SetResult& set,
+// The subtype metrics of one aggregate. Image-level: "patients" and
+// "images"; patient-level (one case per patient): "patients" only, which
+// is then also every count's unit.
+void WriteSummaryJson(const Report& report, const EvalAggregate& aggregate,
+                      const MetricsSummary& s, bool pooled, bool patient_level,
                       JsonWriter* json) {
-  const MetricsSummary& s = set.summary;
-  const bool pooled = set.type == SetType::kPooled;
   json->BeginObject();
-  json->Field("patients", set.aggregate.num_patients());
-  json->Field("images", s.num_images);
+  json->Field("patients", aggregate.num_patients());
+  if (!patient_level) json->Field("images", s.num_images);
   json->Key("confusion_true_by_predicted");
   json->BeginArray();
-  const int k = set.aggregate.class_count();
-  for (int t = 0; t < k && set.aggregate.confusion_size() == k * k; ++t) {
+  const int k = aggregate.class_count();
+  for (int t = 0; t < k && aggregate.confusion_size() == k * k; ++t) {
     json->BeginArray(true);
-    for (int p = 0; p < k; ++p) json->Int(set.aggregate.confusion(t * k + p));
+    for (int p = 0; p < k; ++p) json->Int(aggregate.confusion(t * k + p));
     json->EndArray();
   }
   json->EndArray();
@@ -569,7 +626,8 @@ void WriteSummaryJson(const Report& report, const SetResult& set,
   json->EndObject();
   json->Field("balanced_accuracy", s.balanced_accuracy);
   json->Field("cohen_kappa", s.cohen_kappa);
-  json->Field("mean_loss", s.mean_loss);
+  // Patient-level aggregates carry no loss.
+  if (!patient_level) json->Field("mean_loss", s.mean_loss);
   WriteAveragedJson("macro", s.macro, json);
   WriteAveragedJson("micro", s.micro, json);
   WriteAveragedJson("weighted", s.weighted, json);
@@ -592,6 +650,93 @@ void WriteSummaryJson(const Report& report, const SetResult& set,
                    pooled, json);
   }
   json->EndArray();
+  json->EndObject();
+}
+
+void WriteSummaryJson(const Report& report, const SetResult& set,
+                      JsonWriter* json) {
+  WriteSummaryJson(report, set.aggregate, set.summary,
+                   set.type == SetType::kPooled, /*patient_level=*/false, json);
+}
+
+// Whether a set's patient-level metrics can be shown, and if not why.
+enum class PatientLevel { kReported, kSuppressed, kNotReported };
+
+PatientLevel PatientLevelOf(const SetResult& set) {
+  if (set.suppressed) return PatientLevel::kSuppressed;
+  if (!set.has_patient_level) return PatientLevel::kNotReported;
+  if (set.patient_aggregate.suppressed()) return PatientLevel::kSuppressed;
+  return PatientLevel::kReported;
+}
+
+std::string PatientNotReportedText(const SetResult& set) {
+  return set.type == SetType::kSite
+             ? "not reported: the site sent no patient-level aggregate "
+               "(agents before patient-level reporting do not)"
+             : "not reported: no site of this set sent a patient-level "
+               "aggregate";
+}
+
+// Why a set has no patient-level metrics; empty when it has them.
+std::string PatientLevelNote(const Report& report, const SetResult& set) {
+  switch (PatientLevelOf(set)) {
+    case PatientLevel::kReported:
+      return "";
+    case PatientLevel::kSuppressed:
+      return set.type == SetType::kSite
+                 ? SuppressedText(report.min_cell_count)
+                 : "every site of this set suppressed its report";
+    case PatientLevel::kNotReported:
+      break;
+  }
+  return PatientNotReportedText(set);
+}
+
+// A pool's patient-level coverage when some of its released sites sent no
+// patient-level aggregate; empty otherwise.
+std::string PatientCoverageNote(const SetResult& set) {
+  if (set.type != SetType::kPooled || set.patient_not_reported.empty() ||
+      set.patient_contributors.empty()) {
+    return "";
+  }
+  return absl::StrCat(
+      "patient-level pool of sites: ",
+      absl::StrJoin(set.patient_contributors, " "),
+      "; not reported by: ", absl::StrJoin(set.patient_not_reported, " "));
+}
+
+void WritePatientLevelJson(const Report& report, const SetResult& set,
+                           JsonWriter* json) {
+  json->BeginObject();
+  json->Field("unit_of_analysis", "patient");
+  json->Field("scoring", kPatientScoring);
+  const PatientLevel level = PatientLevelOf(set);
+  json->Field("reported", level == PatientLevel::kReported);
+  if (level != PatientLevel::kReported) {
+    json->Field("status", PatientLevelNote(report, set));
+  }
+  if (set.type == SetType::kPooled) {
+    json->Key("contributors");
+    json->BeginArray(true);
+    for (const std::string& site : set.patient_contributors) {
+      json->String(site);
+    }
+    json->EndArray();
+    json->Key("not_reported_by");
+    json->BeginArray(true);
+    for (const std::string& site : set.patient_not_reported) {
+      json->String(site);
+    }
+    json->EndArray();
+  }
+  json->Key("summary");
+  if (level == PatientLevel::kReported) {
+    WriteSummaryJson(report, set.patient_aggregate, set.patient_summary,
+                     set.type == SetType::kPooled, /*patient_level=*/true,
+                     json);
+  } else {
+    json->Null();
+  }
   json->EndObject();
 }
 
@@ -734,7 +879,9 @@ const std::vector<TripodItem>& TripodItems() {
       {"12d", "Heterogeneity across centres", "in_report",
        "#heterogeneity: DerSimonian-Laird random effects with tau² and I²"},
       {"12e", "Performance measures and their rationale", "in_report",
-       "#methods"},
+       "#methods; #performance: subtype metrics per image and, where the "
+       "sites sent them, per patient (mean probability over a patient's "
+       "images), each labelled with its unit of analysis"},
       {"12f", "Model updating / recalibration", "in_report",
        "#calibration: intercept and slope are reported; no recalibration is "
        "applied by the federation"},
@@ -810,6 +957,19 @@ std::string RenderJson(const Report& report) {
   json.Field("train_fraction", plan.train_fraction());
   // A string: 64-bit seeds do not survive JSON readers' doubles.
   json.Field("split_seed", absl::StrCat(plan.split_seed()));
+  // What one case of the subtype metrics is: "subtype" of a set counts
+  // images, "subtype_patient_level" patients.
+  json.Key("unit_of_analysis");
+  json.BeginObject();
+  json.Field("subtype", "image");
+  json.Field("subtype_patient_level", "patient");
+  json.Field("patient_level_scoring", kPatientScoring);
+  json.Field("patient_level_reported", report.any_patient_level);
+  if (!report.any_patient_level) {
+    json.Field("patient_level_status",
+               "not reported: no site sent patient-level aggregates");
+  }
+  json.EndObject();
   if (plan.has_differential_privacy()) {
     // Each site's epsilon as of the reported round, as the site declared it
     // with its updates, and what the whole run costs a training site.
@@ -893,6 +1053,9 @@ std::string RenderJson(const Report& report) {
     } else {
       WriteSummaryJson(report, set, &json);
     }
+    json.Field("subtype_unit_of_analysis", "image");
+    json.Key("subtype_patient_level");
+    WritePatientLevelJson(report, set, &json);
     json.Key("heads");
     json.BeginArray();
     for (size_t h = 0; h < report.heads.size(); ++h) {
@@ -1105,6 +1268,10 @@ class CsvWriter {
   // note of an undefined estimate otherwise.
   void SetBlockNote(std::string note) { block_note_ = std::move(note); }
 
+  // The unit of analysis of the block's estimates: "image", "patient", or
+  // empty where there is none (privacy).
+  void SetUnit(std::string unit) { unit_ = std::move(unit); }
+
   void Row(absl::string_view metric, absl::string_view class_name,
            double estimate, Interval ci, std::optional<int64_t> n,
            absl::string_view note = "") {
@@ -1126,7 +1293,7 @@ class CsvWriter {
              CsvField(metric), CsvField(class_name), CsvNumber(estimate),
              CsvNumber(ci.lower), CsvNumber(ci.upper),
              n.has_value() ? absl::StrCat(*n) : std::string("NA"),
-             CsvField(why)},
+             CsvField(why), CsvField(unit_)},
             ","),
         "\n");
   }
@@ -1136,7 +1303,7 @@ class CsvWriter {
  private:
   const Report& report_;
   std::string out_;
-  std::string set_, set_type_, split_, head_, block_note_;
+  std::string set_, set_type_, split_, head_, block_note_, unit_;
 };
 
 std::string PoolNote(const SetResult& set) {
@@ -1159,6 +1326,7 @@ std::string PoolNote(const SetResult& set) {
 void SubtypeRows(const Report& report, const SetResult& set, CsvWriter* csv) {
   csv->SetContext(set.key, set.type == SetType::kSite ? "site" : "pooled",
                   SplitName(set.split), "SUBTYPE");
+  csv->SetUnit("image");
   csv->SetBlockNote(set.suppressed
                         ? (set.type == SetType::kSite
                                ? SuppressedText(report.min_cell_count)
@@ -1211,10 +1379,91 @@ void SubtypeRows(const Report& report, const SetResult& set, CsvWriter* csv) {
   csv->SetBlockNote("");
 }
 
+// The subtype metrics of the set at the patient level (unit "patient"),
+// as SubtypeRows' with "patient_level_" before the metric's name, so that
+// (set, head, metric, class) still names one row. Every row is NA with the
+// reason when the set has none ("not reported" when no site sent one).
+void PatientLevelRows(const Report& report, const SetResult& set,
+                      CsvWriter* csv) {
+  csv->SetContext(set.key, set.type == SetType::kSite ? "site" : "pooled",
+                  SplitName(set.split), "SUBTYPE");
+  csv->SetUnit("patient");
+  csv->SetBlockNote(PatientLevelNote(report, set));
+  const MetricsSummary& s = set.patient_summary;
+  const int64_t patients = set.patient_aggregate.num_patients();
+  auto metric = [](absl::string_view name) {
+    return absl::StrCat("patient_level_", name);
+  };
+  std::string note =
+      absl::StrCat("one case per patient, scored with the ", kPatientScoring);
+  if (set.type == SetType::kPooled) {
+    // The sites of the patient-level pool, which may be fewer than the
+    // image-level pool's.
+    absl::StrAppend(&note,
+                    "; sites: ", absl::StrJoin(set.patient_contributors, " "));
+    if (!set.patient_not_reported.empty()) {
+      absl::StrAppend(&note, "; not reported, not pooled: ",
+                      absl::StrJoin(set.patient_not_reported, " "));
+    }
+    if (!set.suppressed_sites.empty()) {
+      absl::StrAppend(&note, "; suppressed, not pooled: ",
+                      absl::StrJoin(set.suppressed_sites, " "));
+    }
+    if (!set.left_out.empty()) {
+      absl::StrAppend(&note,
+                      "; classes suppressed at a site, their patients not "
+                      "pooled: ",
+                      absl::StrJoin(set.left_out, ", "));
+    }
+  }
+  csv->Row(metric("patients"), "", static_cast<double>(patients), {}, patients,
+           note);
+  csv->Row(metric("accuracy"), "", s.accuracy, s.accuracy_ci, patients);
+  csv->Row(metric("balanced_accuracy"), "", s.balanced_accuracy, {}, patients);
+  csv->Row(metric("macro_f1"), "", s.macro.f1, {}, patients);
+  csv->Row(metric("cohen_kappa"), "", s.cohen_kappa, {}, patients);
+  csv->Row(metric("macro_auc"), "", s.macro_auc, s.macro_auc_ci, patients);
+  csv->Row(metric("hand_till_auc"), "", s.hand_till_auc, {}, patients);
+  csv->Row(metric("brier"), "", s.brier, {}, patients);
+  const int site_min = SiteMinCellCount(report.min_cell_count,
+                                        set.has_flow ? &set.flow : nullptr);
+  for (size_t c = 0; c < report.class_names.size(); ++c) {
+    const std::string& name = report.class_names[c];
+    const ClassMetrics m = c < s.classes.size() ? s.classes[c] : ClassMetrics();
+    const bool withheld =
+        std::find(set.withheld_classes.begin(), set.withheld_classes.end(),
+                  static_cast<int>(c)) != set.withheld_classes.end();
+    const std::string no_cases =
+        withheld ? WithheldClassText(site_min)
+                 : (m.support == 0 ? "no cases of the class" : "");
+    csv->Row(metric("sensitivity"), name, m.sensitivity, m.sensitivity_ci,
+             m.support, no_cases);
+    csv->Row(metric("specificity"), name, m.specificity, m.specificity_ci,
+             m.true_negatives + m.false_positives);
+    csv->Row(metric("precision"), name, m.precision, m.precision_ci,
+             m.true_positives + m.false_positives,
+             m.true_positives + m.false_positives == 0
+                 ? "the class was never predicted"
+                 : "");
+    csv->Row(metric("npv"), name, m.npv, m.npv_ci,
+             m.true_negatives + m.false_negatives);
+    csv->Row(metric("f1"), name, m.f1, {}, patients);
+    csv->Row(metric("auc"), name, m.auc, m.auc_ci, patients,
+             std::isfinite(m.auc) ? "DeLong 95% CI" : no_cases);
+    csv->Row(metric("brier"), name, m.brier, {}, patients);
+    csv->Row(metric("calibration_intercept"), name, m.calibration_intercept, {},
+             patients);
+    csv->Row(metric("calibration_slope"), name, m.calibration_slope, {},
+             patients);
+  }
+  csv->SetBlockNote("");
+}
+
 // A site's patient flow: one row per step, the count as the estimate.
 void FlowRows(const SetResult& set, CsvWriter* csv) {
   if (set.type != SetType::kSite || !set.has_flow) return;
   csv->SetContext(set.key, "site", SplitName(set.split), "");
+  csv->SetUnit("patient");
   csv->SetBlockNote("");
   const std::string suppressed = SuppressedText(set.flow.min_cell_count());
   auto row = [&](absl::string_view metric, const FlowCount& step) {
@@ -1235,6 +1484,8 @@ void HeadRows(const Report& report, const SetResult& set, CsvWriter* csv) {
     if (!head.reported && set.type == SetType::kSite) continue;
     csv->SetContext(set.key, set.type == SetType::kSite ? "site" : "pooled",
                     SplitName(set.split), HeadName(report.heads[h]));
+    // Binary heads are scored per image, the prognosis head per patient.
+    csv->SetUnit(IsSurvivalHead(report.heads[h]) ? "patient" : "image");
     std::string block_note;
     if (head.suppressed) block_note = SuppressedText(report.min_cell_count);
     if (!head.reported) block_note = "no site released this head";
@@ -1272,6 +1523,7 @@ void MetaRows(const Report& report, CsvWriter* csv) {
     csv->SetContext(
         group.key, "meta", group.split,
         meta.head < 0 ? "SUBTYPE" : HeadName(report.heads[meta.head]));
+    csv->SetUnit("image");  // of the sites' image-level estimates
     const std::string class_name = meta.head < 0
                                        ? report.class_names[meta.class_index]
                                        : std::string("positive");
@@ -1310,6 +1562,7 @@ void PrivacyRows(const Report& report, CsvWriter* csv) {
       absl::StrCat("clip_norm ", Shortest(dp.clip_norm()),
                    "; noise_multiplier ", Shortest(dp.noise_multiplier()));
   csv->SetBlockNote("");
+  csv->SetUnit("");
   for (const SitePrivacySpent& site :
        LatestSitePrivacy(*report.status, report.round->round())) {
     csv->SetContext(site.site, "site", "training", "");
@@ -1331,6 +1584,7 @@ std::string RenderCsv(const Report& report) {
   CsvWriter csv(report);
   for (const SetResult& set : report.sets) {
     SubtypeRows(report, set, &csv);
+    PatientLevelRows(report, set, &csv);
     HeadRows(report, set, &csv);
     FlowRows(set, &csv);
   }
@@ -1816,14 +2070,21 @@ std::string PerformanceTable(const Report& report) {
   return out;
 }
 
-std::string ClassTable(const Report& report, const SetResult& set) {
+// Per-class metrics of one set, image-level or (patient_level) of its
+// patient-level aggregate.
+std::string ClassTable(const Report& report, const SetResult& set,
+                       bool patient_level = false) {
+  const MetricsSummary& summary =
+      patient_level ? set.patient_summary : set.summary;
   std::string out = absl::StrCat(
       "<table><caption>", HtmlEscape(set.title),
+      patient_level ? HtmlEscape(absl::StrCat(", ", kPatientLevel))
+                    : std::string(),
       "</caption><tr><th>class</th><th>n</th><th>sensitivity</th>"
       "<th>specificity</th><th>precision (PPV)</th><th>NPV</th><th>F1</th>"
       "<th>AUC (DeLong 95% CI)</th><th>Brier</th></tr>");
-  for (size_t c = 0; c < set.summary.classes.size(); ++c) {
-    const ClassMetrics& m = set.summary.classes[c];
+  for (size_t c = 0; c < summary.classes.size(); ++c) {
+    const ClassMetrics& m = summary.classes[c];
     if (std::find(set.withheld_classes.begin(), set.withheld_classes.end(),
                   static_cast<int>(c)) != set.withheld_classes.end()) {
       absl::StrAppend(
@@ -1845,6 +2106,98 @@ std::string ClassTable(const Report& report, const SetResult& set) {
         "</td></tr>");
   }
   out += "</table>";
+  return out;
+}
+
+// The patient-level counterpart of PerformanceTable: one case per patient,
+// scored with the mean of the patient's image probabilities; sets without
+// it say why ("not reported", suppressed).
+std::string PatientPerformanceTable(const Report& report) {
+  std::string out = absl::StrCat(
+      "<table class=\"patient-level\"><caption>",
+      HtmlEscape(absl::StrCat("Subtype, ", kPatientLevel)),
+      "</caption><tr><th>set</th><th>split</th><th>patients</th>"
+      "<th>accuracy (95% CI)</th><th>balanced accuracy</th><th>macro-F1</th>"
+      "<th>Cohen's κ</th><th>macro AUC (95% CI)</th><th>Hand-Till AUC</th>"
+      "<th>Brier</th></tr>");
+  std::string footnotes;
+  for (const SetResult& set : report.sets) {
+    const bool pooled = set.type == SetType::kPooled;
+    absl::StrAppend(&out, pooled ? "<tr class=\"pooled\">" : "<tr>", "<td>",
+                    HtmlEscape(set.title), "</td><td>", SplitName(set.split),
+                    "</td>");
+    if (const std::string coverage = PatientCoverageNote(set);
+        !coverage.empty()) {
+      absl::StrAppend(&footnotes, "<p class=\"na\">", HtmlEscape(set.title),
+                      ": ", HtmlEscape(coverage), ".</p>");
+    }
+    switch (PatientLevelOf(set)) {
+      case PatientLevel::kSuppressed:
+        absl::StrAppend(&out,
+                        "<td colspan=\"8\" class=\"wrap\"><span "
+                        "class=\"suppressed\">",
+                        HtmlEscape(PatientLevelNote(report, set)),
+                        "</span></td></tr>");
+        continue;
+      case PatientLevel::kNotReported:
+        absl::StrAppend(&out,
+                        "<td colspan=\"8\" class=\"wrap\"><span "
+                        "class=\"na\">",
+                        HtmlEscape(PatientNotReportedText(set)),
+                        "</span></td></tr>");
+        continue;
+      case PatientLevel::kReported:
+        break;
+    }
+    const MetricsSummary& s = set.patient_summary;
+    absl::StrAppend(&out, "<td>", set.patient_aggregate.num_patients(),
+                    "</td><td>", PercentWithInterval(s.accuracy, s.accuracy_ci),
+                    "</td><td>", Percent(s.balanced_accuracy), "</td><td>",
+                    Percent(s.macro.f1), "</td><td>", Fixed(s.cohen_kappa),
+                    "</td><td>", WithInterval(s.macro_auc, s.macro_auc_ci),
+                    "</td><td>", Fixed(s.hand_till_auc), "</td><td>",
+                    Fixed(s.brier), "</td></tr>");
+  }
+  absl::StrAppend(&out, "</table>", footnotes);
+  return out;
+}
+
+// The performance section's patient-level part: its table and per-class
+// tables, or one line saying no site reported it.
+std::string PatientLevelPerformance(const Report& report) {
+  std::string out = absl::StrCat("<h3 id=\"performance-patient\">",
+                                 HtmlEscape(kPatientLevel), "</h3>");
+  if (!report.any_patient_level) {
+    absl::StrAppend(
+        &out,
+        "<p class=\"na\">Patient-level metrics: not reported. No site sent "
+        "patient-level aggregates with this round's evaluation (agents "
+        "before patient-level reporting do not); the metrics above are "
+        "image-level.</p>");
+    return out;
+  }
+  absl::StrAppend(
+      &out,
+      "<p>Unit of analysis: the patient. Each patient is one case, scored "
+      "with the mean of the probabilities of the patient's images; n counts "
+      "patients.</p>",
+      PatientPerformanceTable(report));
+  for (const SetResult& set : report.sets) {
+    if (set.type == SetType::kPooled &&
+        PatientLevelOf(set) == PatientLevel::kReported) {
+      absl::StrAppend(&out, ClassTable(report, set, /*patient_level=*/true));
+    }
+  }
+  absl::StrAppend(&out,
+                  "<details><summary>Per-class patient-level metrics of each "
+                  "site</summary>");
+  for (const SetResult& set : report.sets) {
+    if (set.type == SetType::kSite &&
+        PatientLevelOf(set) == PatientLevel::kReported) {
+      absl::StrAppend(&out, ClassTable(report, set, /*patient_level=*/true));
+    }
+  }
+  absl::StrAppend(&out, "</details>");
   return out;
 }
 
@@ -2257,6 +2610,7 @@ table.kv th{text-align:left;color:#555;font-weight:normal}
 table.kv td{text-align:left;white-space:normal}
 table.confusion td{text-align:center;min-width:56px}
 .suppressed{color:#a00;font-style:italic}.na{color:#888}
+td.wrap{white-space:normal;text-align:left}
 table.flow td.indent{padding-left:24px}
 .note{background:#fff8e5;border-left:4px solid #E69F00;padding:6px 10px}
 .plots{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
@@ -2288,7 +2642,9 @@ std::string RenderHtml(const Report& report) {
   absl::StrAppend(
       &out,
       ".</p><nav><a href=\"#run\">run</a><a href=\"#methods\">methods</a>"
-      "<a href=\"#performance\">performance</a><a href=\"#roc\">ROC</a>"
+      "<a href=\"#performance\">performance</a>"
+      "<a href=\"#performance-patient\">patient-level</a>"
+      "<a href=\"#roc\">ROC</a>"
       "<a href=\"#confusion\">confusion</a><a href=\"#calibration\">"
       "calibration</a><a href=\"#heterogeneity\">heterogeneity</a>",
       report.heads.empty() ? "" : "<a href=\"#heads\">heads</a>",
@@ -2305,7 +2661,12 @@ std::string RenderHtml(const Report& report) {
       "metrics are those of the pooled cases (counts exactly; score-based "
       "metrics to the 1/1000 binning), not an average of site metrics. The "
       "model outputs class probabilities; the predicted class is the most "
-      "probable. Metrics are per image; patients are counted beside them. "
+      "probable. Subtype metrics are given at two units of analysis: "
+      "image-level, each image one case (patients are counted beside "
+      "them), and, where the sites sent it, patient-level (mean probability "
+      "over a patient's images), each patient one case scored with the mean "
+      "of the class probabilities of the patient's images, pooled the same "
+      "way. "
       "Intervals are 95%: Wilson's for proportions, DeLong's for one-vs-rest "
       "AUCs (on the binned scores); the macro AUC interval averages the "
       "classes' standard errors (conservative, as their covariances are not "
@@ -2319,6 +2680,11 @@ std::string RenderHtml(const Report& report) {
       "nothing and are left out.</p>");
 
   absl::StrAppend(&out, "<h2 id=\"performance\">Performance</h2>",
+                  "<h3 id=\"performance-image\">", kImageLevel,
+                  "</h3><p>Unit of analysis: the image; n counts images. "
+                  "The ROC curves, confusion matrices, calibration and "
+                  "heterogeneity sections further down are image-level "
+                  "too.</p>",
                   PerformanceTable(report));
   for (const SetResult& set : report.sets) {
     if (set.type == SetType::kPooled && !set.suppressed) {
@@ -2334,6 +2700,7 @@ std::string RenderHtml(const Report& report) {
     }
   }
   absl::StrAppend(&out, "</details>");
+  absl::StrAppend(&out, PatientLevelPerformance(report));
 
   absl::StrAppend(&out,
                   "<h2 id=\"roc\">ROC curves</h2><p>One-vs-rest, per class; "

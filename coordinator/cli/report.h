@@ -44,9 +44,15 @@ struct ReportDocuments {
 // metrics, the class's cases for sensitivity, predicted positives for
 // precision, patients for the C-index, sites pooled for a meta-analysis.
 // Undefined values and suppressed sets are "NA", with the reason in `note`.
+// `unit` is the unit of analysis of the row's estimate: "image" (subtype
+// metrics, binary heads, meta-analyses), "patient" (the subtype's
+// "patient_level_*" metrics, one case per patient scored with the mean of
+// its images' probabilities, with n in patients; the prognosis head; the
+// patient flow), or empty (privacy). Patient-level rows of a set whose
+// sites sent none are "NA" with "not reported" in `note`.
 inline constexpr char kReportCsvHeader[] =
     "run_id,round,set,set_type,split,head,metric,class,estimate,ci_lower,"
-    "ci_upper,n,note";
+    "ci_upper,n,note,unit";
 
 // Errors: NOT_FOUND when the run has no evaluated round (or not the one
 // asked for); INVALID_ARGUMENT when a site's aggregate is malformed or its

@@ -1,5 +1,5 @@
-// Model quality on real ultrasound (issue 4): ../shared/data/busi-sites as
-// four hospitals, sites a, b, c training (each with its own 7:3 patient
+// Model quality on real ultrasound (issues 4 and 15): ../shared/data/busi-sites
+// as four hospitals, sites a, b, c training (each with its own 7:3 patient
 // split), site d external validation. Trains, with the same code, model,
 // initial weights and budget (rounds x local epochs):
 //   - federated: FedAvg, FedProx, FedBN (and any other strategy asked for),
@@ -16,9 +16,13 @@
 //   ./build/bin/quality_bench                      # README's table
 //   ./build/bin/quality_bench --rounds 2 --epochs 1  # quick look
 
+#include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,6 +36,8 @@
 #include "common/metrics.h"
 #include "common/plan_util.h"
 #include "coordinator/strategy.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "models/classifier.h"
 #include "models/state_exchange.h"
 #include "site-agent/cohort.h"
@@ -46,20 +52,64 @@ struct SiteData {
   ImageSet train, validation;
 };
 
+// The training recipe: every knob a plan has, so that each suspect of
+// issue 15 can be switched alone (tests/bench/quality_ablation.sh). The
+// defaults are the measured best on busi-sites at 128 px (README, "Model
+// quality").
 struct Settings {
   std::string data_dir;
-  std::string model = "resnet_small";
-  int size = 96;
-  int rounds = 15;
-  int epochs = 2;
+  std::string reference_dir;
+  std::string model = "resnet18_narrow";
+  int size = 128;
+  int rounds = 40;
+  int epochs = 1;
   int batch = 16;
-  double learning_rate = 1e-3;
+  double learning_rate = 2e-3;
+  double weight_decay = 1e-2;
+  std::string normalization = "per_image";  // fixed_range, dataset
+  std::string augmentation = "strong";      // mild, none
+  std::string schedule = "round";           // run, constant
+  bool keep_optimizer = true;
   std::string configs = "fedavg,fedprox,fedbn,central,site-a,site-b,site-c";
-  uint64_t seed = 42;
+  uint64_t seed = 0;
+  int seeds = 1;
   int threads = 0;
+  std::string label;
+  std::string device = "cpu";
 };
 
+// Where training and evaluation run (--device; ResolveDevice's words).
+torch::Device g_device = torch::kCPU;
+
 const std::vector<std::string> kClasses = {"benign", "malignant", "normal"};
+
+Plan RecipePlan(const Settings& settings, Plan::Strategy strategy,
+                uint64_t seed) {
+  Plan plan;
+  for (const std::string& name : kClasses) plan.add_class_names(name);
+  plan.set_model(settings.model);
+  plan.set_image_size(settings.size);
+  plan.set_rounds(settings.rounds);
+  plan.set_local_epochs(settings.epochs);
+  plan.set_batch_size(settings.batch);
+  plan.set_learning_rate(settings.learning_rate);
+  plan.set_weight_decay(settings.weight_decay);
+  plan.set_trainer(Plan::ADAMW);
+  plan.set_strategy(strategy);
+  plan.set_schedule(settings.schedule == "run"     ? Plan::COSINE_OVER_RUN
+                    : settings.schedule == "round" ? Plan::COSINE
+                                                   : Plan::CONSTANT);
+  plan.set_augment(settings.augmentation != "none");
+  plan.set_augmentation(settings.augmentation == "strong" ? Plan::STRONG
+                                                          : Plan::MILD);
+  plan.set_keep_optimizer_state(settings.keep_optimizer);
+  plan.set_normalization(settings.normalization == "per_image"
+                             ? Plan::PER_IMAGE_ZSCORE
+                             : Plan::FIXED_RANGE);
+  plan.set_seed(seed);
+  ApplyPlanDefaults(&plan);
+  return plan;
+}
 
 absl::StatusOr<SiteData> LoadSite(const Settings& settings,
                                   const std::string& name, bool training) {
@@ -79,13 +129,41 @@ absl::StatusOr<SiteData> LoadSite(const Settings& settings,
   } else {
     validation = records;
   }
-  Preprocessing preprocessing;
-  preprocessing.image_size = settings.size;
+  Preprocessing preprocessing =
+      PreprocessingFromPlan(RecipePlan(settings, Plan::FEDAVG, 0));
   SiteData site;
   site.name = name;
   site.train = LoadImageSet(train, kClasses, preprocessing);
   site.validation = LoadImageSet(validation, kClasses, preprocessing);
   return site;
+}
+
+// normalization=dataset: the pooled mean and standard deviation of the
+// training sites' training images, as a federation would compute it from
+// each site's pixel count, sum and sum of squares (the reference's
+// normalisation). Applied on top of FIXED_RANGE, which is an affine map of
+// the pixel values, so the result is exactly the pooled z-score.
+void NormaliseWithPooledStatistics(std::vector<SiteData>& sites,
+                                   SiteData& external) {
+  double count = 0, sum = 0, sum_squares = 0;
+  for (const SiteData& site : sites) {
+    torch::Tensor x = site.train.images.to(torch::kFloat64);
+    count += static_cast<double>(x.numel());
+    sum += x.sum().item<double>();
+    sum_squares += (x * x).sum().item<double>();
+  }
+  const double mean = sum / count;
+  const double std = std::sqrt(sum_squares / count - mean * mean);
+  auto apply = [&](ImageSet& set) {
+    if (set.size() > 0) set.images = (set.images - mean) / std;
+  };
+  for (SiteData& site : sites) {
+    apply(site.train);
+    apply(site.validation);
+  }
+  apply(external.validation);
+  std::printf("pooled intensity mean %.4f, std %.4f (of the -1..1 range)\n",
+              mean, std);
 }
 
 ImageSet Concatenate(const std::vector<const ImageSet*>& sets) {
@@ -104,71 +182,73 @@ ImageSet Concatenate(const std::vector<const ImageSet*>& sets) {
   return all;
 }
 
-std::shared_ptr<ImageClassifierImpl> NewModel(const Settings& settings) {
-  torch::manual_seed(settings.seed);
-  return *CreateClassifier({settings.model, 3});
+std::shared_ptr<ImageClassifierImpl> NewModel(const Plan& plan) {
+  torch::manual_seed(plan.seed());
+  return *CreateClassifier({plan.model(), 3});
 }
 
-TrainOptions Training(const Settings& settings, int round) {
-  Plan plan;
-  plan.set_learning_rate(settings.learning_rate);
-  plan.set_rounds(settings.rounds);
-  plan.set_schedule(Plan::COSINE);
-  TrainOptions options;
-  options.trainer = Plan::ADAMW;
-  options.class_count = 3;
-  options.epochs = settings.epochs;
-  options.batch_size = settings.batch;
-  options.learning_rate = ScheduledLearningRate(plan, round);
-  options.seed = settings.seed * 1000003 + round;
-  return options;
-}
+// Image- and patient-level aggregates of one evaluation set.
+struct SetScores {
+  EvalAggregate images, patients;
+};
 
 struct Scores {
-  EvalAggregate internal, external;
+  SetScores internal, external;
   double seconds = 0;
 };
 
-EvalAggregate Evaluate(ImageClassifierImpl& model, const ImageSet& data,
-                       EvalSplit split) {
-  return EvaluateLocal(model, data, 3, split, torch::kCPU);
+void Evaluate(ImageClassifierImpl& model, const ImageSet& data, EvalSplit split,
+              SetScores* into) {
+  EvaluationOptions options;
+  options.class_count = 3;
+  options.split = split;
+  options.device = g_device;
+  LocalEvaluation evaluation = EvaluateModel(model, data, options);
+  if (into->images.class_count() == 0) {
+    into->images = evaluation.subtype;
+    into->patients = evaluation.patient_subtype;
+    return;
+  }
+  AddAggregate(evaluation.subtype, &into->images).IgnoreError();
+  AddAggregate(evaluation.patient_subtype, &into->patients).IgnoreError();
 }
 
-// A model trained on `train` alone for rounds x epochs.
-Scores TrainAlone(const Settings& settings, const ImageSet& train,
-                  const std::vector<SiteData>& sites,
-                  const SiteData& external) {
+// A model trained on `train` alone for rounds x epochs, with the same
+// schedule (and optimiser kept across rounds as the plan says).
+absl::StatusOr<Scores> TrainAlone(const Plan& plan, const ImageSet& train,
+                                  const std::vector<SiteData>& sites,
+                                  const SiteData& external) {
   absl::Time start = absl::Now();
-  auto model = NewModel(settings);
-  for (int round = 1; round <= settings.rounds; ++round) {
-    if (!TrainLocal(*model, train, Training(settings, round)).ok()) break;
+  auto model = NewModel(plan);
+  std::string optimizer_state;
+  for (int round = 1; round <= plan.rounds(); ++round) {
+    TrainOptions options = TrainOptionsFromPlan(plan, round);
+    options.device = g_device;
+    if (plan.keep_optimizer_state()) options.optimizer_state = &optimizer_state;
+    absl::StatusOr<TrainResult> trained = TrainLocal(*model, train, options);
+    if (!trained.ok()) return trained.status();
   }
   Scores scores;
   for (const SiteData& site : sites) {
-    AddAggregate(Evaluate(*model, site.validation, INTERNAL_VALIDATION),
-                 &scores.internal)
-        .IgnoreError();
+    Evaluate(*model, site.validation, INTERNAL_VALIDATION, &scores.internal);
   }
-  scores.external = Evaluate(*model, external.validation, EXTERNAL_VALIDATION);
+  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, &scores.external);
   scores.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return scores;
 }
 
-absl::StatusOr<Scores> Federate(const Settings& settings,
-                                Plan::Strategy strategy, DType wire,
+absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
                                 const std::vector<SiteData>& sites,
                                 const SiteData& external) {
   absl::Time start = absl::Now();
-  Plan plan;
-  plan.set_strategy(strategy);
-  ApplyPlanDefaults(&plan);
+  const Plan::Strategy strategy = plan.strategy();
   std::string dir = absl::StrCat(
       std::filesystem::temp_directory_path().string(), "/echofed-quality-",
       getpid(), "-", Plan::Strategy_Name(strategy));
   std::filesystem::create_directories(dir);
-  auto model = NewModel(settings);
+  auto model = NewModel(plan);
   absl::StatusOr<TensorBundle> initial =
-      ExportState(*model, settings.model, wire);
+      ExportState(*model, plan.model(), wire);
   if (!initial.ok()) return initial.status();
   std::string global = dir + "/model_0.efm";
   if (absl::StatusOr<std::string> written = WriteModelFile(global, *initial);
@@ -176,6 +256,8 @@ absl::StatusOr<Scores> Federate(const Settings& settings,
     return written.status();
   }
   std::vector<NamedTensors> local_batch_norm(sites.size());
+  // Each site's own optimiser state, as each agent keeps it.
+  std::vector<std::string> optimizer_states(sites.size());
   auto load_global = [&](size_t site, bool keep_local) -> absl::Status {
     absl::StatusOr<std::unique_ptr<ModelFileReader>> reader =
         ModelFileReader::Open(global);
@@ -191,7 +273,7 @@ absl::StatusOr<Scores> Federate(const Settings& settings,
     }
     return absl::OkStatus();
   };
-  for (int round = 1; round <= settings.rounds; ++round) {
+  for (int round = 1; round <= plan.rounds(); ++round) {
     RoundContext context{initial->manifest, round, global, dir};
     std::unique_ptr<RoundAggregator> aggregator =
         CreateRoundAggregator(plan, context);
@@ -199,8 +281,11 @@ absl::StatusOr<Scores> Federate(const Settings& settings,
       if (absl::Status status = load_global(s, true); !status.ok()) {
         return status;
       }
-      TrainOptions options = Training(settings, round);
-      if (strategy == Plan::FEDPROX) options.proximal_mu = plan.proximal_mu();
+      TrainOptions options = TrainOptionsFromPlan(plan, round);
+      options.device = g_device;
+      if (plan.keep_optimizer_state()) {
+        options.optimizer_state = &optimizer_states[s];
+      }
       absl::StatusOr<TrainResult> trained =
           TrainLocal(*model, sites[s].train, options);
       if (!trained.ok()) return trained.status();
@@ -208,7 +293,7 @@ absl::StatusOr<Scores> Federate(const Settings& settings,
         local_batch_norm[s] = CopyBatchNormState(*model);
       }
       absl::StatusOr<TensorBundle> update =
-          ExportState(*model, settings.model, wire);
+          ExportState(*model, plan.model(), wire);
       if (!update.ok()) return update.status();
       BundleSource source(&*update);
       if (absl::Status status = aggregator->Add(
@@ -217,8 +302,10 @@ absl::StatusOr<Scores> Federate(const Settings& settings,
         return status;
       }
     }
-    std::fprintf(stderr, "  %s round %d/%d done\n",
-                 Plan::Strategy_Name(strategy).c_str(), round, settings.rounds);
+    if (round % 10 == 0 || round == plan.rounds()) {
+      std::fprintf(stderr, "  %s round %d/%d done\n",
+                   Plan::Strategy_Name(strategy).c_str(), round, plan.rounds());
+    }
     std::string next = absl::StrCat(dir, "/model_", round, ".efm");
     if (absl::StatusOr<std::string> digest = aggregator->WriteModel(next);
         !digest.ok()) {
@@ -231,60 +318,164 @@ absl::StatusOr<Scores> Federate(const Settings& settings,
     if (absl::Status status = load_global(s, true); !status.ok()) {
       return status;
     }
-    AddAggregate(Evaluate(*model, sites[s].validation, INTERNAL_VALIDATION),
-                 &scores.internal)
-        .IgnoreError();
+    Evaluate(*model, sites[s].validation, INTERNAL_VALIDATION,
+             &scores.internal);
   }
   if (absl::Status status = load_global(0, false); !status.ok()) return status;
-  scores.external = Evaluate(*model, external.validation, EXTERNAL_VALIDATION);
+  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, &scores.external);
   std::filesystem::remove_all(dir);
   scores.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return scores;
 }
 
-std::string Row(const std::string& name, const Scores& scores) {
-  MetricsSummary internal = Summarize(scores.internal);
-  MetricsSummary external = Summarize(scores.external);
-  return absl::StrFormat(
-      "| %-12s | %.3f | %5.1f%% | %.3f | %.3f | %5.1f%% | %.3f | %6.0f |", name,
-      internal.macro_auc, 100 * Accuracy(scores.internal),
-      MacroF1(scores.internal), external.macro_auc,
-      100 * Accuracy(scores.external), MacroF1(scores.external),
-      scores.seconds);
+// The columns of a row, one value per seed.
+constexpr int kColumns = 7;
+using Values = std::array<double, kColumns>;
+
+Values Columns(const Scores& scores) {
+  return {Summarize(scores.internal.images).macro_auc,
+          Summarize(scores.internal.patients).macro_auc,
+          Summarize(scores.external.images).macro_auc,
+          Summarize(scores.external.patients).macro_auc,
+          100 * Accuracy(scores.external.images),
+          MacroF1(scores.external.images),
+          scores.seconds};
+}
+
+// "mean ± sd" (sample sd; one value: the value alone).
+std::string MeanSd(const std::vector<double>& values, const char* format) {
+  double mean = 0;
+  for (double v : values) mean += v;
+  mean /= values.size();
+  std::string text = absl::StrFormat(format, mean);
+  if (values.size() < 2) return text;
+  double squares = 0;
+  for (double v : values) squares += (v - mean) * (v - mean);
+  const double sd = std::sqrt(squares / (values.size() - 1));
+  return absl::StrCat(text, " ± ", absl::StrFormat(format, sd));
+}
+
+std::string Row(const std::string& name, const std::vector<Values>& seeds) {
+  const char* formats[kColumns] = {"%.3f", "%.3f", "%.3f", "%.3f",
+                                   "%.1f", "%.3f", "%.0f"};
+  std::string row = absl::StrFormat("| %-28s | %d |", name, seeds.size());
+  for (int c = 0; c < kColumns; ++c) {
+    std::vector<double> column;
+    for (const Values& values : seeds) {
+      if (!std::isnan(values[c])) column.push_back(values[c]);
+    }
+    absl::StrAppend(
+        &row, " ",
+        column.empty() ? std::string("-") : MeanSd(column, formats[c]), " |");
+  }
+  return row;
+}
+
+// The reference's results (../shared/reference/busi-pytorch/results, its
+// own JSON) for `regime` at this size: one Values per seed file found.
+std::vector<Values> ReferenceRows(const std::string& dir,
+                                  const std::string& regime, int size) {
+  std::vector<Values> rows;
+  if (dir.empty()) return rows;
+  for (int seed = 0; seed < 100; ++seed) {
+    std::string path =
+        absl::StrCat(dir, "/", regime, "_", size, "_seed", seed, ".json");
+    std::ifstream in(path);
+    if (!in) continue;
+    std::stringstream text;
+    text << in.rdbuf();
+    google::protobuf::Struct result;
+    if (!google::protobuf::util::JsonStringToMessage(text.str(), &result)
+             .ok()) {
+      std::fprintf(stderr, "%s: not JSON\n", path.c_str());
+      continue;
+    }
+    auto number = [&](const std::string& set, const std::string& field) {
+      auto found = result.fields().find(set);
+      if (found == result.fields().end()) return std::nan("");
+      const auto& inner = found->second.struct_value().fields();
+      auto value = inner.find(field);
+      return value == inner.end() ? std::nan("") : value->second.number_value();
+    };
+    auto settings = result.fields().find("settings");
+    double seconds = std::nan("");
+    if (settings != result.fields().end()) {
+      auto train = settings->second.struct_value().fields().find("train_s");
+      if (train != settings->second.struct_value().fields().end()) {
+        seconds = train->second.number_value();
+      }
+    }
+    rows.push_back({number("internal", "auc_macro_ovr"),
+                    number("internal", "patient_auc_macro_ovr"),
+                    number("site_d", "auc_macro_ovr"),
+                    number("site_d", "patient_auc_macro_ovr"),
+                    100 * number("site_d", "acc"), number("site_d", "f1_macro"),
+                    seconds});
+  }
+  return rows;
+}
+
+std::string FindShared(const std::string& relative, const std::string& probe) {
+  for (std::string candidate :
+       {std::string("../shared/") + relative,
+        std::string(ECHOFED_SOURCE_DIR) + "/../shared/" + relative}) {
+    if (std::filesystem::exists(candidate + "/" + probe)) return candidate;
+  }
+  return "";
 }
 
 int Main(int argc, char** argv) {
   Settings settings;
-  CLI::App app{"echofed model quality on busi-sites (issue 4)"};
+  CLI::App app{"echofed model quality on busi-sites (issue 15)"};
   app.add_option("--data", settings.data_dir,
                  "busi-sites folder (default ../shared/data/busi-sites)");
+  app.add_option("--reference", settings.reference_dir,
+                 "busi-pytorch results folder (default "
+                 "../shared/reference/busi-pytorch/results)");
   app.add_option("--model", settings.model, "model registry name");
   app.add_option("--size", settings.size, "image size");
   app.add_option("--rounds", settings.rounds, "federated rounds");
   app.add_option("--epochs", settings.epochs, "local epochs per round");
   app.add_option("--batch", settings.batch, "batch size");
   app.add_option("--lr", settings.learning_rate, "AdamW learning rate");
+  app.add_option("--weight-decay", settings.weight_decay,
+                 "AdamW (decoupled) weight decay");
+  app.add_option("--normalization", settings.normalization,
+                 "fixed_range, per_image or dataset (pooled z-score)");
+  app.add_option("--augmentation", settings.augmentation,
+                 "mild, strong or none");
+  app.add_option("--schedule", settings.schedule,
+                 "run (cosine over the run, per batch), round (cosine per "
+                 "round, to lr/20) or constant");
+  app.add_option("--keep-optimizer", settings.keep_optimizer,
+                 "sites keep their optimiser state across rounds (1/0)");
   app.add_option("--configs", settings.configs,
                  "comma-separated: fedavg fedprox fedbn fedadam fedyogi "
                  "median trimmed_mean central site-a site-b site-c; "
                  "<strategy>+half sends float16");
-  app.add_option("--seed", settings.seed, "initialisation seed");
+  app.add_option("--seed", settings.seed, "first initialisation seed");
+  app.add_option("--seeds", settings.seeds,
+                 "seeds per row (seed, seed+1, ...): mean ± sd");
+  app.add_option("--label", settings.label,
+                 "prefix of the row names (ablation tables)");
   app.add_option("--threads", settings.threads,
                  "intra-op threads (default: every core)");
+  app.add_option("--device", settings.device,
+                 "cpu (default), cuda, cuda:N or auto");
   CLI11_PARSE(app, argc, argv);
+  absl::StatusOr<torch::Device> device = ResolveDevice(settings.device);
+  if (!device.ok()) {
+    std::fprintf(stderr, "%s\n",
+                 std::string(device.status().message()).c_str());
+    return 2;
+  }
+  g_device = *device;
   torch::set_num_threads(settings.threads > 0
                              ? settings.threads
                              : static_cast<int>(std::max(
                                    1u, std::thread::hardware_concurrency())));
   if (settings.data_dir.empty()) {
-    for (std::string candidate :
-         {std::string("../shared/data/busi-sites"),
-          std::string(ECHOFED_SOURCE_DIR) + "/../shared/data/busi-sites"}) {
-      if (std::filesystem::exists(candidate + "/site-a/manifest.csv")) {
-        settings.data_dir = candidate;
-        break;
-      }
-    }
+    settings.data_dir = FindShared("data/busi-sites", "site-a/manifest.csv");
   }
   if (settings.data_dir.empty() ||
       !std::filesystem::exists(settings.data_dir + "/site-a/manifest.csv")) {
@@ -292,6 +483,16 @@ int Main(int argc, char** argv) {
         "SKIPPED: busi-sites not found (../shared/data/busi-sites); pass "
         "--data\n");
     return 0;
+  }
+  if (settings.reference_dir.empty()) {
+    settings.reference_dir = FindShared("reference/busi-pytorch/results", "");
+  }
+  if (settings.normalization != "fixed_range" &&
+      settings.normalization != "per_image" &&
+      settings.normalization != "dataset") {
+    std::fprintf(stderr, "unknown --normalization %s\n",
+                 settings.normalization.c_str());
+    return 2;
   }
   std::vector<SiteData> sites;
   for (const char* name : {"site-a", "site-b", "site-c"}) {
@@ -314,59 +515,92 @@ int Main(int argc, char** argv) {
   }
   std::printf("site-d: %lld external validation images\n",
               static_cast<long long>(external->validation.size()));
+  if (settings.normalization == "dataset") {
+    NormaliseWithPooledStatistics(sites, *external);
+  }
   std::printf(
       "model %s, %dx%d, %d rounds x %d local epochs, batch %d, AdamW lr %g "
-      "(cosine), %d threads\n\n",
+      "wd %g, schedule %s, normalisation %s, augmentation %s, optimiser "
+      "state %s, %d threads, %s\n\n",
       settings.model.c_str(), settings.size, settings.size, settings.rounds,
       settings.epochs, settings.batch, settings.learning_rate,
-      at::get_num_threads());
+      settings.weight_decay, settings.schedule.c_str(),
+      settings.normalization.c_str(), settings.augmentation.c_str(),
+      settings.keep_optimizer ? "kept" : "reset", at::get_num_threads(),
+      g_device.str().c_str());
   std::printf(
-      "| training     | internal AUC | acc | F1 | external AUC | acc | F1 | "
-      "s |\n|---|---|---|---|---|---|---|---|\n");
+      "| training | seeds | internal AUC | internal patient AUC | site-d AUC "
+      "| site-d patient AUC | site-d acc %% | site-d F1 | s |\n"
+      "|---|---|---|---|---|---|---|---|---|\n");
   std::fflush(stdout);
   std::vector<const ImageSet*> pooled;
   for (const SiteData& site : sites) pooled.push_back(&site.train);
   ImageSet central = Concatenate(pooled);
+  const std::string prefix =
+      settings.label.empty() ? "" : absl::StrCat(settings.label, " ");
   for (absl::string_view config : absl::StrSplit(settings.configs, ',')) {
     std::string name(config);
-    Scores scores;
-    if (name == "central") {
-      scores = TrainAlone(settings, central, sites, *external);
-    } else if (name.rfind("site-", 0) == 0) {
-      auto site =
-          std::find_if(sites.begin(), sites.end(),
-                       [&](const SiteData& s) { return s.name == name; });
-      if (site == sites.end()) {
-        std::fprintf(stderr, "unknown config %s\n", name.c_str());
-        return 2;
+    std::vector<Values> per_seed;
+    for (int k = 0; k < settings.seeds; ++k) {
+      const uint64_t seed = settings.seed + static_cast<uint64_t>(k);
+      absl::StatusOr<Scores> scores;
+      if (name == "central") {
+        scores = TrainAlone(RecipePlan(settings, Plan::FEDAVG, seed), central,
+                            sites, *external);
+      } else if (name.rfind("site-", 0) == 0) {
+        auto site =
+            std::find_if(sites.begin(), sites.end(),
+                         [&](const SiteData& s) { return s.name == name; });
+        if (site == sites.end()) {
+          std::fprintf(stderr, "unknown config %s\n", name.c_str());
+          return 2;
+        }
+        scores = TrainAlone(RecipePlan(settings, Plan::FEDAVG, seed),
+                            site->train, sites, *external);
+      } else {
+        Plan::Strategy strategy;
+        // "<strategy>+half": float16 on the wire (plan wire_precision HALF).
+        std::string upper = name;
+        DType wire = FLOAT32;
+        if (absl::EndsWith(upper, "+half")) {
+          upper.resize(upper.size() - 5);
+          wire = FLOAT16;
+        }
+        for (char& c : upper) c = static_cast<char>(std::toupper(c));
+        if (!Plan::Strategy_Parse(upper, &strategy) ||
+            strategy == Plan::STRATEGY_UNSPECIFIED) {
+          std::fprintf(stderr, "unknown config %s\n", name.c_str());
+          return 2;
+        }
+        scores = Federate(RecipePlan(settings, strategy, seed), wire, sites,
+                          *external);
       }
-      scores = TrainAlone(settings, site->train, sites, *external);
-    } else {
-      Plan::Strategy strategy;
-      // "<strategy>+half": float16 on the wire (plan wire_precision HALF).
-      std::string upper = name;
-      DType wire = FLOAT32;
-      if (absl::EndsWith(upper, "+half")) {
-        upper.resize(upper.size() - 5);
-        wire = FLOAT16;
-      }
-      for (char& c : upper) c = static_cast<char>(std::toupper(c));
-      if (!Plan::Strategy_Parse(upper, &strategy) ||
-          strategy == Plan::STRATEGY_UNSPECIFIED) {
-        std::fprintf(stderr, "unknown config %s\n", name.c_str());
-        return 2;
-      }
-      absl::StatusOr<Scores> federated =
-          Federate(settings, strategy, wire, sites, *external);
-      if (!federated.ok()) {
+      if (!scores.ok()) {
         std::fprintf(stderr, "%s: %s\n", name.c_str(),
-                     std::string(federated.status().message()).c_str());
+                     std::string(scores.status().message()).c_str());
         return 1;
       }
-      scores = *federated;
+      per_seed.push_back(Columns(*scores));
+      std::fprintf(stderr, "  %s seed %llu: site-d AUC %.3f\n", name.c_str(),
+                   static_cast<unsigned long long>(seed), per_seed.back()[2]);
     }
-    std::printf("%s\n", Row(name, scores).c_str());
+    std::printf("%s\n", Row(prefix + name, per_seed).c_str());
     std::fflush(stdout);
+  }
+  // The reference beside it, from its own results (never re-implemented).
+  bool header = false;
+  for (absl::string_view config : absl::StrSplit(settings.configs, ',')) {
+    std::string regime(config);
+    if (absl::StartsWith(regime, "site-")) regime = "site_" + regime.substr(5);
+    std::vector<Values> rows =
+        ReferenceRows(settings.reference_dir, regime, settings.size);
+    if (rows.empty()) continue;
+    if (!header) {
+      std::printf("\nreference (busi-pytorch results, %s):\n",
+                  settings.reference_dir.c_str());
+      header = true;
+    }
+    std::printf("%s\n", Row(absl::StrCat("reference ", regime), rows).c_str());
   }
   return 0;
 }

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/metrics.h"
+#include "common/plan_util.h"
 #include "gtest/gtest.h"
 #include "site-agent/clinical_features.h"
 #include "site-agent/cohort.h"
@@ -323,6 +324,166 @@ TEST(TrainerTest, HeadsWithFewPositivesNegativesOrEventsAreSuppressed) {
       EXPECT_EQ(head.binary().num_patients(), 19);
     }
   }
+}
+
+// A deterministic problem for optimiser tests: one full batch, no
+// augmentation, a model without dropout or batch norm (a linear head).
+struct LinearProblem {
+  ImageSet data;
+  TrainOptions options;
+  LinearProblem() {
+    torch::manual_seed(11);
+    data.images = torch::randn({24, 1, 8, 8});
+    data.labels = torch::randint(0, 3, {24}, torch::kInt64);
+    options.trainer = Plan::ADAMW;
+    options.batch_size = 24;
+    options.learning_rate = 0.05;
+    options.augment = false;
+  }
+  static std::shared_ptr<ImageClassifierImpl> NewModel() {
+    torch::manual_seed(12);
+    return *CreateClassifier({"bench_blob_16", 3});
+  }
+};
+
+torch::Tensor Flat(ImageClassifierImpl& model) {
+  std::vector<torch::Tensor> pieces;
+  for (const torch::Tensor& p : model.parameters()) {
+    pieces.push_back(p.detach().flatten());
+  }
+  return torch::cat(pieces);
+}
+
+TEST(TrainerTest, KeptOptimizerStateContinuesAsOneRun) {
+  // Two rounds of one epoch with the optimiser state kept between them are
+  // two epochs of one optimiser; started afresh, Adam's moments and bias
+  // correction restart and the second round goes elsewhere.
+  LinearProblem problem;
+  auto whole = LinearProblem::NewModel();
+  TrainOptions two_epochs = problem.options;
+  two_epochs.epochs = 2;
+  ASSERT_TRUE(TrainLocal(*whole, problem.data, two_epochs).ok());
+
+  auto kept = LinearProblem::NewModel();
+  std::string state;
+  TrainOptions round = problem.options;
+  round.optimizer_state = &state;
+  ASSERT_TRUE(TrainLocal(*kept, problem.data, round).ok());
+  EXPECT_FALSE(state.empty());
+  ASSERT_TRUE(TrainLocal(*kept, problem.data, round).ok());
+
+  auto fresh = LinearProblem::NewModel();
+  ASSERT_TRUE(TrainLocal(*fresh, problem.data, problem.options).ok());
+  ASSERT_TRUE(TrainLocal(*fresh, problem.data, problem.options).ok());
+
+  EXPECT_TRUE(torch::allclose(Flat(*kept), Flat(*whole), 1e-5, 1e-6));
+  EXPECT_GT((Flat(*fresh) - Flat(*whole)).abs().max().item<double>(), 1e-3);
+}
+
+TEST(TrainerTest, OptimizerStateOfAnotherModelIsRefused) {
+  LinearProblem problem;
+  auto small = *CreateClassifier({"small_cnn", 3});
+  std::string state;
+  TrainOptions options = problem.options;
+  options.optimizer_state = &state;
+  ImageSet images = problem.data;
+  images.images = torch::randn({24, 1, 32, 32});
+  ASSERT_TRUE(TrainLocal(*small, images, options).ok());
+  auto other = LinearProblem::NewModel();
+  absl::StatusOr<TrainResult> result =
+      TrainLocal(*other, problem.data, options);
+  EXPECT_TRUE(absl::IsFailedPrecondition(result.status())) << result.status();
+}
+
+TEST(TrainerTest, CosineOverTheRunReachesZeroAtTheEnd) {
+  Plan plan;
+  plan.set_learning_rate(0.1);
+  plan.set_rounds(4);
+  plan.set_schedule(Plan::COSINE_OVER_RUN);
+  TrainOptions second = TrainOptionsFromPlan(plan, 2);
+  EXPECT_TRUE(second.cosine_over_run);
+  EXPECT_DOUBLE_EQ(second.learning_rate, 0.1);
+  EXPECT_DOUBLE_EQ(second.run_progress_begin, 0.25);
+  EXPECT_DOUBLE_EQ(second.run_progress_end, 0.5);
+  // At the end of the run the rate is 0: training changes nothing.
+  LinearProblem problem;
+  auto model = LinearProblem::NewModel();
+  torch::Tensor before = Flat(*model).clone();
+  TrainOptions finished = problem.options;
+  finished.cosine_over_run = true;
+  finished.run_progress_begin = 1;
+  finished.run_progress_end = 1;
+  ASSERT_TRUE(TrainLocal(*model, problem.data, finished).ok());
+  EXPECT_TRUE(torch::equal(Flat(*model), before));
+  // Half way through, it does.
+  finished.run_progress_begin = finished.run_progress_end = 0.5;
+  ASSERT_TRUE(TrainLocal(*model, problem.data, finished).ok());
+  EXPECT_FALSE(torch::equal(Flat(*model), before));
+}
+
+TEST(TrainerTest, PlanDefaultsGiveTheMeasuredRecipe) {
+  Plan plan;
+  plan.add_class_names("a");
+  plan.add_class_names("b");
+  plan.set_trainer(Plan::ADAMW);
+  ApplyPlanDefaults(&plan);
+  TrainOptions options = TrainOptionsFromPlan(plan, 1);
+  EXPECT_TRUE(plan.keep_optimizer_state());
+  EXPECT_EQ(options.augmentation, Plan::STRONG);
+  EXPECT_DOUBLE_EQ(options.weight_decay, 1e-2);
+  EXPECT_TRUE(options.augment);
+  EXPECT_FALSE(options.cosine_over_run);
+  // SGD's decay is L2 and smaller.
+  Plan sgd;
+  sgd.set_trainer(Plan::SGD);
+  EXPECT_DOUBLE_EQ(TrainOptionsFromPlan(sgd, 1).weight_decay, 1e-4);
+  plan.set_augmentation(Plan::MILD);
+  plan.set_weight_decay(1e-4);
+  options = TrainOptionsFromPlan(plan, 1);
+  EXPECT_EQ(options.augmentation, Plan::MILD);
+  EXPECT_DOUBLE_EQ(options.weight_decay, 1e-4);
+}
+
+TEST(TrainerTest, MildAugmentationKeepsShapeAndFiniteValues) {
+  for (Plan::Augmentation kind : {Plan::MILD, Plan::STRONG}) {
+    LinearProblem problem;
+    TrainOptions options = problem.options;
+    options.augment = true;
+    options.augmentation = kind;
+    auto model = LinearProblem::NewModel();
+    absl::StatusOr<TrainResult> result =
+        TrainLocal(*model, problem.data, options);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_TRUE(std::isfinite(result->mean_loss));
+  }
+}
+
+TEST(TrainerTest, PatientLevelAggregateScoresThePatientsMeanProbability) {
+  // Patient p has two images, q one: the patient-level aggregate has two
+  // cases, p's with the mean of its images' probabilities.
+  auto model = LinearProblem::NewModel();
+  ImageSet data;
+  torch::manual_seed(3);
+  data.images = torch::randn({3, 1, 8, 8});
+  data.labels = torch::tensor({0, 0, 1}, torch::kInt64);
+  data.patient_ids = {"p", "p", "q"};
+  EvaluationOptions options;
+  LocalEvaluation evaluation = EvaluateModel(*model, data, options);
+  EXPECT_EQ(evaluation.subtype.num_images(), 3);
+  EXPECT_EQ(evaluation.patient_subtype.num_images(), 2);
+  EXPECT_EQ(evaluation.patient_subtype.num_patients(), 2);
+  torch::NoGradGuard no_grad;
+  model->eval();
+  torch::Tensor p = torch::softmax(model->forward(data.images), 1);
+  const int predicted_p = p.slice(0, 0, 2).mean(0).argmax().item<int>();
+  const int predicted_q = p[2].argmax().item<int>();
+  // Confusion rows are true classes: p is class 0, q class 1.
+  EXPECT_EQ(evaluation.patient_subtype.confusion(0 * 3 + predicted_p), 1);
+  EXPECT_EQ(evaluation.patient_subtype.confusion(1 * 3 + predicted_q), 1);
+  // Suppressed with the image-level set.
+  options.min_cell_count = 5;
+  evaluation = EvaluateModel(*model, data, options);
+  EXPECT_TRUE(evaluation.patient_subtype.suppressed());
 }
 
 }  // namespace
