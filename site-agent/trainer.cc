@@ -172,6 +172,9 @@ void SetLearningRate(torch::optim::Optimizer& optimizer, double rate) {
 absl::Status RestoreOptimizerState(const std::string& state,
                                    torch::Device device,
                                    torch::optim::Optimizer& optimizer) {
+  // LibTorch restores only the per-parameter state (moments, step counts),
+  // not the parameter groups' options: this round's rate and decay, which
+  // the optimiser was built with, stay (KeptOptimizerStateTakesThisRoundsRate).
   try {
     std::istringstream in(state);
     torch::serialize::InputArchive archive;
@@ -285,21 +288,6 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
         !status.ok()) {
       return status;
     }
-    // The archive carries the previous round's rate and decay; this
-    // round's options rule.
-    for (torch::optim::OptimizerParamGroup& group : optimizer->param_groups()) {
-      if (options.trainer == Plan::ADAMW) {
-        static_cast<torch::optim::AdamWOptions&>(group.options())
-            .weight_decay(options.weight_decay);
-      } else if (options.trainer == Plan::ADAM) {
-        static_cast<torch::optim::AdamOptions&>(group.options())
-            .weight_decay(options.weight_decay);
-      } else {
-        static_cast<torch::optim::SGDOptions&>(group.options())
-            .weight_decay(options.weight_decay);
-      }
-    }
-    SetLearningRate(*optimizer, options.learning_rate);
   }
   std::vector<torch::Tensor> start;
   if (options.proximal_mu > 0) {

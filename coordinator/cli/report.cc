@@ -1306,10 +1306,18 @@ class CsvWriter {
   std::string set_, set_type_, split_, head_, block_note_, unit_;
 };
 
-std::string PoolNote(const SetResult& set) {
+// Which sites a pool holds: `contributors` (the image-level pool's, or the
+// patient-level one's, which may be fewer), those that sent nothing of the
+// kind, those suppressed, and the classes left out.
+std::string PoolNote(const SetResult& set,
+                     const std::vector<std::string>& contributors,
+                     const std::vector<std::string>& not_reported = {}) {
   if (set.type != SetType::kPooled) return "";
-  std::string note =
-      absl::StrCat("sites: ", absl::StrJoin(set.contributors, " "));
+  std::string note = absl::StrCat("sites: ", absl::StrJoin(contributors, " "));
+  if (!not_reported.empty()) {
+    absl::StrAppend(&note, "; not reported, not pooled: ",
+                    absl::StrJoin(not_reported, " "));
+  }
   if (!set.suppressed_sites.empty()) {
     absl::StrAppend(&note, "; suppressed, not pooled: ",
                     absl::StrJoin(set.suppressed_sites, " "));
@@ -1323,108 +1331,21 @@ std::string PoolNote(const SetResult& set) {
   return note;
 }
 
-void SubtypeRows(const Report& report, const SetResult& set, CsvWriter* csv) {
-  csv->SetContext(set.key, set.type == SetType::kSite ? "site" : "pooled",
-                  SplitName(set.split), "SUBTYPE");
-  csv->SetUnit("image");
-  csv->SetBlockNote(set.suppressed
-                        ? (set.type == SetType::kSite
-                               ? SuppressedText(report.min_cell_count)
-                               : std::string("every site of this set "
-                                             "suppressed its report"))
-                        : "");
-  const MetricsSummary& s = set.summary;
-  const int64_t images = s.num_images;
-  const std::string pool_note = PoolNote(set);
-  csv->Row("patients", "", static_cast<double>(set.aggregate.num_patients()),
-           {}, set.aggregate.num_patients(), pool_note);
-  csv->Row("images", "", static_cast<double>(images), {}, images, pool_note);
-  csv->Row("accuracy", "", s.accuracy, s.accuracy_ci, images);
-  csv->Row("balanced_accuracy", "", s.balanced_accuracy, {}, images);
-  csv->Row("macro_f1", "", s.macro.f1, {}, images);
-  csv->Row("cohen_kappa", "", s.cohen_kappa, {}, images);
-  csv->Row("macro_auc", "", s.macro_auc, s.macro_auc_ci, images);
-  csv->Row("hand_till_auc", "", s.hand_till_auc, {}, images);
-  csv->Row("brier", "", s.brier, {}, images);
-  const int site_min = SiteMinCellCount(report.min_cell_count,
-                                        set.has_flow ? &set.flow : nullptr);
-  for (size_t c = 0; c < report.class_names.size(); ++c) {
-    const std::string& name = report.class_names[c];
-    const ClassMetrics m = c < s.classes.size() ? s.classes[c] : ClassMetrics();
-    const bool withheld =
-        std::find(set.withheld_classes.begin(), set.withheld_classes.end(),
-                  static_cast<int>(c)) != set.withheld_classes.end();
-    const std::string no_cases =
-        withheld ? WithheldClassText(site_min)
-                 : (m.support == 0 ? "no cases of the class" : "");
-    csv->Row("sensitivity", name, m.sensitivity, m.sensitivity_ci, m.support,
-             no_cases);
-    csv->Row("specificity", name, m.specificity, m.specificity_ci,
-             m.true_negatives + m.false_positives);
-    csv->Row("precision", name, m.precision, m.precision_ci,
-             m.true_positives + m.false_positives,
-             m.true_positives + m.false_positives == 0
-                 ? "the class was never predicted"
-                 : "");
-    csv->Row("npv", name, m.npv, m.npv_ci,
-             m.true_negatives + m.false_negatives);
-    csv->Row("f1", name, m.f1, {}, images);
-    csv->Row("auc", name, m.auc, m.auc_ci, images,
-             std::isfinite(m.auc) ? "DeLong 95% CI" : no_cases);
-    csv->Row("brier", name, m.brier, {}, images);
-    csv->Row("calibration_intercept", name, m.calibration_intercept, {},
-             images);
-    csv->Row("calibration_slope", name, m.calibration_slope, {}, images);
-  }
-  csv->SetBlockNote("");
-}
-
-// The subtype metrics of the set at the patient level (unit "patient"),
-// as SubtypeRows' with "patient_level_" before the metric's name, so that
-// (set, head, metric, class) still names one row. Every row is NA with the
-// reason when the set has none ("not reported" when no site sent one).
-void PatientLevelRows(const Report& report, const SetResult& set,
-                      CsvWriter* csv) {
-  csv->SetContext(set.key, set.type == SetType::kSite ? "site" : "pooled",
-                  SplitName(set.split), "SUBTYPE");
-  csv->SetUnit("patient");
-  csv->SetBlockNote(PatientLevelNote(report, set));
-  const MetricsSummary& s = set.patient_summary;
-  const int64_t patients = set.patient_aggregate.num_patients();
-  auto metric = [](absl::string_view name) {
-    return absl::StrCat("patient_level_", name);
+// The subtype metrics of `s`, each named `prefix` + metric, with `cases`
+// (images or patients) as the n of the rows counted in cases.
+void SummaryRows(const Report& report, const SetResult& set,
+                 const MetricsSummary& s, absl::string_view prefix,
+                 int64_t cases, CsvWriter* csv) {
+  auto metric = [&](absl::string_view name) {
+    return absl::StrCat(prefix, name);
   };
-  std::string note =
-      absl::StrCat("one case per patient, scored with the ", kPatientScoring);
-  if (set.type == SetType::kPooled) {
-    // The sites of the patient-level pool, which may be fewer than the
-    // image-level pool's.
-    absl::StrAppend(&note,
-                    "; sites: ", absl::StrJoin(set.patient_contributors, " "));
-    if (!set.patient_not_reported.empty()) {
-      absl::StrAppend(&note, "; not reported, not pooled: ",
-                      absl::StrJoin(set.patient_not_reported, " "));
-    }
-    if (!set.suppressed_sites.empty()) {
-      absl::StrAppend(&note, "; suppressed, not pooled: ",
-                      absl::StrJoin(set.suppressed_sites, " "));
-    }
-    if (!set.left_out.empty()) {
-      absl::StrAppend(&note,
-                      "; classes suppressed at a site, their patients not "
-                      "pooled: ",
-                      absl::StrJoin(set.left_out, ", "));
-    }
-  }
-  csv->Row(metric("patients"), "", static_cast<double>(patients), {}, patients,
-           note);
-  csv->Row(metric("accuracy"), "", s.accuracy, s.accuracy_ci, patients);
-  csv->Row(metric("balanced_accuracy"), "", s.balanced_accuracy, {}, patients);
-  csv->Row(metric("macro_f1"), "", s.macro.f1, {}, patients);
-  csv->Row(metric("cohen_kappa"), "", s.cohen_kappa, {}, patients);
-  csv->Row(metric("macro_auc"), "", s.macro_auc, s.macro_auc_ci, patients);
-  csv->Row(metric("hand_till_auc"), "", s.hand_till_auc, {}, patients);
-  csv->Row(metric("brier"), "", s.brier, {}, patients);
+  csv->Row(metric("accuracy"), "", s.accuracy, s.accuracy_ci, cases);
+  csv->Row(metric("balanced_accuracy"), "", s.balanced_accuracy, {}, cases);
+  csv->Row(metric("macro_f1"), "", s.macro.f1, {}, cases);
+  csv->Row(metric("cohen_kappa"), "", s.cohen_kappa, {}, cases);
+  csv->Row(metric("macro_auc"), "", s.macro_auc, s.macro_auc_ci, cases);
+  csv->Row(metric("hand_till_auc"), "", s.hand_till_auc, {}, cases);
+  csv->Row(metric("brier"), "", s.brier, {}, cases);
   const int site_min = SiteMinCellCount(report.min_cell_count,
                                         set.has_flow ? &set.flow : nullptr);
   for (size_t c = 0; c < report.class_names.size(); ++c) {
@@ -1447,15 +1368,58 @@ void PatientLevelRows(const Report& report, const SetResult& set,
                  : "");
     csv->Row(metric("npv"), name, m.npv, m.npv_ci,
              m.true_negatives + m.false_negatives);
-    csv->Row(metric("f1"), name, m.f1, {}, patients);
-    csv->Row(metric("auc"), name, m.auc, m.auc_ci, patients,
+    csv->Row(metric("f1"), name, m.f1, {}, cases);
+    csv->Row(metric("auc"), name, m.auc, m.auc_ci, cases,
              std::isfinite(m.auc) ? "DeLong 95% CI" : no_cases);
-    csv->Row(metric("brier"), name, m.brier, {}, patients);
+    csv->Row(metric("brier"), name, m.brier, {}, cases);
     csv->Row(metric("calibration_intercept"), name, m.calibration_intercept, {},
-             patients);
-    csv->Row(metric("calibration_slope"), name, m.calibration_slope, {},
-             patients);
+             cases);
+    csv->Row(metric("calibration_slope"), name, m.calibration_slope, {}, cases);
   }
+}
+
+void SubtypeRows(const Report& report, const SetResult& set, CsvWriter* csv) {
+  csv->SetContext(set.key, set.type == SetType::kSite ? "site" : "pooled",
+                  SplitName(set.split), "SUBTYPE");
+  csv->SetUnit("image");
+  csv->SetBlockNote(set.suppressed
+                        ? (set.type == SetType::kSite
+                               ? SuppressedText(report.min_cell_count)
+                               : std::string("every site of this set "
+                                             "suppressed its report"))
+                        : "");
+  const MetricsSummary& s = set.summary;
+  const int64_t images = s.num_images;
+  const std::string pool_note = PoolNote(set, set.contributors);
+  csv->Row("patients", "", static_cast<double>(set.aggregate.num_patients()),
+           {}, set.aggregate.num_patients(), pool_note);
+  csv->Row("images", "", static_cast<double>(images), {}, images, pool_note);
+  SummaryRows(report, set, s, "", images, csv);
+  csv->SetBlockNote("");
+}
+
+// The subtype metrics of the set at the patient level (unit "patient"),
+// as SubtypeRows' with "patient_level_" before the metric's name, so that
+// (set, head, metric, class) still names one row. Every row is NA with the
+// reason when the set has none ("not reported" when no site sent one).
+void PatientLevelRows(const Report& report, const SetResult& set,
+                      CsvWriter* csv) {
+  csv->SetContext(set.key, set.type == SetType::kSite ? "site" : "pooled",
+                  SplitName(set.split), "SUBTYPE");
+  csv->SetUnit("patient");
+  csv->SetBlockNote(PatientLevelNote(report, set));
+  const MetricsSummary& s = set.patient_summary;
+  const int64_t patients = set.patient_aggregate.num_patients();
+  std::string note =
+      absl::StrCat("one case per patient, scored with the ", kPatientScoring);
+  if (set.type == SetType::kPooled) {
+    absl::StrAppend(
+        &note, "; ",
+        PoolNote(set, set.patient_contributors, set.patient_not_reported));
+  }
+  csv->Row("patient_level_patients", "", static_cast<double>(patients), {},
+           patients, note);
+  SummaryRows(report, set, s, "patient_level_", patients, csv);
   csv->SetBlockNote("");
 }
 

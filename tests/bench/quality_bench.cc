@@ -78,9 +78,6 @@ struct Settings {
   std::string device = "cpu";
 };
 
-// Where training and evaluation run (--device; ResolveDevice's words).
-torch::Device g_device = torch::kCPU;
-
 const std::vector<std::string> kClasses = {"benign", "malignant", "normal"};
 
 Plan RecipePlan(const Settings& settings, Plan::Strategy strategy,
@@ -198,11 +195,11 @@ struct Scores {
 };
 
 void Evaluate(ImageClassifierImpl& model, const ImageSet& data, EvalSplit split,
-              SetScores* into) {
+              torch::Device device, SetScores* into) {
   EvaluationOptions options;
   options.class_count = 3;
   options.split = split;
-  options.device = g_device;
+  options.device = device;
   LocalEvaluation evaluation = EvaluateModel(model, data, options);
   if (into->images.class_count() == 0) {
     into->images = evaluation.subtype;
@@ -215,7 +212,8 @@ void Evaluate(ImageClassifierImpl& model, const ImageSet& data, EvalSplit split,
 
 // A model trained on `train` alone for rounds x epochs, with the same
 // schedule (and optimiser kept across rounds as the plan says).
-absl::StatusOr<Scores> TrainAlone(const Plan& plan, const ImageSet& train,
+absl::StatusOr<Scores> TrainAlone(const Plan& plan, torch::Device device,
+                                  const ImageSet& train,
                                   const std::vector<SiteData>& sites,
                                   const SiteData& external) {
   absl::Time start = absl::Now();
@@ -223,21 +221,24 @@ absl::StatusOr<Scores> TrainAlone(const Plan& plan, const ImageSet& train,
   std::string optimizer_state;
   for (int round = 1; round <= plan.rounds(); ++round) {
     TrainOptions options = TrainOptionsFromPlan(plan, round);
-    options.device = g_device;
+    options.device = device;
     if (plan.keep_optimizer_state()) options.optimizer_state = &optimizer_state;
     absl::StatusOr<TrainResult> trained = TrainLocal(*model, train, options);
     if (!trained.ok()) return trained.status();
   }
   Scores scores;
   for (const SiteData& site : sites) {
-    Evaluate(*model, site.validation, INTERNAL_VALIDATION, &scores.internal);
+    Evaluate(*model, site.validation, INTERNAL_VALIDATION, device,
+             &scores.internal);
   }
-  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, &scores.external);
+  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, device,
+           &scores.external);
   scores.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return scores;
 }
 
 absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
+                                torch::Device device,
                                 const std::vector<SiteData>& sites,
                                 const SiteData& external) {
   absl::Time start = absl::Now();
@@ -282,7 +283,7 @@ absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
         return status;
       }
       TrainOptions options = TrainOptionsFromPlan(plan, round);
-      options.device = g_device;
+      options.device = device;
       if (plan.keep_optimizer_state()) {
         options.optimizer_state = &optimizer_states[s];
       }
@@ -318,11 +319,12 @@ absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
     if (absl::Status status = load_global(s, true); !status.ok()) {
       return status;
     }
-    Evaluate(*model, sites[s].validation, INTERNAL_VALIDATION,
+    Evaluate(*model, sites[s].validation, INTERNAL_VALIDATION, device,
              &scores.internal);
   }
   if (absl::Status status = load_global(0, false); !status.ok()) return status;
-  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, &scores.external);
+  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, device,
+           &scores.external);
   std::filesystem::remove_all(dir);
   scores.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return scores;
@@ -469,7 +471,6 @@ int Main(int argc, char** argv) {
                  std::string(device.status().message()).c_str());
     return 2;
   }
-  g_device = *device;
   torch::set_num_threads(settings.threads > 0
                              ? settings.threads
                              : static_cast<int>(std::max(
@@ -527,7 +528,7 @@ int Main(int argc, char** argv) {
       settings.weight_decay, settings.schedule.c_str(),
       settings.normalization.c_str(), settings.augmentation.c_str(),
       settings.keep_optimizer ? "kept" : "reset", at::get_num_threads(),
-      g_device.str().c_str());
+      device->str().c_str());
   std::printf(
       "| training | seeds | internal AUC | internal patient AUC | site-d AUC "
       "| site-d patient AUC | site-d acc %% | site-d F1 | s |\n"
@@ -545,8 +546,8 @@ int Main(int argc, char** argv) {
       const uint64_t seed = settings.seed + static_cast<uint64_t>(k);
       absl::StatusOr<Scores> scores;
       if (name == "central") {
-        scores = TrainAlone(RecipePlan(settings, Plan::FEDAVG, seed), central,
-                            sites, *external);
+        scores = TrainAlone(RecipePlan(settings, Plan::FEDAVG, seed), *device,
+                            central, sites, *external);
       } else if (name.rfind("site-", 0) == 0) {
         auto site =
             std::find_if(sites.begin(), sites.end(),
@@ -555,7 +556,7 @@ int Main(int argc, char** argv) {
           std::fprintf(stderr, "unknown config %s\n", name.c_str());
           return 2;
         }
-        scores = TrainAlone(RecipePlan(settings, Plan::FEDAVG, seed),
+        scores = TrainAlone(RecipePlan(settings, Plan::FEDAVG, seed), *device,
                             site->train, sites, *external);
       } else {
         Plan::Strategy strategy;
@@ -572,8 +573,8 @@ int Main(int argc, char** argv) {
           std::fprintf(stderr, "unknown config %s\n", name.c_str());
           return 2;
         }
-        scores = Federate(RecipePlan(settings, strategy, seed), wire, sites,
-                          *external);
+        scores = Federate(RecipePlan(settings, strategy, seed), wire, *device,
+                          sites, *external);
       }
       if (!scores.ok()) {
         std::fprintf(stderr, "%s: %s\n", name.c_str(),

@@ -43,6 +43,7 @@ NUM_CLASSES = 3
 MODELS = {
     # blocks per stage, widths, ImageNet stem
     "resnet18": ([2, 2, 2, 2], [64, 128, 256, 512], True),
+    "resnet18_narrow": ([2, 2, 2, 2], [32, 64, 128, 256], True),
     "resnet_small": ([1, 1, 1, 1], [32, 64, 128, 256], False),
 }
 

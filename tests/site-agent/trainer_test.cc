@@ -380,6 +380,21 @@ TEST(TrainerTest, KeptOptimizerStateContinuesAsOneRun) {
   EXPECT_GT((Flat(*fresh) - Flat(*whole)).abs().max().item<double>(), 1e-3);
 }
 
+TEST(TrainerTest, KeptOptimizerStateTakesThisRoundsRate) {
+  // The archive carries the previous round's learning rate; the new
+  // round's (here 0: nothing may move) is the one used.
+  LinearProblem problem;
+  auto model = LinearProblem::NewModel();
+  std::string state;
+  TrainOptions round = problem.options;
+  round.optimizer_state = &state;
+  ASSERT_TRUE(TrainLocal(*model, problem.data, round).ok());
+  torch::Tensor after_first = Flat(*model).clone();
+  round.learning_rate = 0;
+  ASSERT_TRUE(TrainLocal(*model, problem.data, round).ok());
+  EXPECT_TRUE(torch::equal(Flat(*model), after_first));
+}
+
 TEST(TrainerTest, OptimizerStateOfAnotherModelIsRefused) {
   LinearProblem problem;
   auto small = *CreateClassifier({"small_cnn", 3});
