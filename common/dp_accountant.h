@@ -56,10 +56,10 @@ class RdpAccountant {
   std::vector<double> rdp_;
 };
 
-// The site's mechanism (site-agent/differential_privacy.h): each release is
-// the update clipped to L2 norm C plus N(0, (z C)^2) noise per coordinate.
-// Two clipped updates differ by at most 2C (replace-one adjacency, at the
-// level of the whole site), so each release is a Gaussian mechanism of
+// The site's mechanism (site-agent/privacy/differential_privacy.h): each
+// release is the update clipped to L2 norm C plus N(0, (z C)^2) noise per
+// coordinate. Two clipped updates differ by at most 2C (replace-one adjacency,
+// at the level of the whole site), so each release is a Gaussian mechanism of
 // sensitivity 2C and std zC, RDP 2 alpha / z^2, independent of C. No
 // amplification by subsampling is claimed. `releases` >= 0 (0: epsilon 0).
 absl::StatusOr<PrivacySpent> SiteLevelEpsilon(double noise_multiplier,

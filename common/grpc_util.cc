@@ -18,22 +18,6 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
-absl::StatusOr<TlsMaterial> LoadTlsMaterial(const TlsFiles& files) {
-  TlsMaterial tls;
-  for (auto [path, out] : {std::pair{&files.ca_cert(), &tls.ca_cert},
-                           std::pair{&files.cert(), &tls.cert},
-                           std::pair{&files.key(), &tls.key}}) {
-    if (path->empty()) {
-      return absl::InvalidArgumentError(
-          "tls needs ca_cert, cert and key files");
-    }
-    absl::StatusOr<std::string> content = ReadFileToString(*path);
-    if (!content.ok()) return content.status();
-    *out = std::move(*content);
-  }
-  return tls;
-}
-
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
     const TlsMaterial& tls) {
   grpc::SslServerCredentialsOptions options(

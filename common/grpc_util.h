@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/pki.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/sync_stream.h"
 #include "proto/config.pb.h"
@@ -20,14 +21,6 @@ namespace echofed {
 // Abseil's status codes map one-to-one onto gRPC's.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
-
-// Reads the three PEM files of a participant.
-struct TlsMaterial {
-  std::string ca_cert;
-  std::string cert;
-  std::string key;
-};
-absl::StatusOr<TlsMaterial> LoadTlsMaterial(const TlsFiles& files);
 
 // Server side: TLS with a client certificate requested. Verification of the
 // client's chain happens in the service (CertificateVerifier), so that every

@@ -16,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/files.h"
 
 namespace echofed {
 namespace {
@@ -726,6 +727,22 @@ absl::Status CheckSignature(absl::string_view cert_pem,
         "the signature does not match the certificate's key");
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<TlsMaterial> LoadTlsMaterial(const TlsFiles& files) {
+  TlsMaterial tls;
+  for (auto [path, out] : {std::pair{&files.ca_cert(), &tls.ca_cert},
+                           std::pair{&files.cert(), &tls.cert},
+                           std::pair{&files.key(), &tls.key}}) {
+    if (path->empty()) {
+      return absl::InvalidArgumentError(
+          "tls needs ca_cert, cert and key files");
+    }
+    absl::StatusOr<std::string> content = ReadFileToString(*path);
+    if (!content.ok()) return content.status();
+    *out = std::move(*content);
+  }
+  return tls;
 }
 
 }  // namespace echofed

@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "proto/config.pb.h"
 
 namespace echofed {
 
@@ -20,6 +21,16 @@ enum class Role { kCoordinator, kSite, kOperator, kStatistician };
 
 absl::string_view RoleName(Role role);
 absl::StatusOr<Role> ParseRole(absl::string_view name);
+
+// The three PEM texts of a participant: the study CA, its certificate and
+// its private key.
+struct TlsMaterial {
+  std::string ca_cert;
+  std::string cert;
+  std::string key;
+};
+// Reads them from the files named in a config's tls block.
+absl::StatusOr<TlsMaterial> LoadTlsMaterial(const TlsFiles& files);
 
 struct PemPair {
   std::string cert;

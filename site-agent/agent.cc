@@ -1,7 +1,6 @@
 #include "site-agent/agent.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <set>
 #include <thread>
@@ -19,9 +18,9 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "models/checkpoint.h"
 #include "models/state_exchange.h"
-#include "site-agent/clinical_features.h"
-#include "site-agent/differential_privacy.h"
-#include "site-agent/trainer.h"
+#include "site-agent/data/clinical_features.h"
+#include "site-agent/privacy/differential_privacy.h"
+#include "site-agent/training/trainer.h"
 
 namespace echofed {
 namespace {
@@ -44,17 +43,13 @@ std::vector<std::string> ClassNames(const Plan& plan) {
 
 }  // namespace
 
-Agent::Agent(AgentOptions options)
-    : options_(std::move(options)), random_(std::random_device{}()) {}
+Agent::Agent(AgentOptions options,
+             std::unique_ptr<CoordinatorClient> coordinator)
+    : options_(std::move(options)),
+      coordinator_(std::move(coordinator)),
+      random_(std::random_device{}()) {}
 
 Agent::~Agent() = default;
-
-std::unique_ptr<grpc::ClientContext> Agent::NewContext(absl::Duration timeout) {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        absl::ToChronoMilliseconds(timeout));
-  return context;
-}
 
 void Agent::Backoff(int attempt) {
   absl::Duration cap = std::min(
@@ -100,14 +95,6 @@ absl::Status Agent::Run() {
           " manifest problems, clinical table ",
           inputs_->clinical ? "present" : "absent", "; device ", device_.str());
 
-  std::string server_name = options_.coordinator_name.empty()
-                                ? HostOf(options_.coordinator_address)
-                                : options_.coordinator_name;
-  channel_ = grpc::CreateCustomChannel(options_.coordinator_address,
-                                       MakeChannelCredentials(options_.tls),
-                                       MakeChannelArguments(server_name));
-  stub_ = Federation::NewStub(channel_);
-
   bool joined = false;
   int failures = 0;       // network: reset once the coordinator answers
   int task_failures = 0;  // work: reset once a task succeeds
@@ -117,7 +104,7 @@ absl::Status Agent::Run() {
       absl::Status status = Join();
       if (IsRefusal(status)) return status;
       if (!status.ok()) {
-        LogWarning("cannot join ", options_.coordinator_address, ": ",
+        LogWarning("cannot join ", coordinator_->Address(), ": ",
                    status.ToString());
         Backoff(failures++);
         continue;
@@ -127,10 +114,8 @@ absl::Status Agent::Run() {
     }
     NextTaskRequest request;
     request.set_wait_seconds(options_.long_poll_seconds);
-    Task task;
-    auto context = NewContext(absl::Seconds(options_.long_poll_seconds + 15));
-    absl::Status status =
-        FromGrpcStatus(stub_->NextTask(context.get(), request, &task));
+    absl::StatusOr<Task> next = coordinator_->NextTask(request);
+    absl::Status status = next.status();
     if (!status.ok()) {
       if (IsRefusal(status)) return status;
       joined = false;
@@ -144,6 +129,7 @@ absl::Status Agent::Run() {
       continue;
     }
     failures = 0;
+    const Task& task = *next;
     if (task.kind() == Task::WAIT) continue;
     if (task.kind() == Task::STOP) {
       LogInfo("run ", task.run_id(), " is over");
@@ -173,16 +159,11 @@ absl::Status Agent::Join() {
   request.set_device(device_.str());
   *request.mutable_data() =
       Summarize(inputs_->manifest, options_.min_cell_count);
-  JoinResponse response;
-  auto context = NewContext(absl::Seconds(15));
-  context->set_wait_for_ready(false);
-  absl::Status status =
-      FromGrpcStatus(stub_->Join(context.get(), request, &response));
-  if (!status.ok()) return status;
-  site_ = response.site();
+  absl::StatusOr<JoinResponse> response = coordinator_->Join(request);
+  if (!response.ok()) return response.status();
+  site_ = response->site();
   SetLogComponent(absl::StrCat("agent ", site_));
-  LogInfo("joined the coordinator at ", options_.coordinator_address, " as ",
-          site_);
+  LogInfo("joined the coordinator at ", coordinator_->Address(), " as ", site_);
   return absl::OkStatus();
 }
 
@@ -545,10 +526,7 @@ absl::Status Agent::UploadMasked(RunData& run, const Task& task) {
   if (!signature.ok()) return signature.status();
   key_request.set_key_signature(*signature);
   for (int tries = 0;; ++tries) {
-    MaskingKeyResponse response;
-    auto context = NewContext(absl::Seconds(30));
-    absl::Status status = FromGrpcStatus(
-        stub_->SubmitMaskingKey(context.get(), key_request, &response));
+    absl::Status status = coordinator_->SubmitMaskingKey(key_request).status();
     if (status.ok()) break;
     // Aborted: the attempt is over. FailedPrecondition (a cohort fixed
     // without this key, a site no longer selected) is reported, so that the
@@ -565,9 +543,10 @@ absl::Status Agent::UploadMasked(RunData& run, const Task& task) {
   MaskingCohort cohort;
   int failures = 0;
   while (!stopping_) {
-    auto context = NewContext(absl::Seconds(30));
-    absl::Status status = FromGrpcStatus(
-        stub_->GetMaskingCohort(context.get(), cohort_request, &cohort));
+    absl::StatusOr<MaskingCohort> answer =
+        coordinator_->GetMaskingCohort(cohort_request);
+    absl::Status status = answer.status();
+    if (status.ok()) cohort = *std::move(answer);
     if (status.ok() && cohort.ready()) break;
     if (is_over(status)) return attempt_over(status);
     if (!status.ok()) {
@@ -673,10 +652,7 @@ absl::Status Agent::Evaluate(const Task& task) {
   LogInfo("round ", task.round(), " ", EvalSplit_Name(split), ": accuracy ",
           absl::StrFormat("%.3f", Accuracy(report.aggregate())), " on ",
           report.aggregate().num_images(), " images");
-  ReportReceipt receipt;
-  auto context = NewContext(absl::Seconds(30));
-  return FromGrpcStatus(
-      stub_->ReportEvaluation(context.get(), report, &receipt));
+  return coordinator_->ReportEvaluation(report).status();
 }
 
 absl::Status Agent::LoadGlobal(RunData& run, const Task& task, int round,
@@ -734,17 +710,7 @@ absl::StatusOr<TensorBundle> Agent::Download(
   DownloadRequest request;
   request.set_run_id(run_id);
   request.set_round(round);
-  auto context = NewContext(absl::Minutes(30));
-  std::unique_ptr<grpc::ClientReader<ModelChunk>> reader =
-      stub_->DownloadModel(context.get(), request);
-  BundleAssembler assembler;
-  if (absl::Status status = ReceiveModelStream(
-          *reader, *context,
-          [&](const ModelChunk& chunk) { return assembler.Accept(chunk); });
-      !status.ok()) {
-    return status;
-  }
-  absl::StatusOr<TensorBundle> bundle = assembler.Finish();
+  absl::StatusOr<TensorBundle> bundle = coordinator_->DownloadModel(request);
   if (!bundle.ok()) return bundle.status();
   if (!expected_digest.empty() &&
       ModelDigest(bundle->manifest) != expected_digest) {
@@ -759,28 +725,13 @@ absl::Status Agent::Upload(const UploadHeader& header,
                            const TensorBundle& model) {
   // The same upload_id on every attempt: the coordinator counts it once.
   for (int attempt = 0;; ++attempt) {
-    auto context = NewContext(absl::Minutes(30));
-    UploadReceipt receipt;
-    std::unique_ptr<grpc::ClientWriter<UploadChunk>> writer =
-        stub_->UploadUpdate(context.get(), &receipt);
-    UploadChunk first;
-    *first.mutable_header() = header;
-    bool open = writer->Write(first);
-    BundleSource source(&model);
-    ModelChunker chunker(&source);
-    UploadChunk chunk;
-    while (open) {
-      absl::StatusOr<bool> more = chunker.Next(chunk.mutable_chunk());
-      if (!more.ok()) return more.status();
-      if (!*more) break;
-      open = writer->Write(chunk);
-    }
-    writer->WritesDone();
-    absl::Status status = FromGrpcStatus(writer->Finish());
+    absl::StatusOr<UploadReceipt> receipt =
+        coordinator_->UploadUpdate(header, model);
+    absl::Status status = receipt.status();
     if (status.ok()) {
       LogInfo("uploaded round ", header.round(), " (",
-              HexDigest(receipt.digest()).substr(0, 16),
-              receipt.duplicate() ? ", already counted)" : ")");
+              HexDigest(receipt->digest()).substr(0, 16),
+              receipt->duplicate() ? ", already counted)" : ")");
       return absl::OkStatus();
     }
     if (!IsTransient(status) || attempt >= 4 || stopping_) return status;
@@ -802,11 +753,9 @@ void Agent::SendHeartbeat(const std::string& run_id, int round,
   request.set_epoch(epoch);
   request.set_batch(batch);
   request.set_loss(loss);
-  HeartbeatResponse response;
-  auto context = NewContext(absl::Seconds(5));
-  grpc::Status status = stub_->Heartbeat(context.get(), request, &response);
+  absl::Status status = coordinator_->Heartbeat(request).status();
   if (!status.ok()) {
-    LogWarning("heartbeat failed: ", status.error_message());
+    LogWarning("heartbeat failed: ", status.message());
   }
 }
 

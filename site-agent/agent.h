@@ -11,23 +11,23 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "common/grpc_util.h"
+#include "common/pki.h"
 #include "common/secure_aggregation.h"
 #include "common/tensor_bundle.h"
 #include "models/classifier.h"
 #include "models/state_exchange.h"
-#include "proto/federation.grpc.pb.h"
-#include "site-agent/cohort.h"
-#include "site-agent/dataset.h"
-#include "site-agent/privacy_ledger.h"
+#include "proto/federation.pb.h"
+#include "site-agent/coordinator_client.h"
+#include "site-agent/data/cohort.h"
+#include "site-agent/privacy/privacy_ledger.h"
+#include "site-agent/training/dataset.h"
 #include "torch/torch.h"
 
 namespace echofed {
 
 struct AgentOptions {
-  std::string coordinator_address;
-  // Name expected in the coordinator's certificate (default: its host).
-  std::string coordinator_name;
+  // This site's certificate and key sign its masking keys; the study CA
+  // checks the other sites' (secure aggregation).
   TlsMaterial tls;
   std::string data_dir;
   std::string device = "auto";
@@ -63,10 +63,12 @@ struct AgentOptions {
 // tasks (initialise, train, evaluate) on local data. Only weights and
 // aggregate counts leave the site. Reconnects with backoff after any
 // network failure; refusals of its certificate end it with a clear error.
-// Run() is blocking; Stop() may be called from another thread.
+// It talks to the coordinator only through `coordinator` (the gRPC client
+// in production, a fake in unit tests). Run() is blocking; Stop() may be
+// called from another thread.
 class Agent {
  public:
-  explicit Agent(AgentOptions options);
+  Agent(AgentOptions options, std::unique_ptr<CoordinatorClient> coordinator);
   ~Agent();
 
   absl::Status Run();
@@ -163,12 +165,10 @@ class Agent {
                      const std::string& activity, int epoch, int batch,
                      double loss);
   void Backoff(int attempt);
-  std::unique_ptr<grpc::ClientContext> NewContext(absl::Duration timeout);
 
   AgentOptions options_;
+  const std::unique_ptr<CoordinatorClient> coordinator_;
   torch::Device device_ = torch::kCPU;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<Federation::Stub> stub_;
   std::optional<SiteInputs> inputs_;
   std::string site_;
   std::unique_ptr<RunData> run_;

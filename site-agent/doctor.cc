@@ -31,12 +31,13 @@
 #include "common/plan_util.h"
 #include "models/classifier.h"
 #include "models/torch_compat.h"
-#include "proto/federation.grpc.pb.h"
-#include "site-agent/clinical_features.h"
-#include "site-agent/cohort.h"
-#include "site-agent/dataset.h"
-#include "site-agent/manifest.h"
-#include "site-agent/trainer.h"
+#include "proto/federation.pb.h"
+#include "site-agent/coordinator_client.h"
+#include "site-agent/data/clinical_features.h"
+#include "site-agent/data/cohort.h"
+#include "site-agent/data/manifest.h"
+#include "site-agent/training/dataset.h"
+#include "site-agent/training/trainer.h"
 #include "torch/torch.h"
 
 namespace echofed {
@@ -489,46 +490,38 @@ std::vector<DoctorCheck> CheckCoordinator(const DoctorOptions& options,
   std::string server_name = options.coordinator_name.empty()
                                 ? target->host
                                 : options.coordinator_name;
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      options.coordinator_address, MakeChannelCredentials(*tls),
-      MakeChannelArguments(server_name));
-  std::unique_ptr<Federation::Stub> stub = Federation::NewStub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(
-      std::chrono::system_clock::now() +
-      std::chrono::milliseconds(
-          absl::ToInt64Milliseconds(options.network_timeout) + 1000));
-  PingRequest request;
-  PingResponse response;
+  std::unique_ptr<CoordinatorClient> coordinator = NewGrpcCoordinatorClient(
+      {options.coordinator_address, server_name, *tls});
   absl::Time sent = options.clock->Now();
-  grpc::Status status = stub->Ping(&context, request, &response);
+  absl::StatusOr<PingResponse> pinged =
+      coordinator->Ping(options.network_timeout + absl::Seconds(1));
   absl::Time received = options.clock->Now();
-  switch (status.error_code()) {
-    case grpc::StatusCode::OK:
+  const absl::Status& status = pinged.status();
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
       checks.push_back(
           Pass("TLS handshake", absl::StrCat("mutual TLS with ", server_name,
                                              "; the coordinator (version ",
-                                             response.coordinator_version(),
+                                             pinged->coordinator_version(),
                                              ") knows this agent as "
                                              "site '",
-                                             response.site(), "'")));
+                                             pinged->site(), "'")));
       break;
-    case grpc::StatusCode::UNAUTHENTICATED:
+    case absl::StatusCode::kUnauthenticated:
       checks.push_back(
           Fail("TLS handshake",
                absl::StrCat("the coordinator refused this certificate: ",
-                            status.error_message()),
+                            status.message()),
                kReissueFix));
       return checks;
-    case grpc::StatusCode::PERMISSION_DENIED:
+    case absl::StatusCode::kPermissionDenied:
       checks.push_back(Fail(
           "TLS handshake",
-          absl::StrCat("the coordinator refused this site: ",
-                       status.error_message()),
+          absl::StrCat("the coordinator refused this site: ", status.message()),
           "ask the coordinating centre to enrol this hospital's identity as "
           "a site (`echofed pki issue ... --role site` adds it)"));
       return checks;
-    case grpc::StatusCode::UNIMPLEMENTED:
+    case absl::StatusCode::kUnimplemented:
       checks.push_back(
           Warn("TLS handshake",
                "mutual TLS works, but the coordinator is older than this agent "
@@ -539,7 +532,7 @@ std::vector<DoctorCheck> CheckCoordinator(const DoctorOptions& options,
       checks.push_back(Fail(
           "TLS handshake",
           absl::StrCat("no mutual TLS with ", server_name, ": ",
-                       status.error_message()),
+                       status.message()),
           absl::StrCat("check that tls.ca_cert is the study CA that signed the "
                        "coordinator's certificate and that '",
                        server_name,
@@ -547,7 +540,7 @@ std::vector<DoctorCheck> CheckCoordinator(const DoctorOptions& options,
                        "config)")));
       return checks;
   }
-  absl::Time server = absl::FromUnixMicros(response.server_time_unix_micros());
+  absl::Time server = absl::FromUnixMicros(pinged->server_time_unix_micros());
   absl::Time midpoint = sent + (received - sent) / 2;
   if (skew != nullptr) *skew = server - midpoint;
   checks.push_back(

@@ -21,7 +21,6 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
-#include "common/grpc_util.h"
 #include "common/pki.h"
 #include "proto/config.pb.h"
 #include "proto/plan.pb.h"

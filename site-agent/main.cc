@@ -27,12 +27,13 @@
 #include "common/plan_util.h"
 #include "proto/config.pb.h"
 #include "site-agent/agent.h"
-#include "site-agent/cohort.h"
-#include "site-agent/dataset.h"
-#include "site-agent/diagnose.h"
+#include "site-agent/coordinator_client.h"
+#include "site-agent/data/cohort.h"
+#include "site-agent/data/synthetic_cohort.h"
+#include "site-agent/diagnosis/diagnose.h"
 #include "site-agent/doctor.h"
-#include "site-agent/synthetic_cohort.h"
-#include "site-agent/trainer.h"
+#include "site-agent/training/dataset.h"
+#include "site-agent/training/trainer.h"
 #include "torch/torch.h"
 
 namespace {
@@ -69,9 +70,9 @@ int RunAgent(const std::string& config_path, bool exit_after_run, int threads) {
     torch::set_num_threads(threads);
     torch::set_num_interop_threads(1);
   }
+  echofed::CoordinatorConnection connection{config.coordinator_address(),
+                                            config.coordinator_name(), *tls};
   echofed::AgentOptions options;
-  options.coordinator_address = config.coordinator_address();
-  options.coordinator_name = config.coordinator_name();
   options.tls = std::move(*tls);
   options.data_dir = echofed::ResolveRelativeTo(config_path, config.data_dir());
   if (!config.device().empty()) options.device = config.device();
@@ -102,7 +103,8 @@ int RunAgent(const std::string& config_path, bool exit_after_run, int threads) {
   options.exit_after_run = exit_after_run;
   // The log goes to stderr, so that is where a person would see the line.
   options.progress_on_terminal = isatty(STDERR_FILENO) == 1;
-  echofed::Agent agent(std::move(options));
+  echofed::Agent agent(std::move(options),
+                       echofed::NewGrpcCoordinatorClient(connection));
   g_agent = &agent;
   std::signal(SIGTERM, StopOnSignal);
   std::signal(SIGINT, StopOnSignal);

@@ -39,9 +39,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/files.h"
-#include "site-agent/dataset.h"
-#include "site-agent/dicom_writer.h"
-#include "site-agent/image_io.h"
+#include "site-agent/data/dicom_writer.h"
+#include "site-agent/data/image_io.h"
+#include "site-agent/training/dataset.h"
 #include "torch/torch.h"
 
 namespace {

@@ -24,10 +24,10 @@
 #include "common/sha256.h"
 #include "common/tensor_bundle.h"
 #include "models/state_exchange.h"
-#include "site-agent/clinical_features.h"
-#include "site-agent/diagnose.h"
-#include "site-agent/manifest.h"
-#include "site-agent/synthetic_cohort.h"
+#include "site-agent/data/clinical_features.h"
+#include "site-agent/data/manifest.h"
+#include "site-agent/data/synthetic_cohort.h"
+#include "site-agent/diagnosis/diagnose.h"
 #include "torch/torch.h"
 
 namespace {

@@ -229,9 +229,9 @@ int Main(int argc, char** argv) {
                 (window_kib > 0
                      ? absl::StrCat("stream_window_kib: ", window_kib, "\n")
                      : std::string()) +
-                (grpc_memory_mib > 0 ? absl::StrCat("grpc_memory_mib: ",
-                                                    grpc_memory_mib, "\n")
-                                     : std::string())),
+                (grpc_memory_mib > 0
+                     ? absl::StrCat("grpc_memory_mib: ", grpc_memory_mib, "\n")
+                     : std::string())),
         "config");
   absl::StatusOr<Subprocess> coordinator = Subprocess::Start(
       {Bin("echofed-coordinator"), "--config", work + "/coordinator.textproto",

@@ -40,9 +40,9 @@
 #include "google/protobuf/util/json_util.h"
 #include "models/classifier.h"
 #include "models/state_exchange.h"
-#include "site-agent/cohort.h"
-#include "site-agent/dataset.h"
-#include "site-agent/trainer.h"
+#include "site-agent/data/cohort.h"
+#include "site-agent/training/dataset.h"
+#include "site-agent/training/trainer.h"
 
 namespace echofed {
 namespace {

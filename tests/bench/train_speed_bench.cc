@@ -1,8 +1,8 @@
 // Training-step throughput of echofed's models against plain PyTorch.
 //
-// One training step is what site-agent/trainer.cc does per batch: forward,
-// cross-entropy, backward, SGD (lr 0.01, momentum 0.9, weight decay 1e-4).
-// Batches come from a synthetic data pipeline on a background thread:
+// One training step is what site-agent/training/trainer.cc does per batch:
+// forward, cross-entropy, backward, SGD (lr 0.01, momentum 0.9, weight decay
+// 1e-4). Batches come from a synthetic data pipeline on a background thread:
 // 8-bit "decoded" images 15% larger than the model input (decoding itself
 // is decode_bench's business) are resized bilinearly, standardised per
 // image and stacked, two batches ahead of the trainer. "data wait" is the

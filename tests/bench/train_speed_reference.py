@@ -16,7 +16,7 @@ The data pipeline is the bench's: a background thread cuts each batch from a
 pool of synthetic 8-bit "decoded" images 15% larger than the model input,
 resizes bilinearly (numpy, one thread), standardises each image and queues
 the batch (two batches ahead). The step: forward, cross-entropy, backward,
-SGD (lr 0.01, momentum 0.9, weight decay 1e-4, as site-agent/trainer.cc).
+SGD (lr 0.01, momentum 0.9, weight decay 1e-4, as site-agent/training/trainer.cc).
 
 The last line of output is "RESULT " + JSON. Exit 77 when torch cannot be
 imported (Debian: apt-get install python3-torch; run with /usr/bin/python3).

@@ -1,4 +1,4 @@
-// libFuzzer target for the clinical table parser (site-agent/clinical.h).
+// libFuzzer target for the clinical table parser (site-agent/data/clinical.h).
 // Malformed tables and rows are expected and reported as values; a crash,
 // a sanitizer report or a broken invariant is a bug.
 //
@@ -17,7 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "site-agent/clinical.h"
+#include "site-agent/data/clinical.h"
 
 namespace {
 

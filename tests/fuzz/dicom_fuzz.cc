@@ -1,4 +1,4 @@
-// libFuzzer target for the DICOM reader (site-agent/dicom_reader.h): the
+// libFuzzer target for the DICOM reader (site-agent/data/dicom_reader.h): the
 // first code that touches a file a hospital hands us. Any status is an
 // acceptable answer to a malformed object; a crash, a sanitizer report, a
 // leak, an image that breaks the reader's own contract or one that changes
@@ -16,8 +16,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "site-agent/dicom_reader.h"
-#include "site-agent/image_io.h"
+#include "site-agent/data/dicom_reader.h"
+#include "site-agent/data/image_io.h"
 
 namespace {
 

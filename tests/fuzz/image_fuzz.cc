@@ -1,5 +1,5 @@
-// libFuzzer target for DecodeGrayImage (site-agent/image_io.h), which picks
-// libpng, libjpeg-turbo or DCMTK by the bytes' signature. Errors are the
+// libFuzzer target for DecodeGrayImage (site-agent/data/image_io.h), which
+// picks libpng, libjpeg-turbo or DCMTK by the bytes' signature. Errors are the
 // expected answer to most inputs; crashes, sanitizer reports, leaks,
 // images that contradict their own dimensions and images that change from
 // one decode to the next are bugs.
@@ -15,7 +15,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "site-agent/image_io.h"
+#include "site-agent/data/image_io.h"
 
 namespace {
 

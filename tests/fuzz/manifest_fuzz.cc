@@ -1,6 +1,6 @@
 // libFuzzer target for a site's manifest.csv (LoadManifest,
-// site-agent/manifest.h) and the cohort rules applied to it (SelectCohort,
-// site-agent/cohort.h). LoadManifest reads a folder, so every input is
+// site-agent/data/manifest.h) and the cohort rules applied to it (SelectCohort,
+// site-agent/data/cohort.h). LoadManifest reads a folder, so every input is
 // written as manifest.csv into one scratch folder made at start-up, which
 // also holds a small valid PNG for lines that name it.
 //
@@ -33,10 +33,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "site-agent/clinical.h"
-#include "site-agent/cohort.h"
-#include "site-agent/image_io.h"
-#include "site-agent/manifest.h"
+#include "site-agent/data/clinical.h"
+#include "site-agent/data/cohort.h"
+#include "site-agent/data/image_io.h"
+#include "site-agent/data/manifest.h"
 
 namespace {
 

@@ -37,7 +37,7 @@
 #include "dcmtk/dcmjpls/djencode.h"
 #include "dcmtk/dcmjpls/djrparam.h"
 #include "dcmtk/oflog/oflog.h"
-#include "site-agent/image_io.h"
+#include "site-agent/data/image_io.h"
 
 namespace echofed {
 namespace {
@@ -285,7 +285,8 @@ void WriteDicomSeeds(const std::string& dir) {
 
   // Pixel Data whose length field claims almost 4 GiB: DCMTK used to
   // allocate that much for a 1 KiB file (see MemoryInputStream in
-  // site-agent/dicom_reader.cc). Kept as a seed so that every run checks it.
+  // site-agent/data/dicom_reader.cc). Kept as a seed so that every run checks
+  // it.
   absl::StatusOr<std::string> bytes =
       ReadFileToString(path("mono8-explicit.dcm"));
   Check(bytes.ok(), "cannot read back mono8-explicit.dcm");

@@ -17,7 +17,7 @@
 #include "coordinator/server.h"
 #include "gtest/gtest.h"
 #include "proto/federation.grpc.pb.h"
-#include "site-agent/synthetic_cohort.h"
+#include "site-agent/data/synthetic_cohort.h"
 #include "tests/testing/doctor_checks.h"
 #include "tests/testing/fixtures.h"
 

@@ -32,8 +32,8 @@
 #include "gtest/gtest.h"
 #include "proto/admin.grpc.pb.h"
 #include "proto/federation.grpc.pb.h"
-#include "site-agent/csv.h"
-#include "site-agent/image_io.h"
+#include "site-agent/data/csv.h"
+#include "site-agent/data/image_io.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/received_messages.h"
 

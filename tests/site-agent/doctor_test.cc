@@ -10,7 +10,7 @@
 #include "absl/strings/match.h"
 #include "common/files.h"
 #include "gtest/gtest.h"
-#include "site-agent/synthetic_cohort.h"
+#include "site-agent/data/synthetic_cohort.h"
 #include "tests/testing/doctor_checks.h"
 #include "tests/testing/fixtures.h"
 

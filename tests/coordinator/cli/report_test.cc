@@ -18,7 +18,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
-#include "site-agent/csv.h"
+#include "site-agent/data/csv.h"
 #include "tests/testing/fixtures.h"
 
 namespace echofed {
@@ -731,7 +731,7 @@ TEST_F(ReportTest, RoundsAndErrors) {
 
 // The patients of a site: its cases of each class two by two (the last
 // alone when a class has an odd count), each patient one case scored with
-// the mean of its images' probabilities, as site-agent/trainer.cc does.
+// the mean of its images' probabilities, as site-agent/training/trainer.cc does.
 std::vector<Case> Patients(const std::vector<Case>& images) {
   std::vector<Case> patients;
   std::map<int, std::vector<const Case*>> by_class;
@@ -1039,7 +1039,7 @@ TEST_F(PatientLevelReportTest, MalformedPatientLevelAggregateIsRefused) {
       << report.status();
 }
 
-// A released flow step (as site-agent/cohort.cc's ReleasePatientFlow
+// A released flow step (as site-agent/data/cohort.cc's ReleasePatientFlow
 // writes them).
 void AddStep(PatientFlow* flow, const std::string& name, int64_t patients,
              bool suppressed = false) {
