@@ -1,6 +1,20 @@
 #ifndef ECHOFED_COORDINATOR_COORDINATOR_H_
 #define ECHOFED_COORDINATOR_COORDINATOR_H_
 
+// Coordinator is implemented in several files:
+//   coordinator.cc             creation and restore, Join, NextTask and the
+//                              waking of long polls, Heartbeat, Tick and the
+//                              phase dispatch (AdvanceLocked), starting,
+//                              stopping and finishing runs, status, run
+//                              lists and committed models (OpenModel*);
+//   coordinator_rounds.cc      training rounds: opening and closing them,
+//                              BeginUpload, CompleteUpload, UploadSession;
+//   coordinator_masking.cc     secure aggregation: masking keys and cohorts,
+//                              redone attempts, folding the unmasked sum;
+//   coordinator_evaluation.cc  ReportEvaluation and its checks, opening and
+//                              closing evaluation.
+// coordinator_internal.h holds the helpers more than one of them uses.
+
 #include <cstdio>
 #include <functional>
 #include <list>
