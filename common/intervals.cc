@@ -26,7 +26,11 @@ Interval WilsonInterval(int64_t successes, int64_t trials, double z) {
   const double z2 = z * z;
   const double center = (k + z2 / 2) / (n + z2);
   const double half = z / (n + z2) * std::sqrt(k * (n - k) / n + z2 / 4);
-  return {std::max(0.0, center - half), std::min(1.0, center + half)};
+  // center - half is exactly 0 when successes is 0, and center + half exactly
+  // 1 when successes is trials, but computed they can miss by rounding
+  // (6.9e-18 for 0 / 30, 1 - 1.1e-16 for 30 / 30): set those bounds.
+  return {successes == 0 ? 0.0 : std::max(0.0, center - half),
+          successes == trials ? 1.0 : std::min(1.0, center + half)};
 }
 
 }  // namespace echofed

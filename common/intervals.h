@@ -23,7 +23,9 @@ inline constexpr double kZ95 = 1.959963984540054;
 
 // Wilson score interval of the proportion successes / trials (NaN bounds
 // when trials is 0). Unlike the Wald interval it stays inside [0, 1] and
-// keeps its coverage for the small counts of a single hospital.
+// keeps its coverage for the small counts of a single hospital. The lower
+// bound is exactly 0 when successes is 0, the upper exactly 1 when successes
+// is trials.
 Interval WilsonInterval(int64_t successes, int64_t trials, double z = kZ95);
 
 }  // namespace echofed
