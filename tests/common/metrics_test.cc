@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 
 namespace echofed {
@@ -155,6 +156,39 @@ TEST(MetricsTest, WilsonIntervalMatchesNewcombesTable) {
     EXPECT_NEAR(interval.upper, row.upper, 5e-5) << row.k << "/" << row.n;
   }
   EXPECT_TRUE(std::isnan(WilsonInterval(0, 0).lower));
+}
+
+TEST(MetricsTest, WilsonBoundsAreExactlyZeroAndOneWhenNoneOrAllSucceed) {
+  // In exact arithmetic center - half is 0 at 0 / n and center + half is 1 at
+  // n / n; computed, they came out as 6.9e-18 (0 / 30) and
+  // 0.99999999999999989 (30 / 30). Exact comparisons, all digits on failure.
+  auto digits = [](double x) { return absl::StrFormat("%.17g", x); };
+  const Interval none = WilsonInterval(0, 30), all = WilsonInterval(30, 30);
+  EXPECT_EQ(none.lower, 0.0) << digits(none.lower);
+  EXPECT_EQ(all.upper, 1.0) << digits(all.upper);
+  // As reports show them: every image called class 0, 30 of each class.
+  MetricsSummary s = Summarize(Make({30, 0, 30, 0}, 2));
+  const ClassMetrics& zero = s.classes[0];
+  const ClassMetrics& one = s.classes[1];
+  EXPECT_EQ(zero.sensitivity_ci.upper, 1.0)  // 30 / 30
+      << digits(zero.sensitivity_ci.upper);
+  EXPECT_EQ(zero.specificity_ci.lower, 0.0)  // 0 / 30
+      << digits(zero.specificity_ci.lower);
+  EXPECT_EQ(one.sensitivity_ci.lower, 0.0)  // 0 / 30
+      << digits(one.sensitivity_ci.lower);
+  EXPECT_EQ(one.specificity_ci.upper, 1.0)  // 30 / 30
+      << digits(one.specificity_ci.upper);
+  // Every n up to 1000, at the usual quantiles.
+  for (double z : {kZ95, 1.0, 2.5758293035489004}) {
+    for (int64_t n = 1; n <= 1000; ++n) {
+      const Interval lowest = WilsonInterval(0, n, z);
+      const Interval highest = WilsonInterval(n, n, z);
+      ASSERT_EQ(lowest.lower, 0.0)
+          << "0/" << n << ", z " << z << ": " << digits(lowest.lower);
+      ASSERT_EQ(highest.upper, 1.0)
+          << n << "/" << n << ", z " << z << ": " << digits(highest.upper);
+    }
+  }
 }
 
 TEST(MetricsTest, AddCaseBinsEveryClassScore) {
