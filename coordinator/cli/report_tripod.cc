@@ -27,7 +27,7 @@ const std::vector<TripodItem>& TripodItems() {
        "the federation"},
       {"6b", "Eligibility criteria", "site_local",
        "the protocol's cohort rules, applied identically at every site "
-       "(site-agent/CLINICAL_SCHEMA.md); their outcome per site is site-local"},
+       "(site-agent/data/CLINICAL_SCHEMA.md); their outcome per site is site-local"},
       {"6c", "Treatments received", "not_available",
        "not available from the federation"},
       {"7", "Data preparation and quality checks", "partly",
