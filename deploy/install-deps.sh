@@ -3,6 +3,26 @@
 # Debian's own packages. Safe to run again.
 set -euo pipefail
 
+case "${1:-}" in
+  "") ;;
+  -h | --help)
+    cat <<'EOF'
+Usage: deploy/install-deps.sh [-h|--help]
+
+Installs everything echofed needs to build and test on Debian 12 (compilers,
+gRPC, protobuf, Abseil, LibTorch, DCMTK, CLI11, GoogleTest, python3-torch,
+python3-sklearn, Chromium, clang for the fuzzers) from Debian's own packages
+with apt-get, through sudo when not root. Installs only what is missing;
+safe to run again. Takes no options and reads no environment variables.
+EOF
+    exit 0
+    ;;
+  *)
+    echo "install-deps.sh: unknown argument '$1' (try --help)" >&2
+    exit 2
+    ;;
+esac
+
 packages=(
   build-essential cmake ninja-build pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler

@@ -41,16 +41,14 @@ class GrpcCoordinatorClient : public CoordinatorClient {
     // Fail at once when the coordinator is down: the agent's loop decides
     // when to try again.
     context->set_wait_for_ready(false);
-    return Answer(stub_->Join(context.get(), request, &response),
-                  std::move(response));
+    return Answer(stub_->Join(context.get(), request, &response), &response);
   }
 
   absl::StatusOr<Task> NextTask(const NextTaskRequest& request) override {
     Task task;
     auto context =
         NewContext(absl::Seconds(request.wait_seconds()) + kLongPollMargin);
-    return Answer(stub_->NextTask(context.get(), request, &task),
-                  std::move(task));
+    return Answer(stub_->NextTask(context.get(), request, &task), &task);
   }
 
   absl::StatusOr<TensorBundle> DownloadModel(
@@ -92,7 +90,7 @@ class GrpcCoordinatorClient : public CoordinatorClient {
       open = writer->Write(chunk);
     }
     writer->WritesDone();
-    return Answer(writer->Finish(), std::move(receipt));
+    return Answer(writer->Finish(), &receipt);
   }
 
   absl::StatusOr<MaskingKeyResponse> SubmitMaskingKey(
@@ -100,7 +98,7 @@ class GrpcCoordinatorClient : public CoordinatorClient {
     MaskingKeyResponse response;
     auto context = NewContext(kSmallCallTimeout);
     return Answer(stub_->SubmitMaskingKey(context.get(), request, &response),
-                  std::move(response));
+                  &response);
   }
 
   absl::StatusOr<MaskingCohort> GetMaskingCohort(
@@ -108,7 +106,7 @@ class GrpcCoordinatorClient : public CoordinatorClient {
     MaskingCohort cohort;
     auto context = NewContext(kSmallCallTimeout);
     return Answer(stub_->GetMaskingCohort(context.get(), request, &cohort),
-                  std::move(cohort));
+                  &cohort);
   }
 
   absl::StatusOr<ReportReceipt> ReportEvaluation(
@@ -116,7 +114,7 @@ class GrpcCoordinatorClient : public CoordinatorClient {
     ReportReceipt receipt;
     auto context = NewContext(kSmallCallTimeout);
     return Answer(stub_->ReportEvaluation(context.get(), report, &receipt),
-                  std::move(receipt));
+                  &receipt);
   }
 
   absl::StatusOr<HeartbeatResponse> Heartbeat(
@@ -124,15 +122,14 @@ class GrpcCoordinatorClient : public CoordinatorClient {
     HeartbeatResponse response;
     auto context = NewContext(kHeartbeatTimeout);
     return Answer(stub_->Heartbeat(context.get(), request, &response),
-                  std::move(response));
+                  &response);
   }
 
   absl::StatusOr<PingResponse> Ping(absl::Duration timeout) override {
     PingRequest request;
     PingResponse response;
     auto context = NewContext(timeout);
-    return Answer(stub_->Ping(context.get(), request, &response),
-                  std::move(response));
+    return Answer(stub_->Ping(context.get(), request, &response), &response);
   }
 
  private:
@@ -144,11 +141,15 @@ class GrpcCoordinatorClient : public CoordinatorClient {
     return context;
   }
 
+  // The message by pointer, not by value: the order in which a call's
+  // arguments are evaluated is unspecified, and GCC built a by-value
+  // parameter (moved from the still empty message) before making the call
+  // that fills it, so every answer reached the agent empty.
   template <typename Message>
   static absl::StatusOr<Message> Answer(const grpc::Status& status,
-                                        Message message) {
+                                        Message* message) {
     if (!status.ok()) return FromGrpcStatus(status);
-    return message;
+    return std::move(*message);
   }
 
   const std::string address_;

@@ -1,5 +1,8 @@
 #include "coordinator/cli/demo.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -50,21 +53,10 @@ std::string Tail(const std::string& path, int lines) {
   return pos == std::string::npos ? *content : content->substr(pos + 1);
 }
 
-}  // namespace
-
-absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
-  if (options.sites < 1 || options.rounds < 1) {
-    return absl::InvalidArgumentError(
-        "the demo needs at least 1 site and 1 round");
-  }
-  std::string dir = std::filesystem::absolute(options.work_dir).string();
-  std::string bin = options.bin_dir.empty() ? ExecutableDir() : options.bin_dir;
-  for (const char* program : {"echofed-coordinator", "echofed-agent"}) {
-    if (!std::filesystem::exists(bin + "/" + program)) {
-      return absl::NotFoundError(absl::StrCat(program, " not found in ", bin));
-    }
-  }
-  if (absl::Status status = PrepareWorkDir(dir); !status.ok()) return status;
+// Steps 1-6 of RunDemo in the prepared work folder `dir`, with the programs
+// of `bin`.
+absl::Status RunFederation(const DemoOptions& options, const std::string& dir,
+                           const std::string& bin, std::ostream& out) {
   absl::Time start = absl::Now();
   absl::Time give_up = start + options.timeout;
 
@@ -287,6 +279,57 @@ absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
   out << absl::StrFormat("demo finished in %.1f s; everything is in %s\n",
                          absl::ToDoubleSeconds(absl::Now() - start), dir);
   return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string DefaultDemoWorkDir() {
+  // The XDG Base Directory specification: a relative XDG_STATE_HOME is
+  // invalid and ignored, as is an empty one.
+  const char* state_home = std::getenv("XDG_STATE_HOME");
+  if (state_home != nullptr && state_home[0] == '/') {
+    return absl::StrCat(state_home, "/echofed/demo");
+  }
+  const char* home = std::getenv("HOME");
+  if (home != nullptr && home[0] == '/') {
+    return absl::StrCat(home, "/.local/state/echofed/demo");
+  }
+  // No home (a service account, a bare container): the user's id in the
+  // name, since the temporary directory is shared.
+  std::error_code error;
+  std::filesystem::path temp = std::filesystem::temp_directory_path(error);
+  if (error) temp = "/tmp";
+  return absl::StrCat(temp.string(), "/echofed-demo-", ::getuid());
+}
+
+absl::Status RunDemo(const DemoOptions& options, std::ostream& out) {
+  if (options.sites < 1 || options.rounds < 1) {
+    return absl::InvalidArgumentError(
+        "the demo needs at least 1 site and 1 round");
+  }
+  std::filesystem::path work_dir =
+      std::filesystem::absolute(options.work_dir.empty() ? DefaultDemoWorkDir()
+                                                         : options.work_dir)
+          .lexically_normal();
+  // "echofed-demo/" names the folder, not an empty name inside it.
+  if (!work_dir.has_filename()) work_dir = work_dir.parent_path();
+  std::string dir = work_dir.string();
+  std::string bin = options.bin_dir.empty() ? ExecutableDir() : options.bin_dir;
+  for (const char* program : {"echofed-coordinator", "echofed-agent"}) {
+    if (!std::filesystem::exists(bin + "/" + program)) {
+      return absl::NotFoundError(absl::StrCat(program, " not found in ", bin));
+    }
+  }
+  if (absl::Status status = PrepareWorkDir(dir); !status.ok()) return status;
+  out << "work folder: " << dir << " (--work-dir to choose another)\n";
+  absl::Status status = RunFederation(options, dir, bin, out);
+  if (status.ok()) return status;
+  // The error is what a user reads last: it says where the logs are.
+  return absl::Status(status.code(),
+                      absl::StrCat(status.message(),
+                                   "; logs and everything else the demo "
+                                   "made are in ",
+                                   dir));
 }
 
 }  // namespace echofed

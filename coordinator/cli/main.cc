@@ -224,8 +224,11 @@ int main(int argc, char** argv) {
   CLI::App* demo = app.add_subcommand(
       "demo", "run a whole federation locally on a SYNTHETIC cohort");
   echofed::DemoOptions demo_options;
+  // Filled in here so that --help shows the folder the demo would use.
+  demo_options.work_dir = echofed::DefaultDemoWorkDir();
   int timeout_seconds = 300;
-  demo->add_option("--work-dir", demo_options.work_dir, "work folder")
+  demo->add_option("--work-dir", demo_options.work_dir,
+                   "work folder, emptied first if an earlier demo made it")
       ->capture_default_str();
   demo->add_option("--sites", demo_options.sites, "hospitals")
       ->capture_default_str();

@@ -14,6 +14,33 @@
 # The agents train one after another's CPU time: with 3 training sites on 2
 # cores, expect about 1.5x quality_bench's time for the federated part.
 set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: tests/bench/busi_study_bench.sh [-h|--help]
+
+busi-sites as four hospitals through the real programs (echofed pki,
+echofed-coordinator, one echofed-agent per site over mutual TLS, echofed run
+start, echofed report), then quality_bench with the same recipe and seed;
+prints one table of both. Prints SKIPPED and exits 0 without the data.
+
+Environment (default):
+  BIN       the built programs (build/bin)
+  DATA      the busi-sites folder (../shared/data/busi-sites)
+  ROUNDS    federated rounds (40)
+  SIZE      image side in pixels (128)
+  SEED      initialisation seed (0)
+  STRATEGY  plan strategy: FEDAVG, FEDPROX, FEDBN, ... (FEDAVG)
+  MODEL     registry model (resnet18_narrow)
+
+Example: ROUNDS=5 SIZE=64 tests/bench/busi_study_bench.sh
+EOF
+}
+case "${1:-}" in
+  "") ;;
+  -h | --help) usage; exit 0 ;;
+  *) usage >&2; echo "busi_study_bench.sh: unknown argument '$1'" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 bin=${BIN:-$root/build/bin}

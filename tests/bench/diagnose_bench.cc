@@ -50,6 +50,8 @@ int Fail(const absl::Status& status) {
 
 int main(int argc, char** argv) {
   CLI::App app{"per-patient latency of diagnose (CPU)"};
+  // --help shows each default.
+  app.option_defaults()->always_capture_default();
   std::string model_name = "resnet18_fusion";
   int size = 224;
   int iterations = 30;

@@ -20,6 +20,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -245,14 +246,23 @@ int main(int argc, char** argv) {
   using echofed::Config;
   std::string configs = "1M:4:10,11M:4:10,11M:16:6,11M:64:3,100M:4:3";
   bool secure_aggregation = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--configs" && i + 1 < argc) {
-      configs = argv[i + 1];
-    }
-    if (std::string(argv[i]) == "--secure-aggregation") {
-      secure_aggregation = true;
-    }
-  }
+  CLI::App app{
+      "Federation overhead: the real coordinator and N real agent processes "
+      "over loopback mutual TLS, NOOP trainer; prints one table row per "
+      "config"};
+  app.add_option("--configs", configs,
+                 "comma-separated PARAMETERS:SITES:ROUNDS (M: millions of "
+                 "parameters; at least 2 rounds)")
+      ->capture_default_str();
+  app.add_flag("--secure-aggregation", secure_aggregation,
+               "masked uploads (plan secure_aggregation)");
+  app.footer(
+      "Run as root where possible: the benchmark then re-runs itself in a "
+      "private network namespace (unshare), so the loopback byte counts are "
+      "its own.\nEnvironment: ECHOFED_BENCH_NO_NETNS=1 stays in the current "
+      "namespace; ECHOFED_BENCH_KEEP=1 keeps the work folder ($TMPDIR or "
+      "/tmp) with its logs.");
+  CLI11_PARSE(app, argc, argv);
   // Private network namespace: only our traffic on this loopback.
   bool isolated = std::getenv("ECHOFED_BENCH_NETNS") != nullptr;
   if (!isolated && ::geteuid() == 0 &&

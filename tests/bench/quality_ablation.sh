@@ -9,6 +9,35 @@
 #   SEEDS=1 ROUNDS=10 tests/bench/quality_ablation.sh  # a quick look
 #   ONLY="today new-defaults" tests/bench/quality_ablation.sh   # some rows
 set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: tests/bench/quality_ablation.sh [-h|--help]
+
+Issue 15's ablation: each suspect of echofed 0.1's training recipe switched
+alone, then combinations, FedAvg on busi-sites with quality_bench, mean ± sd
+over seeds; prints one table.
+
+Environment (default):
+  BENCH     the quality_bench program (./build/bin/quality_bench)
+  SEEDS     seeds per row (3)
+  ROUNDS    federated rounds (40)
+  SIZE      image side in pixels (128)
+  PARALLEL  benchmarks at a time, one thread each (2)
+  OUT       folder for each row's table and log (a new /tmp/echofed-ablation.*)
+  ONLY      rows to run, space-separated (all): today keep-optimizer
+            cosine-over-run fixed-range pooled-zscore mild-augment no-augment
+            weight-decay-1e-4 resnet18-narrow batch32-lr1e-3 reference-recipe
+            reference-recipe-per-image new-defaults new-defaults-mild-run
+
+Example: SEEDS=1 ROUNDS=10 tests/bench/quality_ablation.sh
+EOF
+}
+case "${1:-}" in
+  "") ;;
+  -h | --help) usage; exit 0 ;;
+  *) usage >&2; echo "quality_ablation.sh: unknown argument '$1'" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/../.."
 bench=${BENCH:-./build/bin/quality_bench}
 seeds=${SEEDS:-3}

@@ -429,6 +429,8 @@ std::string FindShared(const std::string& relative, const std::string& probe) {
 int Main(int argc, char** argv) {
   Settings settings;
   CLI::App app{"echofed model quality on busi-sites (issue 15)"};
+  // --help shows each default.
+  app.option_defaults()->always_capture_default();
   app.add_option("--data", settings.data_dir,
                  "busi-sites folder (default ../shared/data/busi-sites)");
   app.add_option("--reference", settings.reference_dir,

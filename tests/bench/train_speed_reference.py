@@ -29,6 +29,46 @@ import sys
 import threading
 import time
 
+NUM_CLASSES = 3
+MODELS = {
+    # blocks per stage, widths, ImageNet stem
+    "resnet18": ([2, 2, 2, 2], [64, 128, 256, 512], True),
+    "resnet18_narrow": ([2, 2, 2, 2], [32, 64, 128, 256], True),
+    "resnet_small": ([1, 1, 1, 1], [32, 64, 128, 256], False),
+}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="The last line of output is \"RESULT \" + JSON. Exit 77 "
+        "when torch cannot be imported.")
+    parser.add_argument("--model", default="resnet18", choices=sorted(MODELS),
+                        help="echofed registry name (default %(default)s)")
+    parser.add_argument("--size", type=int, default=224,
+                        help="image side in pixels (default %(default)s)")
+    parser.add_argument("--batch", type=int, default=16,
+                        help="images per step (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=8,
+                        help="timed steps (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed steps first (default %(default)s)")
+    parser.add_argument("--threads", type=int, required=True,
+                        help="torch intra-op threads")
+    parser.add_argument("--expect-params", type=int, default=0,
+                        help="fail unless the model has this many "
+                        "parameters (0: no check)")
+    parser.add_argument("--no-prefetch", action="store_true",
+                        help="prepare batches inline, not on a thread")
+    return parser.parse_args()
+
+
+# Arguments before the torch import: --help and a wrong option answer at
+# once, and without torch. (checkpoint_reference_test.py imports this file
+# as a module and parses nothing.)
+if __name__ == "__main__":
+    ARGS = parse_args()
+
 try:
     import numpy as np
     import torch
@@ -38,14 +78,6 @@ except ImportError as error:  # pragma: no cover - depends on the machine
     print(f"SKIP: PyTorch is not importable ({error}); "
           "apt-get install python3-torch")
     sys.exit(77)
-
-NUM_CLASSES = 3
-MODELS = {
-    # blocks per stage, widths, ImageNet stem
-    "resnet18": ([2, 2, 2, 2], [64, 128, 256, 512], True),
-    "resnet18_narrow": ([2, 2, 2, 2], [32, 64, 128, 256], True),
-    "resnet_small": ([1, 1, 1, 1], [32, 64, 128, 256], False),
-}
 
 
 def conv(cin, cout, kernel, stride):
@@ -172,18 +204,7 @@ def inline(maker, count):
         yield maker.make()
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="resnet18", choices=sorted(MODELS))
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--expect-params", type=int, default=0)
-    parser.add_argument("--no-prefetch", action="store_true")
-    args = parser.parse_args()
-
+def main(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
     model = ResNetClassifier(args.model)
@@ -239,4 +260,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(ARGS))

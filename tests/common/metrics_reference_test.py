@@ -29,10 +29,15 @@ import sys
 import tempfile
 import warnings
 
-import numpy as np
-from scipy import optimize, stats
-from sklearn import metrics
-from sklearn.linear_model import LogisticRegression
+# Before the scikit-learn import: --help answers at once, even without it.
+if __name__ == "__main__" and sys.argv[1:] in (["-h"], ["--help"]):
+    print(__doc__)
+    sys.exit(0)
+
+import numpy as np  # noqa: E402
+from scipy import optimize, stats  # noqa: E402
+from sklearn import metrics  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 COUNT_TOLERANCE = 1e-9
 AUC_TOLERANCE = 1e-3
@@ -464,8 +469,8 @@ def check_set(check, name, truth, probabilities, ours):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        print(__doc__, file=sys.stderr)
         return 2
     tool = sys.argv[1]
     check = Checker()

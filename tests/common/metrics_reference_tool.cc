@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/metrics.h"
@@ -156,9 +157,12 @@ int Run(const char* path) {
 }  // namespace echofed
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::cerr << "usage: metrics_reference_tool CASES.csv\n";
-    return 2;
-  }
-  return echofed::Run(argv[1]);
+  CLI::App app{
+      "Prints every metric of Summarize, as JSON, for the cases in a CSV "
+      "(header truth,p0,p1,...; one line per case). "
+      "metrics_reference_test.py compares the output with scikit-learn."};
+  std::string cases;
+  app.add_option("cases", cases, "CASES.csv")->required();
+  CLI11_PARSE(app, argc, argv);
+  return echofed::Run(cases.c_str());
 }

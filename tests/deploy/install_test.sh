@@ -7,9 +7,20 @@
 #     about them a failure (verify itself exits 0 on warnings).
 # Exit 77 (skipped) without systemd-analyze.
 #
-#   tests/deploy/install_test.sh SOURCE_DIR BUILD_DIR
+# Usage: tests/deploy/install_test.sh SOURCE_DIR BUILD_DIR
 set -u
 
+case "${1:-}" in
+  -h | --help)
+    # The comment at the top of this file.
+    sed -n '2,/^set -u/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
+if [ $# -ne 2 ]; then
+  echo "usage: $0 SOURCE_DIR BUILD_DIR" >&2
+  exit 2
+fi
 source_dir=$1
 build_dir=$2
 analyze=${SYSTEMD_ANALYZE:-/usr/bin/systemd-analyze}

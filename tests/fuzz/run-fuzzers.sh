@@ -11,8 +11,16 @@
 # default 2).
 set -euo pipefail
 
+usage() {
+  # The comment at the top of this file.
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  usage
+  exit 0
+fi
 if [ $# -ne 2 ] || ! [[ $2 =~ ^[0-9]+$ ]]; then
-  echo "usage: $0 BUILD_DIR SECONDS" >&2
+  usage >&2
   exit 2
 fi
 repo=$(cd "$(dirname "$0")/../.." && pwd)

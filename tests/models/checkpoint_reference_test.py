@@ -29,6 +29,11 @@ import subprocess
 import sys
 import tempfile
 
+# Before the torch import: --help answers at once, even without torch.
+if __name__ == "__main__" and sys.argv[1:] in (["-h"], ["--help"]):
+    print(__doc__)
+    sys.exit(0)
+
 try:
     import torch
 except ImportError as error:
@@ -97,6 +102,9 @@ def compare_logits(what, expected, actual, failures):
 
 
 def main():
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        print(__doc__, file=sys.stderr)
+        return 2
     tool = sys.argv[1]
     failures = []
     with tempfile.TemporaryDirectory() as work:

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -206,11 +207,22 @@ int PrintLogits(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 3 && std::string(argv[1]) == "write") return Write(argv[2]);
-  if (argc == 3 && std::string(argv[1]) == "logits") {
-    return PrintLogits(argv[2]);
-  }
-  std::fprintf(stderr,
-               "usage: checkpoint_reference_tool write DIR | logits PATH\n");
-  return 2;
+  CLI::App app{
+      "echofed's side of the checkpoint exchange with Python "
+      "(checkpoint_reference_test.py)"};
+  app.require_subcommand(1);
+  std::string dir;
+  CLI::App* write_command = app.add_subcommand(
+      "write",
+      "write resnet_small as DIR/model.pt and DIR/model.torchscript.pt, a "
+      "fusion model as DIR/fusion.torchscript.pt, and DIR/expected.txt");
+  write_command->add_option("dir", dir, "DIR")->required();
+  std::string path;
+  CLI::App* logits_command = app.add_subcommand(
+      "logits",
+      "load a state dict that Python wrote into resnet_small and print its "
+      "eval-mode logits");
+  logits_command->add_option("path", path, "PATH")->required();
+  CLI11_PARSE(app, argc, argv);
+  return write_command->parsed() ? Write(dir) : PrintLogits(path);
 }

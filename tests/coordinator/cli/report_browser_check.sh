@@ -15,8 +15,18 @@
 # HEIGHT (default 2400) is the height of the window, and of the screenshot.
 set -euo pipefail
 
-if [[ $# -lt 1 ]]; then
-  echo "usage: $0 REPORT.html [OUT.png] | --from-test CLI_REPORT_TEST" >&2
+usage() {
+  echo "Usage: $0 REPORT.html [OUT.png] | --from-test CLI_REPORT_TEST"
+  echo
+  # The comment at the top of this file.
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  usage
+  exit 0
+fi
+if [[ $# -lt 1 || ($1 == -* && $1 != --from-test) ]]; then
+  usage >&2
   exit 2
 fi
 # Occurrences of $1 in file $2 (0 without any; grep alone would fail the
