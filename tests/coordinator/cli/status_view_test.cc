@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/dp_accountant.h"
@@ -177,6 +178,24 @@ TEST(StatusViewTest, DifferentialPrivacyShowsEpsilonPerSite) {
   // Runs without differential privacy say nothing of it.
   EXPECT_EQ(FormatPrivacy(MakeRun()), "");
   EXPECT_FALSE(absl::StrContains(FormatLiveStatus(MakeRun(), kNow), "privacy"));
+}
+
+// `echofed run status` prints each committed round's audit log head in
+// full: what `echofed audit verify --expect-records --expect-head` takes.
+TEST(StatusViewTest, RoundsShowTheAuditLogHeadOfTheirCommit) {
+  RunStatus run = MakeRun();
+  const std::string hash(64, 'c');
+  AuditLogHead* head = run.mutable_rounds(2)->mutable_audit_head();
+  head->set_records(57);
+  head->set_hash(hash);
+  EXPECT_TRUE(absl::StrContains(
+      FormatRound(run, run.rounds(2)),
+      absl::StrCat("  audit log at commit: 57 records, head ", hash, "\n")))
+      << FormatRound(run, run.rounds(2));
+  EXPECT_TRUE(absl::StrContains(FormatLiveStatus(run, kNow),
+                                "audit log at commit: 57 records"));
+  // Rounds committed before coordinators kept the head say nothing of it.
+  EXPECT_FALSE(absl::StrContains(FormatRound(run, run.rounds(1)), "audit"));
 }
 
 }  // namespace
