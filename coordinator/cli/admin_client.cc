@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "common/dp_accountant.h"
 #include "common/metrics.h"
+#include "common/run_status.h"
 #include "common/tensor_bundle.h"
 
 namespace echofed {
@@ -304,6 +305,17 @@ std::string FormatSites(const RunStatus& status) {
             ? "never"
             : absl::StrFormat("%.0fs ago",
                               (now - site.last_seen_unix_ms()) / 1000.0);
+    // A validation site never trains: no epoch, batch or loss, but what
+    // it is doing in the run's phase.
+    if (site.role() == Plan::EXTERNAL_VALIDATION && site.joined()) {
+      absl::StrAppend(
+          &out,
+          absl::StrFormat("  %-16s %-20s %s  seen %s  %s\n", site.site(),
+                          Plan::Role_Name(site.role()),
+                          PrintableText(ValidationSiteState(status, site)),
+                          seen, PrintableText(site.device())));
+      continue;
+    }
     absl::StrAppend(
         &out, absl::StrFormat(
                   "  %-16s %-20s %-12s epoch %d batch %d loss %.4f  "

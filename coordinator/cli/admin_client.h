@@ -35,11 +35,13 @@ class AdminClient {
 // its commit, per-site and pooled accuracy for internal and external
 // validation.
 std::string FormatRound(const RunStatus& status, const RoundRecord& round);
-// One line per site: role, activity, progress.
 // Text a site sent (activity, device), made safe for a terminal: printable
 // ASCII only, so a site cannot send escape sequences to an operator's screen.
 std::string PrintableText(absl::string_view text);
 
+// One line per site: role, activity, progress (epoch, batch, loss) of a
+// training site; what an external validation site is doing instead
+// (ValidationSiteState), as it never trains.
 std::string FormatSites(const RunStatus& status);
 // Differential privacy runs: the plan's settings, the projected epsilon of a
 // training site over the run and each site's epsilon spent so far; empty
