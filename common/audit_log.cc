@@ -7,6 +7,7 @@
 #include <sstream>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -38,12 +39,16 @@ struct Scan {
   // Bytes of complete, verified lines; a torn tail starts here.
   uint64_t sound_bytes = 0;
   bool torn_tail = false;
+  // The hash of line `capture_line` (ScanLog), when the log reaches it.
+  std::string captured_hash;
 };
 
-absl::StatusOr<Scan> ScanLog(const std::string& path) {
+absl::StatusOr<Scan> ScanLog(const std::string& path,
+                             int64_t capture_line = 0) {
   std::ifstream in(path, std::ios::binary);
   Scan scan;
   scan.verification.head_hash = ZeroHash();
+  if (capture_line == 0) scan.captured_hash = ZeroHash();
   if (!in) return scan;  // no log yet
   std::stringstream buffer;
   buffer << in.rdbuf();
@@ -77,12 +82,19 @@ absl::StatusOr<Scan> ScanLog(const std::string& path) {
           path, " line ", number,
           ": hash does not match (this line or an earlier one was edited)"));
     }
+    if (number == capture_line) scan.captured_hash = expected;
     scan.verification.head_hash = expected;
     scan.verification.lines = number;
     start = end + 1;
     scan.sound_bytes = start;
   }
   return scan;
+}
+
+absl::Status TornTail(const std::string& path, int64_t sound_lines) {
+  return absl::DataLossError(absl::StrCat(
+      path, " line ", sound_lines + 1,
+      ": incomplete (a crash mid-write; the coordinator cuts it at start)"));
 }
 
 }  // namespace
@@ -93,11 +105,44 @@ absl::StatusOr<AuditVerification> VerifyAuditLog(const std::string& path) {
   }
   absl::StatusOr<Scan> scan = ScanLog(path);
   if (!scan.ok()) return scan.status();
-  if (scan->torn_tail) {
-    return absl::DataLossError(absl::StrCat(
-        path, " line ", scan->verification.lines + 1,
-        ": incomplete (a crash mid-write; the coordinator cuts it at start)"));
+  if (scan->torn_tail) return TornTail(path, scan->verification.lines);
+  return scan->verification;
+}
+
+absl::StatusOr<AuditVerification> VerifyAuditLogHead(
+    const std::string& path, const AuditHead& recorded) {
+  const std::string hash = absl::AsciiStrToLower(recorded.hash);
+  if (recorded.records < 0 || hash.size() != 64 ||
+      hash.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return absl::InvalidArgumentError(
+        "a recorded audit head is a record count and a 64-digit hex hash");
   }
+  if (access(path.c_str(), R_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  }
+  absl::StatusOr<Scan> scan = ScanLog(path, recorded.records);
+  if (!scan.ok()) return scan.status();
+  const int64_t lines = scan->verification.lines;
+  // A cut at the end leaves a sound chain: only the count shows it.
+  if (lines < recorded.records) {
+    return absl::DataLossError(absl::StrCat(
+        path, " is truncated: it ends at record ", lines,
+        ", the recorded head is record ", recorded.records, "; ",
+        recorded.records - lines, " record",
+        recorded.records - lines == 1 ? "" : "s", " missing at the end",
+        scan->torn_tail ? " (followed by an incomplete line)" : ""));
+  }
+  // Cut and then written on (the coordinator numbers on from the cut), or
+  // another log altogether.
+  if (scan->captured_hash != hash) {
+    return absl::DataLossError(absl::StrCat(
+        path, " does not hold the recorded head: record ", recorded.records,
+        " has hash ", scan->captured_hash.substr(0, 16), "..., recorded ",
+        hash.substr(0, 16),
+        "...; records up to it were removed or rewritten and the log went on "
+        "from there, or this is another log"));
+  }
+  if (scan->torn_tail) return TornTail(path, lines);
   return scan->verification;
 }
 
@@ -139,6 +184,11 @@ AuditLog::~AuditLog() {
 absl::Status AuditLog::Append(const AuditEvent& event, absl::Time when) {
   absl::MutexLock lock(&mu_);
   return AppendLocked(event, when);
+}
+
+AuditHead AuditLog::Head() {
+  absl::MutexLock lock(&mu_);
+  return {next_seq_ - 1, last_hash_};
 }
 
 absl::Status AuditLog::AppendLocked(const AuditEvent& event, absl::Time when) {

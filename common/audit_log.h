@@ -5,8 +5,10 @@
 // and round, with which model digest. Each line carries the SHA-256 of the
 // previous line's hash and its own fields, so editing, inserting, deleting
 // or reordering any line breaks the chain from there on. Removing lines at
-// the end cannot be seen from the file alone: record the head hash that
-// `echofed audit verify` prints somewhere else (a study log book) to pin it.
+// the end cannot be seen from the file alone, so the head is also kept
+// elsewhere: the coordinator puts it into every committed round record
+// (RoundRecord.audit_head, shown by `echofed run status` and in reports),
+// and VerifyAuditLogHead checks a log against such a head.
 //
 // Line format, tab-separated (tabs and newlines in fields become spaces):
 //   seq  time(RFC 3339 UTC)  actor  action  run  round  digest  detail  hash
@@ -40,8 +42,24 @@ struct AuditVerification {
   std::string head_hash;  // hex; 64 zeros for an empty log
 };
 
+// A point in the chain as recorded outside the log: how many records it
+// held and the hash of the last of them.
+struct AuditHead {
+  int64_t records = 0;
+  std::string hash;  // lowercase hex; 64 zeros for an empty log
+};
+
 // Checks the whole chain. DATA_LOSS names the first line that does not fit.
 absl::StatusOr<AuditVerification> VerifyAuditLog(const std::string& path);
+
+// VerifyAuditLog, and that the log still holds `recorded` (e.g. a round
+// record's audit head): DATA_LOSS saying how many records are missing when
+// the log ends before it (cut at the end), or that the record at its
+// position has another hash (cut and extended again, or another log).
+// Records after the recorded head are checked by the chain only.
+// INVALID_ARGUMENT when `recorded` is not a count and a 64-digit hex hash.
+absl::StatusOr<AuditVerification> VerifyAuditLogHead(const std::string& path,
+                                                     const AuditHead& recorded);
 
 class AuditLog {
  public:
@@ -55,6 +73,11 @@ class AuditLog {
 
   // Appends and syncs one line. Thread-safe.
   absl::Status Append(const AuditEvent& event, absl::Time when = absl::Now());
+
+  // The last line written (its count and hash), for keeping outside the
+  // log. Lines that failed to be written are not in it. Thread-safe; with
+  // concurrent appends, a head at least as recent as the caller's own.
+  AuditHead Head();
 
  private:
   AuditLog() = default;

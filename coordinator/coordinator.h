@@ -64,7 +64,8 @@ class UploadSession;
 // trains and uploads; updates are checked and handed to the plan's strategy as
 // they complete (coordinator/strategy.h); the round closes when every selected
 // site has uploaded, or at the deadline once min_sites have; the new model and
-// the round record are committed (model file first, then the SQLite row); then
+// the round record are committed (model file first, then the SQLite row,
+// then the round-commit audit line, whose head the record keeps); then
 // every site evaluates the new model and reports aggregate counts.
 //
 // Thread-safe. Calls never wait on the network; task callbacks run outside
@@ -229,6 +230,10 @@ class Coordinator {
   void OpenTrainingLocked(Run& run, int round, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseTrainingLocked(Run& run, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records the audit log's head in the round just committed (the last of
+  // run.rounds, its audit lines written) and saves it with `run_state`.
+  void PinAuditHeadLocked(Run& run, RunStatus::State run_state)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Secure aggregation steps of a training round.
   void AdvanceMaskingLocked(Run& run, absl::Time now)

@@ -197,6 +197,7 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
               run->global_layout.tensors_size(), " tensors, digest ",
               HexDigest(record.model_digest()).substr(0, 16), ")");
       Audit({site, "initial-model", run->run_id, 0, record.model_digest(), ""});
+      PinAuditHeadLocked(*run, RunStatus::TRAINING);
       OpenTrainingLocked(*run, 1, now);
     } else {
       // Under secure aggregation only the sum of the whole cohort means
@@ -333,6 +334,7 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
         Audit({site, "update-excluded", run.run_id, run.round, "",
                "update norm beyond the round's bound"});
       }
+      PinAuditHeadLocked(run, next);
       if (evaluate) {
         OpenEvaluationLocked(run, now);
       } else if (run.round < run.plan.rounds()) {
@@ -349,6 +351,24 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
                              digest.status().message());
   run.retry_close_after = now + absl::Seconds(5);
   LogError("run ", run.run_id, ": ", run.message);
+}
+
+// The round is saved before its audit lines are written, so that the log
+// never tells of a commit the store does not hold; the head that follows
+// them is then saved into the record in a second step. If that save fails
+// the round stays committed, and the next save of its record (an
+// evaluation report) carries the head along.
+void Coordinator::PinAuditHeadLocked(Run& run, RunStatus::State run_state) {
+  RoundRecord& record = run.rounds.back();
+  const AuditHead head = audit_->Head();
+  AuditLogHead* pinned = record.mutable_audit_head();
+  pinned->set_records(head.records);
+  pinned->set_hash(head.hash);
+  if (absl::Status status = store_->SaveRound(run.run_id, record, run_state);
+      !status.ok()) {
+    LogError("run ", run.run_id, " round ", record.round(),
+             ": cannot save the audit log head: ", status.message());
+  }
 }
 
 // ---------------------------------------------------------------------------

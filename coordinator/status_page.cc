@@ -13,6 +13,7 @@
 #include "common/dp_accountant.h"
 #include "common/html.h"
 #include "common/metrics.h"
+#include "common/run_status.h"
 
 namespace echofed {
 namespace {
@@ -80,14 +81,17 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 )css";
 
 // Which column a site is in: what the coordinator last saw it do, and
-// whether it fell silent.
-std::string SiteStateCell(const SiteStatus& site) {
+// whether it fell silent. An external validation site never trains: what
+// it does is read off the run (waiting, evaluating, evaluated).
+std::string SiteStateCell(const RunStatus& run, const SiteStatus& site) {
   if (!site.joined()) {
     return site.last_seen_unix_ms() == 0 ? "not joined"
                                          : "not joined since restart";
   }
-  std::string state = HtmlEscape(site.activity());
-  if (site.activity() == "training") {
+  const bool validation = site.role() == Plan::EXTERNAL_VALIDATION;
+  std::string state =
+      HtmlEscape(validation ? ValidationSiteState(run, site) : site.activity());
+  if (!validation && site.activity() == "training") {
     absl::StrAppend(&state,
                     absl::StrFormat(" (epoch %d, batch %d, loss %.4f)",
                                     site.epoch(), site.batch(), site.loss()));
@@ -165,7 +169,7 @@ void AppendLatestRun(const RunStatus& run, absl::Time now, std::string* out) {
                     site.live() ? "1" : "0", "\"><td>", HtmlEscape(site.site()),
                     "</td><td>",
                     absl::AsciiStrToLower(Plan::Role_Name(site.role())),
-                    "</td><td>", SiteStateCell(site), "</td><td>", seen,
+                    "</td><td>", SiteStateCell(run, site), "</td><td>", seen,
                     "</td><td>", HtmlEscape(site.device()), "</td></tr>\n");
   }
   absl::StrAppend(out, "</table>\n");

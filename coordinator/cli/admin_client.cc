@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "common/dp_accountant.h"
 #include "common/metrics.h"
+#include "common/run_status.h"
 #include "common/tensor_bundle.h"
 
 namespace echofed {
@@ -194,6 +195,12 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
       round.round(), plan.rounds(),
       absl::BytesToHexString(round.model_digest()).substr(0, 12),
       round.contributors_size(), round.mean_train_loss());
+  if (round.has_audit_head()) {
+    // In full: it is what `echofed audit verify` checks a log against.
+    absl::StrAppend(
+        &out, "  audit log at commit: ", round.audit_head().records(),
+        " records, head ", PrintableText(round.audit_head().hash()), "\n");
+  }
   if (round.excluded_size() > 0) {
     absl::StrAppend(&out, "  left out by norm bounding: ",
                     absl::StrJoin(round.excluded(), ", "), "\n");
@@ -298,14 +305,24 @@ std::string FormatSites(const RunStatus& status) {
             ? "never"
             : absl::StrFormat("%.0fs ago",
                               (now - site.last_seen_unix_ms()) / 1000.0);
+    // A validation site never trains: no epoch, batch or loss, but what
+    // it is doing in the run's phase.
+    if (site.role() == Plan::EXTERNAL_VALIDATION && site.joined()) {
+      absl::StrAppend(
+          &out,
+          absl::StrFormat("  %-16s %-20s %s  seen %s  %s\n", site.site(),
+                          Plan::Role_Name(site.role()),
+                          PrintableText(ValidationSiteState(status, site)),
+                          seen, PrintableText(site.device())));
+      continue;
+    }
     absl::StrAppend(
-        &out,
-        absl::StrFormat("  %-16s %-20s %-12s epoch %d batch %d loss %.4f  "
-                        "seen %s  %s\n",
-                        site.site(), Plan::Role_Name(site.role()),
-                        PrintableText(site.activity()), site.epoch(),
-                        site.batch(), site.loss(), seen,
-                        PrintableText(site.device())));
+        &out, absl::StrFormat(
+                  "  %-16s %-20s %-12s epoch %d batch %d loss %.4f  "
+                  "seen %s  %s\n",
+                  site.site(), Plan::Role_Name(site.role()),
+                  PrintableText(site.activity()), site.epoch(), site.batch(),
+                  site.loss(), seen, PrintableText(site.device())));
   }
   return out;
 }

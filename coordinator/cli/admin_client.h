@@ -4,9 +4,8 @@
 #include <memory>
 #include <string>
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/grpc_util.h"
 #include "proto/admin.grpc.pb.h"
 
@@ -32,14 +31,17 @@ class AdminClient {
   std::unique_ptr<Admin::Stub> stub_;
 };
 
-// Human-readable summary of one round: train loss, per-site and pooled
-// accuracy for internal and external validation.
+// Human-readable summary of one round: train loss, the audit log's head at
+// its commit, per-site and pooled accuracy for internal and external
+// validation.
 std::string FormatRound(const RunStatus& status, const RoundRecord& round);
-// One line per site: role, activity, progress.
 // Text a site sent (activity, device), made safe for a terminal: printable
 // ASCII only, so a site cannot send escape sequences to an operator's screen.
 std::string PrintableText(absl::string_view text);
 
+// One line per site: role, activity, progress (epoch, batch, loss) of a
+// training site; what an external validation site is doing instead
+// (ValidationSiteState), as it never trains.
 std::string FormatSites(const RunStatus& status);
 // Differential privacy runs: the plan's settings, the projected epsilon of a
 // training site over the run and each site's epsilon spent so far; empty

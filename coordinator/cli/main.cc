@@ -6,6 +6,8 @@
 //   runs                     list runs
 //   model download           fetch a committed global model
 //   report                   the statistician's report (JSON, CSV, HTML)
+//   audit verify             the audit log's hash chain, and that it still
+//                            holds a head a round recorded (not cut short)
 //   demo                     a whole local federation on synthetic data
 
 #include <unistd.h>
@@ -217,9 +219,28 @@ int main(int argc, char** argv) {
   CLI::App* audit = app.add_subcommand("audit", "the coordinator's audit log");
   audit->require_subcommand(1);
   CLI::App* audit_verify = audit->add_subcommand(
-      "verify", "check the hash chain of an audit log (state_dir/audit.log)");
+      "verify",
+      "check the hash chain of an audit log (state_dir/audit.log); with "
+      "--expect-records and --expect-head, also that no record was cut off "
+      "its end since a round was committed: take both from that round's "
+      "\"audit log at commit\" in `echofed run status` or a report "
+      "(report.json round.audit_log)");
   std::string audit_path;
+  int64_t expect_records = -1;
+  std::string expect_head;
   audit_verify->add_option("file", audit_path, "audit log")->required();
+  CLI::Option* expect_records_option =
+      audit_verify
+          ->add_option("--expect-records", expect_records,
+                       "records the log held at the recorded head")
+          ->check(CLI::NonNegativeNumber);
+  CLI::Option* expect_head_option =
+      audit_verify
+          ->add_option("--expect-head", expect_head,
+                       "the recorded head: hash of the log's last record "
+                       "then (64 hex digits)")
+          ->needs(expect_records_option);
+  expect_records_option->needs(expect_head_option);
 
   CLI::App* demo = app.add_subcommand(
       "demo", "run a whole federation locally on a SYNTHETIC cohort");
@@ -333,13 +354,25 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (audit_verify->parsed()) {
+    const bool against_head = expect_head_option->count() > 0;
     absl::StatusOr<echofed::AuditVerification> verified =
-        echofed::VerifyAuditLog(audit_path);
+        against_head ? echofed::VerifyAuditLogHead(
+                           audit_path, {expect_records, expect_head})
+                     : echofed::VerifyAuditLog(audit_path);
     if (!verified.ok()) return Fail(verified.status());
     std::cout << audit_path << ": " << verified->lines
               << " lines, hash chain intact; head " << verified->head_hash
-              << "\n(record the head hash elsewhere: removing lines at the end "
-                 "leaves no trace in the file itself)\n";
+              << "\n";
+    if (against_head) {
+      const int64_t after = verified->lines - expect_records;
+      std::cout << "holds the recorded head (record " << expect_records
+                << ") and " << after << (after == 1 ? " record" : " records")
+                << " after it, checked by the chain only\n";
+    } else {
+      std::cout << "(a cut at the end leaves no trace in the file itself: "
+                   "check it against a round's head with --expect-records "
+                   "and --expect-head)\n";
+    }
     return 0;
   }
   if (demo->parsed()) {

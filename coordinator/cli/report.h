@@ -40,7 +40,9 @@ struct ReportDocuments {
 // "pooled_internal" / "pooled_external" (aggregates summed over the sites,
 // so the metrics of the pooled cases) or "meta_internal" / "meta_external" /
 // "meta_all" (DerSimonian-Laird random-effects meta-analysis of the sites'
-// own estimates). `n` is the estimate's denominator: images for most
+// own estimates), or "audit_log" (set_type "round": the coordinator's
+// audit log when the round was committed, metric audit_log_records, the
+// head hash in `note`). `n` is the estimate's denominator: images for most
 // metrics, the class's cases for sensitivity, predicted positives for
 // precision, patients for the C-index, sites pooled for a meta-analysis.
 // Undefined values and suppressed sets are "NA", with the reason in `note`.

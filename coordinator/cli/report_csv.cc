@@ -337,6 +337,30 @@ void PrivacyRows(const Report& report, CsvWriter* csv) {
   }
 }
 
+// The coordinator's audit log when the reported round was committed (set
+// "audit_log"): its record count, with the head hash in the note, so that
+// a copy of the log can be checked against it.
+void AuditLogRows(const Report& report, CsvWriter* csv) {
+  const RoundRecord& round = *report.round;
+  csv->SetBlockNote("");
+  csv->SetUnit("");
+  csv->SetContext("audit_log", "round", "", "");
+  if (!round.has_audit_head()) {
+    csv->Row("audit_log_records", "", kNaN, Interval(), std::nullopt,
+             "not recorded by the coordinator");
+    return;
+  }
+  csv->Row(
+      "audit_log_records", "",
+      static_cast<double>(round.audit_head().records()), Interval(),
+      std::nullopt,
+      // The count again in full: large estimates print in exponent
+      // form, and --expect-records wants the integer.
+      absl::StrCat("head ", round.audit_head().hash(), " (record ",
+                   round.audit_head().records(), ", the log's last when round ",
+                   round.round(), " was committed)"));
+}
+
 }  // namespace
 
 std::string RenderCsv(const Report& report) {
@@ -349,6 +373,7 @@ std::string RenderCsv(const Report& report) {
   }
   MetaRows(report, &csv);
   PrivacyRows(report, &csv);
+  AuditLogRows(report, &csv);
   return csv.Take();
 }
 

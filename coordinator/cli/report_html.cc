@@ -64,6 +64,22 @@ std::string PrivacyRow(const Report& report) {
                       "</td></tr>");
 }
 
+// The audit log's head kept in the round record, with the command that
+// checks a copy of the log against it (a log cut at the end verifies on
+// its own).
+std::string AuditHeadText(const RoundRecord& round) {
+  if (!round.has_audit_head()) {
+    return "not recorded (the coordinator kept no audit log head for this "
+           "round)";
+  }
+  const std::string records = absl::StrCat(round.audit_head().records());
+  const std::string hash = HtmlEscape(round.audit_head().hash());
+  return absl::StrCat(records, " records, head <code>", hash,
+                      "</code>; check a copy of the log with <code>echofed "
+                      "audit verify audit.log --expect-records ",
+                      records, " --expect-head ", hash, "</code>");
+}
+
 std::string RunSection(const Report& report) {
   const RunStatus& status = *report.status;
   const Plan& plan = status.plan();
@@ -116,7 +132,7 @@ std::string RunSection(const Report& report) {
               : "off"),
       row("contributors to this round",
           HtmlEscape(absl::StrJoin(round.contributors(), ", "))),
-      PrivacyRow(report),
+      row("audit log at commit", AuditHeadText(round)), PrivacyRow(report),
       "</table><table class=\"text\"><tr><th>centre</th><th>role</th></tr>",
       sites, "</table>");
 }

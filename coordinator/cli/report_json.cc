@@ -378,6 +378,18 @@ std::string RenderJson(const Report& report) {
   json.EndArray();
   json.Field("mean_train_loss", round.mean_train_loss());
   json.Field("closed_unix_ms", round.closed_unix_ms());
+  // The coordinator's audit log when the round was committed: a copy of the
+  // log that ends before it, or differs at it, was cut or rewritten.
+  // Null when the coordinator recorded none (before it kept heads).
+  json.Key("audit_log");
+  if (round.has_audit_head()) {
+    json.BeginObject();
+    json.Field("records", round.audit_head().records());
+    json.Field("head_sha256", round.audit_head().hash());
+    json.EndObject();
+  } else {
+    json.Null();
+  }
   json.EndObject();
 
   json.Key("sets");

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/run_status.h"
 #include "coordinator/cli/admin_client.h"
 
 namespace echofed {
@@ -30,7 +31,7 @@ std::string Span(absl::Duration duration) {
 // Printable ASCII only: the activity word comes from the site.
 std::string Printable(const std::string& text) { return PrintableText(text); }
 
-std::string SiteState(const SiteStatus& site, const Plan& plan,
+std::string SiteState(const RunStatus& run, const SiteStatus& site,
                       absl::Time now) {
   if (!site.joined()) {
     return site.last_seen_unix_ms() == 0 ? "not joined"
@@ -43,11 +44,15 @@ std::string SiteState(const SiteStatus& site, const Plan& plan,
         absl::FormatTime("%H:%M:%S UTC", seen, absl::UTCTimeZone()), " (",
         Span(now - seen), ")");
   }
+  // Validation sites never train: what they do is read off the run.
+  if (site.role() == Plan::EXTERNAL_VALIDATION) {
+    return Printable(ValidationSiteState(run, site));
+  }
   std::string activity = Printable(site.activity());
   if (site.activity() == "training" && (site.epoch() > 0 || site.batch() > 0)) {
     return absl::StrFormat("training epoch %d/%d batch %d loss %.4f",
-                           site.epoch(), plan.local_epochs(), site.batch(),
-                           site.loss());
+                           site.epoch(), run.plan().local_epochs(),
+                           site.batch(), site.loss());
   }
   return activity.empty() ? "joined" : activity;
 }
@@ -80,7 +85,7 @@ std::string FormatLiveStatus(const RunStatus& status, absl::Time now) {
     absl::StrAppend(&out,
                     absl::StrFormat("  %-18s %-20s %-46s %s\n", site.site(),
                                     Plan::Role_Name(site.role()),
-                                    SiteState(site, plan, now), seen));
+                                    SiteState(status, site, now), seen));
   }
   const std::string privacy = FormatPrivacy(status);
   if (!privacy.empty()) absl::StrAppend(&out, "\n", privacy);

@@ -11,7 +11,9 @@ namespace echofed {
 // The table of `echofed status` at time `now`: the run's round, phase and
 // time left before the phase deadline; one line per site with its state
 // (not joined, joined, training with epoch and batch, uploaded, evaluated,
-// missing since when) and when it was last heard from; then the last
+// missing since when; for an external validation site waiting, evaluating
+// or evaluated which round, see ValidationSiteState) and when it was last
+// heard from; then the last
 // committed round with its metrics (FormatRound). Text the sites sent
 // (their activity word) is stripped of control characters, so a site
 // cannot drive the operator's terminal.

@@ -13,7 +13,9 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/dp_accountant.h"
+#include "common/files.h"
 #include "common/metrics.h"
 #include "common/pki.h"
 #include "common/secure_aggregation.h"
@@ -1028,6 +1030,84 @@ TEST_F(CoordinatorTest, StoppedRunTellsSitesToStop) {
 TEST_F(CoordinatorTest, PollBeforeJoinAsksToJoin) {
   EXPECT_EQ(Poll("stranger").status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// Every committed round keeps the audit log's head as it stood right after
+// the round's own audit lines, so that a log cut at the end is found by
+// whoever holds the run status.
+TEST_F(CoordinatorTest, RoundRecordsCarryTheAuditHeadOfTheirCommit) {
+  for (const char* site : {"a", "b", "c"}) Join(site);
+  Plan plan = MakePlan({"a", "b", "c"}, {}, 2);
+  plan.set_update_norm_outlier_factor(10);
+  std::string run = StartAndInitialize(plan);
+  for (int round = 1; round <= 2; ++round) {
+    ASSERT_TRUE(Upload("a", run, round, MakeBundle("test_model", 1.0f)).ok());
+    ASSERT_TRUE(Upload("b", run, round, MakeBundle("test_model", 2.0f)).ok());
+    // Round 2: c's update is left out, written after the commit line.
+    ASSERT_TRUE(Upload("c", run, round,
+                       MakeBundle("test_model", round == 1 ? 3.0f : 90.0f))
+                    .ok());
+    for (const char* site : {"a", "b", "c"}) {
+      ASSERT_TRUE(Report(site, run, round, INTERNAL_VALIDATION).ok());
+    }
+  }
+  RunStatus status = Status();
+  ASSERT_EQ(status.state(), RunStatus::DONE);
+  ASSERT_EQ(status.rounds_size(), 3);
+  EXPECT_EQ(status.rounds(2).excluded_size(), 1);
+
+  const std::string path = dir_.Join("state/audit.log");
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  ASSERT_TRUE(text.ok()) << text.status();
+  std::vector<std::string> lines =
+      absl::StrSplit(*text, '\n', absl::SkipEmpty());
+  for (const RoundRecord& record : status.rounds()) {
+    SCOPED_TRACE(absl::StrCat("round ", record.round()));
+    ASSERT_TRUE(record.has_audit_head());
+    const int64_t records = record.audit_head().records();
+    ASSERT_GE(records, 1);
+    ASSERT_LE(records, static_cast<int64_t>(lines.size()));
+    // The head is the line of the round's commit (the last of its lines):
+    // its own number and hash.
+    std::vector<std::string> fields = absl::StrSplit(lines[records - 1], '\t');
+    ASSERT_EQ(fields.size(), 9u);
+    EXPECT_EQ(fields[0], absl::StrCat(records));
+    EXPECT_EQ(fields[8], record.audit_head().hash());
+    EXPECT_EQ(fields[4], run);
+    EXPECT_EQ(fields[5], absl::StrCat(record.round()));
+    EXPECT_EQ(fields[3], record.round() == 0   ? "initial-model"
+                         : record.round() == 1 ? "round-commit"
+                                               : "update-excluded");
+    if (record.round() == 2) {
+      EXPECT_NE(lines[records - 2].find("\tround-commit\t"), std::string::npos);
+    }
+    absl::StatusOr<AuditVerification> verified =
+        VerifyAuditLogHead(path, {records, record.audit_head().hash()});
+    EXPECT_TRUE(verified.ok()) << verified.status();
+  }
+  const AuditLogHead last = status.rounds(2).audit_head();
+  // Kept by the store through the evaluation reports' saves and a restart.
+  Restart();
+  status = Status(run);
+  ASSERT_EQ(status.rounds_size(), 3);
+  EXPECT_EQ(status.rounds(2).audit_head().records(), last.records());
+  EXPECT_EQ(status.rounds(2).audit_head().hash(), last.hash());
+
+  // The log cut back to before the last commit: the chain still verifies,
+  // the recorded head does not.
+  coordinator_.reset();
+  std::string cut;
+  for (int64_t i = 0; i < last.records() - 2; ++i) {
+    absl::StrAppend(&cut, lines[i], "\n");
+  }
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << cut;
+  EXPECT_TRUE(VerifyAuditLog(path).ok());
+  absl::StatusOr<AuditVerification> verified =
+      VerifyAuditLogHead(path, {last.records(), last.hash()});
+  EXPECT_EQ(verified.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(verified.status().message().find("2 records missing at the end"),
+            std::string::npos)
+      << verified.status();
 }
 
 }  // namespace

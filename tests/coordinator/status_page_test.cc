@@ -515,6 +515,42 @@ TEST(StatusPageTest, DifferentialPrivacyShowsEpsilonPerSite) {
       << page;
 }
 
+// An external validation site shows what it does in the run's phase, not
+// the activity word it last had nor training fields.
+TEST(StatusPageTest, ValidationSiteWaitsEvaluatesOrHasEvaluated) {
+  Telemetry telemetry(kNow);
+  StatusSnapshot snapshot = MakeSnapshot(telemetry);
+  RunStatus& run = *snapshot.latest;
+  SiteStatus* site = run.add_sites();
+  site->set_site("hospital-x");
+  site->set_role(Plan::EXTERNAL_VALIDATION);
+  site->set_joined(true);
+  site->set_live(true);
+  site->set_activity("evaluated");  // round 1's
+  site->set_last_seen_unix_ms(absl::ToUnixMillis(kNow) - 3000);
+  SiteEvaluation* evaluation = run.mutable_rounds(1)->add_evaluations();
+  evaluation->set_site("hospital-x");
+  *evaluation->mutable_aggregate() = Evaluated(EXTERNAL_VALIDATION, 8, 2);
+  // Round 2 trains.
+  std::string page = RenderStatusPage(snapshot);
+  EXPECT_TRUE(absl::StrContains(
+      page,
+      "<td>hospital-x</td><td>external_validation</td><td>waiting (round 2 "
+      "training; evaluated round 1)</td>"))
+      << page;
+  // Round 2 evaluates; then the site's report arrives.
+  run.set_state(RunStatus::EVALUATING);
+  site->set_activity("evaluating");
+  page = RenderStatusPage(snapshot);
+  EXPECT_TRUE(absl::StrContains(page, "<td>evaluating round 2</td>")) << page;
+  RoundRecord* second = run.add_rounds();
+  second->set_round(2);
+  *second->add_evaluations() = *evaluation;
+  site->set_activity("evaluated");
+  page = RenderStatusPage(snapshot);
+  EXPECT_TRUE(absl::StrContains(page, "<td>evaluated round 2</td>")) << page;
+}
+
 TEST(StatusPageTest, WithoutAnyRun) {
   Telemetry telemetry(kNow);
   StatusSnapshot snapshot;

@@ -729,9 +729,73 @@ TEST_F(ReportTest, RoundsAndErrors) {
             std::string::npos);
 }
 
+// The audit log head the coordinator kept with the reported round, in
+// every file, so that whoever holds a report can find a log cut at the end
+// (`echofed audit verify --expect-records N --expect-head HASH`).
+TEST_F(ReportTest, AuditLogHeadOfTheRoundInEveryFile) {
+  const std::string hash =
+      "3f2a9c0e11d4b5a6978867564534231201f0e0d0c0b0a0908070605040302010";
+  AuditLogHead* head = status_.mutable_rounds(2)->mutable_audit_head();
+  head->set_records(1234567);
+  head->set_hash(hash);
+  absl::StatusOr<ReportDocuments> report =
+      RenderReport(status_, ReportOptions());
+  ASSERT_TRUE(report.ok()) << report.status();
+
+  Struct root;
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(report->json, &root).ok());
+  const Struct& audit =
+      Get(Get(root, "round").struct_value(), "audit_log").struct_value();
+  EXPECT_EQ(Get(audit, "records").number_value(), 1234567);
+  EXPECT_EQ(Get(audit, "head_sha256").string_value(), hash);
+
+  const CsvTable table = ParseCsv(report->csv, "run-test-1", 2);
+  const CsvRow& row = table.at({"audit_log", "", "audit_log_records", ""});
+  EXPECT_EQ(row.set_type, "round");
+  EXPECT_EQ(Parse(row.estimate), 1234567);
+  EXPECT_EQ(row.note,
+            absl::StrCat("head ", hash,
+                         " (record 1234567, the log's last when round 2 was "
+                         "committed)"));
+
+  EXPECT_NE(report->html.find(absl::StrCat(
+                "<tr><th>audit log at commit</th><td>1234567 records, head "
+                "<code>",
+                hash, "</code>")),
+            std::string::npos);
+  EXPECT_NE(report->html.find(absl::StrCat(
+                "echofed audit verify audit.log --expect-records 1234567 "
+                "--expect-head ",
+                hash)),
+            std::string::npos);
+
+  // Another round of the same run: its own head (here none).
+  ReportOptions first;
+  first.round = 1;
+  report = RenderReport(status_, first);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->json.find(hash), std::string::npos);
+  EXPECT_EQ(report->csv.find(hash), std::string::npos);
+  EXPECT_EQ(report->html.find(hash), std::string::npos);
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(report->json, &root).ok());
+  EXPECT_EQ(Get(Get(root, "round").struct_value(), "audit_log").kind_case(),
+            Value::kNullValue);
+  const CsvTable first_table = ParseCsv(report->csv, "run-test-1", 1);
+  const CsvRow& missing =
+      first_table.at({"audit_log", "", "audit_log_records", ""});
+  EXPECT_EQ(missing.estimate, "NA");
+  EXPECT_EQ(missing.note, "not recorded by the coordinator");
+  EXPECT_NE(report->html.find("<tr><th>audit log at commit</th><td>not "
+                              "recorded"),
+            std::string::npos);
+}
+
 // The patients of a site: its cases of each class two by two (the last
 // alone when a class has an odd count), each patient one case scored with
-// the mean of its images' probabilities, as site-agent/training/trainer.cc does.
+// the mean of its images' probabilities, as site-agent/training/trainer.cc
+// does.
 std::vector<Case> Patients(const std::vector<Case>& images) {
   std::vector<Case> patients;
   std::map<int, std::vector<const Case*>> by_class;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/dp_accountant.h"
@@ -177,6 +178,111 @@ TEST(StatusViewTest, DifferentialPrivacyShowsEpsilonPerSite) {
   // Runs without differential privacy say nothing of it.
   EXPECT_EQ(FormatPrivacy(MakeRun()), "");
   EXPECT_FALSE(absl::StrContains(FormatLiveStatus(MakeRun(), kNow), "privacy"));
+}
+
+// An external validation site that evaluated round 2 and is live: what the
+// coordinator's status says of it in `phase` at `round`, as sent.
+RunStatus WithValidationSite(RunStatus::State phase, int round,
+                             const std::string& activity) {
+  RunStatus run = MakeRun();
+  run.set_state(phase);
+  run.set_round(round);
+  SiteStatus* site =
+      AddSite(run, "hospital-x", true, true, activity, absl::Seconds(4));
+  site->set_role(Plan::EXTERNAL_VALIDATION);
+  site->set_device("cpu");
+  SiteEvaluation* evaluation = run.mutable_rounds(2)->add_evaluations();
+  evaluation->set_site("hospital-x");
+  EvalAggregate* aggregate = evaluation->mutable_aggregate();
+  aggregate->set_split(EXTERNAL_VALIDATION);
+  aggregate->set_class_count(2);
+  aggregate->set_num_images(10);
+  aggregate->set_num_patients(10);
+  for (int count : {4, 1, 1, 4}) aggregate->add_confusion(count);
+  return run;
+}
+
+// Both tables, `echofed status` and `echofed run status`: the line of
+// hospital-x.
+std::vector<std::string> ValidationLines(const RunStatus& run) {
+  return {LineOf(FormatLiveStatus(run, kNow), "hospital-x"),
+          LineOf(FormatSites(run), "hospital-x")};
+}
+
+// A validation site never trains: no epoch, batch or loss, but whether it
+// waits, evaluates or has evaluated, read off the run and its round
+// records rather than the site's last activity word.
+TEST(StatusViewTest, ValidationSitesShowWhatTheyDoNotTrainingFields) {
+  // Round 3 trains elsewhere; the site's word is still round 2's.
+  for (const std::string& line : ValidationLines(
+           WithValidationSite(RunStatus::TRAINING, 3, "evaluated"))) {
+    EXPECT_TRUE(absl::StrContains(
+        line, "waiting (round 3 training; evaluated round 2)"))
+        << line;
+    for (const char* training : {"epoch", "batch", "loss"}) {
+      EXPECT_FALSE(absl::StrContains(line, training)) << line;
+    }
+  }
+  // `echofed run status` still says when it was seen and on what.
+  const std::string line = LineOf(
+      FormatSites(WithValidationSite(RunStatus::TRAINING, 3, "evaluated")),
+      "hospital-x");
+  EXPECT_TRUE(absl::StrContains(line, "  seen ")) << line;
+  EXPECT_TRUE(absl::EndsWith(line, "  cpu")) << line;
+
+  // Round 3 evaluates: before the site fetched its task, while it
+  // evaluates, and once its report is in.
+  for (const std::string& line : ValidationLines(
+           WithValidationSite(RunStatus::EVALUATING, 3, "evaluated"))) {
+    EXPECT_TRUE(absl::StrContains(line, "waiting to evaluate round 3")) << line;
+  }
+  for (const std::string& line : ValidationLines(
+           WithValidationSite(RunStatus::EVALUATING, 3, "evaluating"))) {
+    EXPECT_TRUE(absl::StrContains(line, "evaluating round 3")) << line;
+    EXPECT_FALSE(absl::StrContains(line, "epoch")) << line;
+  }
+  RunStatus reported =
+      WithValidationSite(RunStatus::EVALUATING, 2, "evaluated");
+  for (const std::string& line : ValidationLines(reported)) {
+    EXPECT_TRUE(absl::StrContains(line, "evaluated round 2")) << line;
+  }
+  reported.set_state(RunStatus::DONE);
+  for (const std::string& line : ValidationLines(reported)) {
+    EXPECT_TRUE(absl::StrContains(line, "evaluated round 2")) << line;
+  }
+
+  // Still "not joined" and "MISSING" like any site.
+  RunStatus silent = WithValidationSite(RunStatus::TRAINING, 3, "evaluated");
+  silent.mutable_sites(6)->set_live(false);
+  EXPECT_TRUE(absl::StrContains(
+      LineOf(FormatLiveStatus(silent, kNow), "hospital-x"), "MISSING since"));
+  RunStatus absent = WithValidationSite(RunStatus::TRAINING, 3, "never seen");
+  absent.mutable_sites(6)->set_joined(false);
+  absent.mutable_sites(6)->clear_last_seen_unix_ms();
+  EXPECT_TRUE(absl::StrContains(
+      LineOf(FormatLiveStatus(absent, kNow), "hospital-x"), "not joined"));
+
+  // Training sites keep their progress.
+  EXPECT_TRUE(absl::StrContains(LineOf(FormatSites(reported), "hospital-a"),
+                                "epoch 2 batch 14 loss"));
+}
+
+// `echofed run status` prints each committed round's audit log head in
+// full: what `echofed audit verify --expect-records --expect-head` takes.
+TEST(StatusViewTest, RoundsShowTheAuditLogHeadOfTheirCommit) {
+  RunStatus run = MakeRun();
+  const std::string hash(64, 'c');
+  AuditLogHead* head = run.mutable_rounds(2)->mutable_audit_head();
+  head->set_records(57);
+  head->set_hash(hash);
+  EXPECT_TRUE(absl::StrContains(
+      FormatRound(run, run.rounds(2)),
+      absl::StrCat("  audit log at commit: 57 records, head ", hash, "\n")))
+      << FormatRound(run, run.rounds(2));
+  EXPECT_TRUE(absl::StrContains(FormatLiveStatus(run, kNow),
+                                "audit log at commit: 57 records"));
+  // Rounds committed before coordinators kept the head say nothing of it.
+  EXPECT_FALSE(absl::StrContains(FormatRound(run, run.rounds(1)), "audit"));
 }
 
 }  // namespace
