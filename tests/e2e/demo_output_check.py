@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs `echofed demo` and checks that the README's "What the demo prints"
-block still has the shape of what the demo prints: the same header, the same
-rows (site or pool, and set) in the same order. Numbers are not compared:
+block still has the shape of what the demo prints: the same lines under the
+round line, the same header, the same rows (site or pool, and set). Numbers are not compared:
 they vary with the machine's floating point, and a class below the minimum
 cell count turns a number into "n/a".
 
@@ -29,13 +29,23 @@ def final_table(text):
     return table
 
 
+def words(line):
+    """The words of a line that are not numbers, digests or counts."""
+    return [w for w in line.split() if not re.search(r"\d", w)]
+
+
 def shape(table):
-    """(header, row keys): the round line reduced to its words, the column
-    header as is, and each row's first two words."""
-    round_words = [w for w in table[0].split() if not re.search(r"\d", w)]
-    header = table[1].split() if len(table) > 1 else []
-    rows = [tuple(line.split()[:2]) for line in table[2:]]
-    return round_words, header, rows
+    """(round line, lines before the column header, column header, rows):
+    the round line and the lines under it (e.g. the audit log's head)
+    reduced to their words, the header as is, and each row's first two
+    words. Rows are compared as a set: sites are listed in the order their
+    reports arrived, which varies from run to run."""
+    header_at = next((i for i, line in enumerate(table)
+                      if line.split()[:2] == ["site", "set"]), len(table))
+    preamble = [words(line) for line in table[1:header_at]]
+    header = table[header_at].split() if header_at < len(table) else []
+    rows = sorted(tuple(line.split()[:2]) for line in table[header_at + 1:])
+    return words(table[0]), preamble, header, rows
 
 
 def readme_table(readme):
@@ -68,7 +78,8 @@ def main():
         sys.exit("the demo printed no 'round N/N' table")
     want, got = shape(expected), shape(printed)
     problems = []
-    for name, w, g in zip(("round line", "column header", "rows"), want, got):
+    names = ("round line", "lines under it", "column header", "rows")
+    for name, w, g in zip(names, want, got):
         if w != g:
             problems.append(f"{name}: README has {w}, the demo printed {g}")
     if problems:
@@ -77,7 +88,7 @@ def main():
             print("  " + problem)
         print("Regenerate it from this run's table (README.md, after " + MARKER + ").")
         return 1
-    print(f"README's demo output has the demo's shape ({len(got[2])} rows)")
+    print(f"README's demo output has the demo's shape ({len(got[3])} rows)")
     return 0
 
 
