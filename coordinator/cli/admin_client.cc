@@ -316,13 +316,19 @@ std::string FormatSites(const RunStatus& status) {
                           seen, PrintableText(site.device())));
       continue;
     }
+    // Epoch, batch and loss describe a training in progress; once the site
+    // has uploaded (or before it starts) they are stale, so only its
+    // activity is shown, as on the status page.
+    std::string progress =
+        site.activity() == "training"
+            ? absl::StrFormat("epoch %d batch %d loss %.4f  ", site.epoch(),
+                              site.batch(), site.loss())
+            : "";
     absl::StrAppend(
-        &out, absl::StrFormat(
-                  "  %-16s %-20s %-12s epoch %d batch %d loss %.4f  "
-                  "seen %s  %s\n",
-                  site.site(), Plan::Role_Name(site.role()),
-                  PrintableText(site.activity()), site.epoch(), site.batch(),
-                  site.loss(), seen, PrintableText(site.device())));
+        &out, absl::StrFormat("  %-16s %-20s %-12s %sseen %s  %s\n",
+                              site.site(), Plan::Role_Name(site.role()),
+                              PrintableText(site.activity()), progress, seen,
+                              PrintableText(site.device())));
   }
   return out;
 }

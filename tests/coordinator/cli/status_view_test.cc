@@ -267,6 +267,21 @@ TEST(StatusViewTest, ValidationSitesShowWhatTheyDoNotTrainingFields) {
                                 "epoch 2 batch 14 loss"));
 }
 
+// `echofed run status`: epoch, batch and loss only for a site that is
+// training; an uploaded or evaluated training site shows its activity alone.
+TEST(StatusViewTest, RunStatusShowsTrainingProgressOnlyWhileTraining) {
+  const std::string lines = FormatSites(MakeRun());
+  EXPECT_TRUE(absl::StrContains(LineOf(lines, "hospital-a"),
+                                "training     epoch 2 batch 14 loss 0.4123"))
+      << lines;
+  for (const char* idle : {"hospital-b", "hospital-c"}) {
+    const std::string line = LineOf(lines, idle);
+    EXPECT_FALSE(absl::StrContains(line, "epoch")) << line;
+    EXPECT_FALSE(absl::StrContains(line, "loss")) << line;
+  }
+  EXPECT_TRUE(absl::StrContains(LineOf(lines, "hospital-b"), "uploaded"));
+}
+
 // `echofed run status` prints each committed round's audit log head in
 // full: what `echofed audit verify --expect-records --expect-head` takes.
 TEST(StatusViewTest, RoundsShowTheAuditLogHeadOfTheirCommit) {
