@@ -53,8 +53,8 @@ struct PacsInstance {
   std::string sop_instance_uid;
   std::string sop_class_uid;  // empty when the PACS did not say
   std::string modality;
-  std::string study_date;     // YYYYMMDD or empty
-  int instance_number = 0;    // 0 when absent
+  std::string study_date;   // YYYYMMDD or empty
+  int instance_number = 0;  // 0 when absent
 };
 
 class PacsClient {
