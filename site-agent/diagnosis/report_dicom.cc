@@ -223,6 +223,11 @@ absl::StatusOr<DicomStudyContext> ReadStudyContext(
   image.series_instance_uid = Get(dataset, DCM_SeriesInstanceUID);
   image.sop_class_uid = Get(dataset, DCM_SOPClassUID);
   image.sop_instance_uid = Get(dataset, DCM_SOPInstanceUID);
+  Sint32 frames = 1;
+  if (dataset->findAndGetSint32(DCM_NumberOfFrames, frames).good() &&
+      frames > 1) {
+    image.number_of_frames = frames;
+  }
   if (context.study_instance_uid.empty()) {
     return Refuse(dicom_path, "has no Study Instance UID");
   }
@@ -384,6 +389,8 @@ absl::StatusOr<std::string> BuildGradCamSecondaryCapture(
       {DCM_SeriesNumber, absl::StrCat(options.series_number)},
       {DCM_InstanceNumber, absl::StrCat(options.instance_number)},
       {DCM_PatientOrientation, ""},
+      // Type 2C; a validator cannot tell whether the body part is paired.
+      {DCM_Laterality, ""},
       // Nothing is drawn on the pixels: no text, no identifiers.
       {DCM_BurnedInAnnotation, "NO"},
       {DCM_LossyImageCompression, "00"},
@@ -427,6 +434,13 @@ absl::StatusOr<std::string> BuildGradCamSecondaryCapture(
               purpose, DCM_CodeMeaning,
               std::string("Source image for image processing operation"))}) {
       if (absl::Status status = Put(item_of, key, value, what); !status.ok()) {
+        return status;
+      }
+    }
+    if (ref.referenced_frame > 0) {
+      if (absl::Status status = Put(item, DCM_ReferencedFrameNumber,
+                                    absl::StrCat(ref.referenced_frame), what);
+          !status.ok()) {
         return status;
       }
     }

@@ -111,6 +111,13 @@ struct DicomInstanceRef {
   std::string series_instance_uid;
   std::string sop_class_uid;
   std::string sop_instance_uid;
+  // Frames of the object (1 for a single-frame image).
+  int number_of_frames = 1;
+  // The frame the diagnosis read, counted from 1, for a multi-frame
+  // object; 0 references the object as a whole. ReadStudyContext leaves it
+  // 0 (the frame selection is the plan's): the caller sets it when it
+  // knows, and the SR and the overlay then reference that frame.
+  int referenced_frame = 0;
 };
 
 // The patient and study the results belong to, copied from the source

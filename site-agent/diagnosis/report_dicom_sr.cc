@@ -144,7 +144,10 @@ DSRCodedEntryValue Coded(const SrCode& code) {
 // CONTAINER.
 class TreeBuilder {
  public:
-  explicit TreeBuilder(DSRDocumentTree& tree) : tree_(tree) {}
+  // `ascii_only`: the document's character set (the source's) cannot hold
+  // our UTF-8 text, so its other bytes become '?'.
+  TreeBuilder(DSRDocumentTree& tree, bool ascii_only)
+      : tree_(tree), ascii_only_(ascii_only) {}
 
   absl::Status Open(DSRTypes::E_RelationshipType relation,
                     const SrCode& concept_name) {
@@ -158,8 +161,14 @@ class TreeBuilder {
         !s.ok()) {
       return s;
     }
+    std::string text = value;
+    if (ascii_only_) {
+      for (char& c : text) {
+        if (static_cast<unsigned char>(c) >= 0x80) c = '?';
+      }
+    }
     return Done(
-        tree_.getCurrentContentItem().setStringValue(value.c_str(), OFFalse),
+        tree_.getCurrentContentItem().setStringValue(text.c_str(), OFFalse),
         concept_name);
   }
 
@@ -203,10 +212,14 @@ class TreeBuilder {
         !s.ok()) {
       return s;
     }
-    return Done(
-        tree_.getCurrentContentItem().setImageReference(DSRImageReferenceValue(
-            image.sop_class_uid.c_str(), image.sop_instance_uid.c_str())),
-        concept_name);
+    DSRImageReferenceValue reference(image.sop_class_uid.c_str(),
+                                     image.sop_instance_uid.c_str());
+    if (image.referenced_frame > 0) {
+      reference.getFrameList().addItem(
+          static_cast<Sint32>(image.referenced_frame));
+    }
+    return Done(tree_.getCurrentContentItem().setImageReference(reference),
+                concept_name);
   }
 
  private:
@@ -243,6 +256,7 @@ class TreeBuilder {
   }
 
   DSRDocumentTree& tree_;
+  const bool ascii_only_;
 };
 
 std::string Percent(double probability) {
@@ -364,6 +378,21 @@ absl::Status AddContent(TreeBuilder& tree, const DiagnosticReport& report,
   return absl::OkStatus();
 }
 
+bool HasNonAscii(const DiagnosticReport& report) {
+  std::vector<std::string> texts = report.warnings;
+  texts.push_back(DescribeInrg(report.inrg));
+  texts.push_back(report.provenance.model_name);
+  texts.push_back(report.provenance.plan_name);
+  texts.push_back(report.provenance.software_version);
+  for (const std::string& name : report.class_names) texts.push_back(name);
+  for (const std::string& text : texts) {
+    for (char c : text) {
+      if (static_cast<unsigned char>(c) >= 0x80) return true;
+    }
+  }
+  return false;
+}
+
 absl::Status DeclareCodingSchemes(DSRDocument& document) {
   DSRCodingSchemeIdentificationList& schemes =
       document.getCodingSchemeIdentification();
@@ -412,6 +441,9 @@ absl::StatusOr<std::string> BuildDiagnosisSr(const DiagnosticReport& report,
   if (!context.specific_character_set.empty()) {
     document.setSpecificCharacterSet(context.specific_character_set.c_str(),
                                      OFFalse);
+  } else if (HasNonAscii(report)) {
+    // No character set in the source means ASCII there, which UTF-8 keeps.
+    document.setSpecificCharacterSet("ISO_IR 192");
   }
   if (document
           .createNewSeriesInStudy(context.study_instance_uid.c_str(), OFFalse)
@@ -446,7 +478,11 @@ absl::StatusOr<std::string> BuildDiagnosisSr(const DiagnosticReport& report,
   document.setContentDate(content_date.c_str());
   document.setContentTime(content_time.c_str());
 
-  TreeBuilder tree(document.getTree());
+  // The source's character set is kept, so that the patient's name reads
+  // as it does in the images; our own text is UTF-8 (ASCII in practice).
+  const std::string& charset = context.specific_character_set;
+  TreeBuilder tree(document.getTree(),
+                   !charset.empty() && charset != "ISO_IR 192");
   if (absl::Status status = AddContent(tree, report, context, options);
       !status.ok()) {
     return status;

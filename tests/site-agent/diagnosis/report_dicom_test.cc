@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/files.h"
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
@@ -152,8 +154,9 @@ class ReportDicomTest : public ::testing::Test {
  protected:
   // Reads the SR at `path` into document_; the dump goes into every failure.
   void ReadSr(const std::string& path) {
-    ASSERT_TRUE(file_.loadFile(path.c_str()).good());
-    ASSERT_EQ(document_.read(*file_.getDataset()), EC_Normal);
+    file_ = std::make_unique<DcmFileFormat>();
+    ASSERT_TRUE(file_->loadFile(path.c_str()).good());
+    ASSERT_EQ(document_.read(*file_->getDataset()), EC_Normal);
   }
 
   // The item with this concept (first one, deep search from the root).
@@ -180,7 +183,7 @@ class ReportDicomTest : public ::testing::Test {
 
   // What the file's header holds (DSRDocument read the same dataset).
   std::string Header(const DcmTagKey& key) {
-    return Str(file_.getDataset(), key);
+    return Str(file_->getDataset(), key);
   }
 
   std::string TextOf(const SrCode& code) {
@@ -191,7 +194,7 @@ class ReportDicomTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  DcmFileFormat file_;
+  std::unique_ptr<DcmFileFormat> file_;
   DSRDocument document_;
 };
 
@@ -339,7 +342,7 @@ TEST_F(ReportDicomTest, WritesAnSrThatCarriesEveryOutput) {
   EXPECT_TRUE(schemes.gotoItem("SCT").good());
 
   // Explicit VR little endian.
-  EXPECT_EQ(Str(file_.getMetaInfo(), DCM_TransferSyntaxUID),
+  EXPECT_EQ(Str(file_->getMetaInfo(), DCM_TransferSyntaxUID),
             UID_LittleEndianExplicitTransferSyntax);
 }
 
@@ -516,6 +519,60 @@ TEST_F(ReportDicomTest, RefusesAReportForAnotherPatient) {
   options.require_matching_patient_id = false;
   files = WriteDiagnosisDicom(report, *context, dir_.Join("out"), options);
   EXPECT_TRUE(files.ok()) << files.status();
+}
+
+TEST_F(ReportDicomTest, ReferencesTheFrameOfACineLoopWhenKnown) {
+  Source source = WriteSource(dir_, "us-1.dcm");
+  absl::StatusOr<DicomStudyContext> context = ReadStudyContext(source.path);
+  ASSERT_TRUE(context.ok()) << context.status();
+  EXPECT_EQ(context->images[0].number_of_frames, 1);
+  context->images[0].referenced_frame = 3;
+  const DiagnosticReport report = MakeReport(/*with_heads=*/true);
+  absl::StatusOr<DiagnosisDicomFiles> files =
+      WriteDiagnosisDicom(report, *context, dir_.Join("out"));
+  ASSERT_TRUE(files.ok()) << files.status();
+  DcmFileFormat sc;
+  ASSERT_TRUE(sc.loadFile(files->gradcam[0].c_str()).good());
+  DcmItem* reference = nullptr;
+  ASSERT_TRUE(
+      sc.getDataset()
+          ->findAndGetSequenceItem(DCM_SourceImageSequence, reference, 0)
+          .good());
+  EXPECT_EQ(Str(reference, DCM_ReferencedFrameNumber), "3");
+  ReadSr(files->sr);
+  const DSRContentItem* item = Find(SrCodeOf(SrConcept::kSourceImage));
+  ASSERT_NE(item, nullptr);
+  const DSRImageFrameList& frames = item->getImageReference().getFrameList();
+  ASSERT_EQ(frames.getNumberOfItems(), 1u);
+  EXPECT_EQ(frames.getItem(1), 3);
+}
+
+TEST_F(ReportDicomTest, OwnTextFollowsTheSourceCharacterSet) {
+  Source source = WriteSource(dir_, "us-1.dcm");
+  absl::StatusOr<DicomStudyContext> context = ReadStudyContext(source.path);
+  ASSERT_TRUE(context.ok()) << context.status();
+  ASSERT_EQ(context->specific_character_set, "ISO_IR 100");
+  DiagnosticReport report = MakeReport(/*with_heads=*/true);
+  report.warnings = {"age \xE2\x89\xA5 18 months"};  // UTF-8 "greater or equal"
+
+  // Latin-1 cannot hold the UTF-8 sign: it becomes '?' rather than mojibake.
+  absl::StatusOr<std::string> sr = BuildDiagnosisSr(report, *context);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  std::string path = dir_.Join("latin1.dcm");
+  ASSERT_TRUE(WriteFileAtomically(path, *sr, 0600).ok());
+  ReadSr(path);
+  EXPECT_EQ(Header(DCM_SpecificCharacterSet), "ISO_IR 100");
+  EXPECT_EQ(TextOf(SrCodeOf(SrConcept::kWarning)), "age ??? 18 months");
+
+  // A source without a character set is ASCII: UTF-8 keeps it and the sign.
+  context->specific_character_set.clear();
+  sr = BuildDiagnosisSr(report, *context);
+  ASSERT_TRUE(sr.ok()) << sr.status();
+  path = dir_.Join("utf8.dcm");
+  ASSERT_TRUE(WriteFileAtomically(path, *sr, 0600).ok());
+  ReadSr(path);
+  EXPECT_EQ(Header(DCM_SpecificCharacterSet), "ISO_IR 192");
+  EXPECT_EQ(TextOf(SrCodeOf(SrConcept::kWarning)), report.warnings[0]);
 }
 
 TEST(ReportDicomUidTest, FreshUidsAreValidAndDistinct) {
