@@ -20,7 +20,7 @@
 //     probabilities (NUM, %), the Cox log-risk score (NUM, UCUM "1"), each a
 //     TEXT "not available from this model" when the model has no such head,
 //     never a number; the INRG rule's group (TEXT, DescribeInrg);
-//   "Algorithm": Algorithm Name (DCM 111001), Algorithm Version
+//   "Model provenance": Algorithm Name (DCM 111001), Algorithm Version
 //     (DCM 111003), the model's SHA-256, its plan, the global round
 //     (NUM, UCUM "{round}") and the report's creation time;
 //   "Images": the source images (IMAGE, DCM 121324 "Source Image") and the
