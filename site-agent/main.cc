@@ -3,7 +3,9 @@
 //   synth       write the built-in synthetic cohort (demo, tests)
 //   check-data  read the site's manifest and images, print what qualifies
 //   diagnose    run the trained model on one patient (report) or on the
-//               whole local cohort (batch CSV); results stay at the site
+//               whole local cohort (batch CSV); results stay at the site,
+//               or go into the patient's study in the hospital PACS
+//   pacs        echo, pull a cohort from the hospital PACS, pseudonyms
 //   doctor      pre-flight checks for site IT: kit, coordinator, clock,
 //               device, disk, data, estimated round time
 
@@ -31,7 +33,9 @@
 #include "site-agent/data/cohort.h"
 #include "site-agent/data/synthetic_cohort.h"
 #include "site-agent/diagnosis/diagnose.h"
+#include "site-agent/diagnosis/report_dicom.h"
 #include "site-agent/doctor.h"
+#include "site-agent/pacs/pacs_commands.h"
 #include "site-agent/training/dataset.h"
 #include "site-agent/training/trainer.h"
 #include "torch/torch.h"
@@ -186,7 +190,58 @@ struct DiagnoseFlags {
   int round = -1;
   int threads = 0;
   bool allow_missing_clinical = false;
+  // The agent config whose pacs block receives the SR and Grad-CAM images.
+  bool to_pacs = false;
+  std::string config_path;
 };
+
+// The report as DICOM (a Comprehensive SR and a Grad-CAM Secondary Capture
+// per image) in the patient's study, written beside the other report files
+// and stored in the PACS.
+int SendToPacs(const DiagnoseFlags& flags, const echofed::Plan& plan,
+               const echofed::DiagnosticReport& report,
+               echofed::DicomStudyContext context) {
+  auto fail = [](const absl::Status& status) {
+    std::cerr << "diagnose --to-pacs: " << status.message() << "\n";
+    return 1;
+  };
+  absl::StatusOr<bool> same = echofed::IsSamePatient(
+      flags.config_path, report.patient_id, context.patient_id);
+  if (!same.ok()) return fail(same.status());
+  if (!*same) {
+    std::cerr << "diagnose --to-pacs: the images belong to another patient "
+                 "than --patient (neither the same id nor its pseudonym at "
+                 "this site); nothing was stored\n";
+    return 1;
+  }
+  // The model saw the middle frame of a cine loop (the plan's default), so
+  // that is the frame the results refer to.
+  if (plan.frame_selection() == echofed::Plan::MIDDLE_FRAME) {
+    for (echofed::DicomInstanceRef& image : context.images) {
+      if (image.number_of_frames > 1) {
+        image.referenced_frame = image.number_of_frames / 2 + 1;
+      }
+    }
+  }
+  echofed::DiagnosisDicomOptions options;
+  // IsSamePatient vouched for a pseudonym of the images' Patient ID.
+  options.require_matching_patient_id = false;
+  absl::StatusOr<echofed::DiagnosisDicomFiles> files =
+      echofed::WriteDiagnosisDicom(report, context, flags.out_dir, options);
+  if (!files.ok()) return fail(files.status());
+  if (absl::Status stored =
+          echofed::StoreInPacs(flags.config_path, files->All());
+      !stored.ok()) {
+    std::cerr << "diagnose --to-pacs: " << stored.message()
+              << "\n(the objects are kept in " << flags.out_dir
+              << "; nothing in the PACS was changed by a refused store)\n";
+    return 1;
+  }
+  std::cout << "stored in the PACS, in the patient's study: the structured "
+               "report and "
+            << files->gradcam.size() << " Grad-CAM image(s)\n";
+  return 0;
+}
 
 int Diagnose(const DiagnoseFlags& flags) {
   auto fail = [](const absl::Status& status) {
@@ -205,10 +260,24 @@ int Diagnose(const DiagnoseFlags& flags) {
                  "--clinical and --patient\n";
     return 2;
   }
+  if (flags.to_pacs && (batch || flags.config_path.empty())) {
+    std::cerr << "diagnose: --to-pacs takes one patient's DICOM images "
+                 "(--image) and the agent config with the PACS (--config)\n";
+    return 2;
+  }
   if (!batch && flags.images.empty()) {
     std::cerr << "diagnose: give the patient's images (--image, repeatable) "
                  "or a site folder (--data)\n";
     return 2;
+  }
+  // Before the model runs: results can go to the PACS only for DICOM
+  // images of one patient's study.
+  std::optional<echofed::DicomStudyContext> study;
+  if (flags.to_pacs) {
+    absl::StatusOr<echofed::DicomStudyContext> context =
+        echofed::ReadStudyContextForImages(flags.images);
+    if (!context.ok()) return fail(context.status());
+    study = std::move(*context);
   }
   absl::StatusOr<echofed::Plan> plan =
       echofed::LoadDiagnosticPlan(flags.plan_path);
@@ -297,6 +366,7 @@ int Diagnose(const DiagnoseFlags& flags) {
             << "\n(decision support, not a diagnosis; mode 0600, stays at "
                "the site; "
             << absl::StrFormat("%.0f ms", timings.total_ms) << ")\n";
+  if (study) return SendToPacs(flags, *plan, r, std::move(*study));
   return 0;
 }
 
@@ -453,6 +523,13 @@ int main(int argc, char** argv) {
   diagnose->add_flag("--allow-missing-clinical",
                      diagnose_flags.allow_missing_clinical,
                      "run a fusion model without a clinical record");
+  diagnose->add_flag("--to-pacs", diagnose_flags.to_pacs,
+                     "also store the report in the patient's study in the "
+                     "PACS: a DICOM structured report and the Grad-CAM "
+                     "images (needs DICOM --image files and --config)");
+  diagnose->add_option("-c,--config", diagnose_flags.config_path,
+                       "AgentConfig textproto with the pacs block (for "
+                       "--to-pacs)");
   diagnose->add_option("--device", diagnose_flags.device,
                        "cpu (default), cuda or auto");
   diagnose->add_option("--threads", diagnose_flags.threads,
@@ -476,6 +553,46 @@ int main(int argc, char** argv) {
   doctor->add_option("--threads", doctor_flags.threads,
                      "LibTorch CPU threads (0: default)");
 
+  CLI::App* pacs = app.add_subcommand(
+      "pacs", "the hospital PACS: echo, pull a cohort, pseudonyms");
+  pacs->require_subcommand(1);
+  std::string pacs_config;
+  CLI::App* pacs_echo = pacs->add_subcommand(
+      "echo", "check that the PACS answers and accepts this agent");
+  pacs_echo
+      ->add_option("-c,--config", pacs_config,
+                   "AgentConfig textproto with the pacs block")
+      ->required();
+  CLI::App* pacs_pull = pacs->add_subcommand(
+      "pull",
+      "fetch the worklist's patients' ultrasound images into data_dir and "
+      "write manifest.csv (and clinical.csv); run again to resume");
+  echofed::PacsPullFlags pull_flags;
+  pacs_pull
+      ->add_option("-c,--config", pull_flags.config_path,
+                   "AgentConfig textproto with the pacs block")
+      ->required();
+  pacs_pull
+      ->add_option("--worklist", pull_flags.worklist_path,
+                   "cohort.csv: patient_id or accession_number, label, and "
+                   "optional clinical columns (README, \"Hospital "
+                   "integration\")")
+      ->required();
+  pacs_pull->add_flag("--replace-tables", pull_flags.replace_tables,
+                      "overwrite a manifest.csv / clinical.csv the last "
+                      "pull did not write");
+  CLI::App* pacs_pseudonyms = pacs->add_subcommand(
+      "pseudonyms",
+      "print the pseudonym of each worklist row that names a patient_id "
+      "(site-local output, for going back to the patient)");
+  std::string pseudonyms_worklist;
+  pacs_pseudonyms
+      ->add_option("-c,--config", pacs_config,
+                   "AgentConfig textproto with the pacs block")
+      ->required();
+  pacs_pseudonyms->add_option("--worklist", pseudonyms_worklist, "cohort.csv")
+      ->required();
+
   CLI11_PARSE(app, argc, argv);
   echofed::SetLogComponent("agent");
 
@@ -493,5 +610,11 @@ int main(int argc, char** argv) {
   if (check->parsed()) return CheckData(data_dir, classes, exclusions_path);
   if (diagnose->parsed()) return Diagnose(diagnose_flags);
   if (doctor->parsed()) return Doctor(doctor_flags);
+  if (pacs_echo->parsed()) return echofed::RunPacsEcho(pacs_config, std::cout);
+  if (pacs_pull->parsed()) return echofed::RunPacsPull(pull_flags, std::cout);
+  if (pacs_pseudonyms->parsed()) {
+    return echofed::RunPacsPseudonyms(pacs_config, pseudonyms_worklist,
+                                      std::cout);
+  }
   return 2;
 }

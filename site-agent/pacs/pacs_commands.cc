@@ -255,6 +255,22 @@ int RunPacsPseudonyms(const std::string& config_path,
   return 0;
 }
 
+absl::StatusOr<bool> IsSamePatient(const std::string& config_path,
+                                   const std::string& manifest_id,
+                                   const std::string& pacs_patient_id) {
+  if (manifest_id == pacs_patient_id) return true;
+  absl::StatusOr<PacsSettings> settings = LoadPacsSettings(config_path);
+  if (!settings.ok()) return settings.status();
+  if (settings->pseudonym_key_file.empty() ||
+      !std::filesystem::exists(settings->pseudonym_key_file)) {
+    return false;
+  }
+  absl::StatusOr<PseudonymKey> key =
+      PseudonymKey::LoadOrCreate(settings->pseudonym_key_file);
+  if (!key.ok()) return key.status();
+  return key->Pseudonym(pacs_patient_id) == manifest_id;
+}
+
 absl::Status StoreInPacs(const std::string& config_path,
                          const std::vector<std::string>& dicom_files) {
   absl::StatusOr<PacsSettings> settings = LoadPacsSettings(config_path);

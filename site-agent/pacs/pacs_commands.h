@@ -49,6 +49,13 @@ int RunPacsPull(const PacsPullFlags& flags, std::ostream& out);
 int RunPacsPseudonyms(const std::string& config_path,
                       const std::string& worklist_path, std::ostream& out);
 
+// Whether the manifest id `manifest_id` names the PACS patient
+// `pacs_patient_id` at this site: the same id, or its pseudonym under the
+// site's key (never creating a key).
+absl::StatusOr<bool> IsSamePatient(const std::string& config_path,
+                                   const std::string& manifest_id,
+                                   const std::string& pacs_patient_id);
+
 // Stores result objects (Part 10 files) in the configured PACS.
 absl::Status StoreInPacs(const std::string& config_path,
                          const std::vector<std::string>& dicom_files);
