@@ -206,14 +206,16 @@ absl::Status PutHeader(DcmDataset* dataset, const GrayImage& image,
   const std::pair<DcmTagKey, std::string> strings[] = {
       {DCM_SpecificCharacterSet, "ISO_IR 100"},
       {DCM_ImageType, "ORIGINAL\\PRIMARY"},
-      {DCM_SOPClassUID, UID_UltrasoundImageStorage},
+      {DCM_SOPClassUID, options.secondary_capture
+                            ? UID_SecondaryCaptureImageStorage
+                            : UID_UltrasoundImageStorage},
       {DCM_SOPInstanceUID, sop_instance_uid},
       {DCM_StudyDate, options.study_date},
       {DCM_ContentDate, options.study_date},
       {DCM_StudyTime, options.study_time},
       {DCM_ContentTime, options.study_time},
       {DCM_AccessionNumber, options.accession_number},
-      {DCM_Modality, "US"},
+      {DCM_Modality, options.secondary_capture ? "OT" : "US"},
       {DCM_Manufacturer, options.manufacturer},
       {DCM_InstitutionName, options.institution_name},
       {DCM_ReferringPhysicianName, ""},
@@ -262,6 +264,13 @@ absl::Status PutHeader(DcmDataset* dataset, const GrayImage& image,
   if (ybr && dataset->putAndInsertUint16(DCM_PlanarConfiguration, 0).bad()) {
     return absl::InternalError(
         "DICOM writer: Planar Configuration not written");
+  }
+  if (options.secondary_capture) {
+    // Type 1 in the SC Equipment module: a workstation made it.
+    if (dataset->putAndInsertString(DCM_ConversionType, "WSD").bad()) {
+      return absl::InternalError("DICOM writer: Conversion Type not written");
+    }
+    return absl::OkStatus();
   }
   return PutUltrasoundRegion(dataset, image, options);
 }

@@ -69,6 +69,11 @@ struct DicomWriteOptions {
   int series_number = 1;
   int instance_number = 1;
 
+  // A Secondary Capture Image Storage object (modality OT, no ultrasound
+  // region) instead: the screenshots and scanned forms that a PACS holds
+  // beside the ultrasound series, which searches by modality must skip.
+  bool secondary_capture = false;
+
   // Empty: a fresh unique UID (then the output differs between calls).
   std::string study_instance_uid;
   std::string series_instance_uid;

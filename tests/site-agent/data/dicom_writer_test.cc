@@ -272,6 +272,28 @@ TEST(DicomWriterTest, WithoutSpacingNoRegionIsWritten) {
   EXPECT_FALSE(Get(file.getDataset(), DCM_SOPInstanceUID).empty());
 }
 
+TEST(DicomWriterTest, SecondaryCaptureIsNotUltrasound) {
+  TempDir dir;
+  DicomWriteOptions options;
+  options.secondary_capture = true;
+  options.spacing_x_mm = 0.25;
+  options.spacing_y_mm = 0.25;
+  const std::string path = dir.Join("sc.dcm");
+  ASSERT_TRUE(WriteDicomUltrasound(path, Phantom(), options).ok());
+  DcmFileFormat file;
+  ASSERT_TRUE(file.loadFile(path.c_str()).good());
+  DcmDataset* dataset = file.getDataset();
+  EXPECT_EQ(Get(dataset, DCM_SOPClassUID), UID_SecondaryCaptureImageStorage);
+  EXPECT_EQ(Get(file.getMetaInfo(), DCM_MediaStorageSOPClassUID),
+            UID_SecondaryCaptureImageStorage);
+  EXPECT_EQ(Get(dataset, DCM_Modality), "OT");
+  EXPECT_EQ(Get(dataset, DCM_ConversionType), "WSD");
+  EXPECT_FALSE(dataset->tagExists(DCM_SequenceOfUltrasoundRegions));
+  absl::StatusOr<GrayImage> decoded = ReadDicomGray(path);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->pixels, Phantom().pixels);
+}
+
 TEST(DicomWriterTest, FreshUidsDifferBetweenCalls) {
   DicomWriteOptions options;
   absl::StatusOr<std::string> a = EncodeDicomUltrasound(Phantom(), options);
