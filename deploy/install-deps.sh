@@ -30,6 +30,12 @@ packages=(
   libabsl-dev libssl-dev libsqlite3-dev
   libtorch-dev
   libdcmtk-dev
+  # DCMTK's programs as real DICOM peers for the PACS client's tests
+  # (tests/testing/dcmqrscp_server.h): dcmqrscp, an archive answering
+  # C-FIND, C-GET and C-STORE; storescp, a storage SCP over DICOM TLS;
+  # storescu to seed the archive independently of the client under test.
+  # The same 3.6.7 as libdcmtk-dev; the tests skip without it.
+  dcmtk
   libpng-dev libturbojpeg0-dev
   libcli11-dev
   # The coordinator's HTTPS status page and Prometheus metrics

@@ -1,0 +1,73 @@
+#ifndef ECHOFED_SITE_AGENT_PACS_DIMSE_OPERATIONS_H_
+#define ECHOFED_SITE_AGENT_PACS_DIMSE_OPERATIONS_H_
+
+// Internal to the DIMSE client: the presentation contexts each kind of call
+// proposes, and the DIMSE services run on an open association. Errors from
+// the network mark the association unusable (Association::ExchangeFailed);
+// errors the PACS reports in a DIMSE status leave it open for the next call.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdatset.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "site-agent/pacs/dimse_association.h"
+#include "site-agent/pacs/pacs_client.h"
+
+namespace echofed::dimse_internal {
+
+// Verification and Study Root C-FIND.
+std::vector<ContextProposal> QueryProposals();
+
+// Study Root C-GET, and the storage SOP classes of ultrasound work (US
+// image and multi-frame, their retired forms, Enhanced US Volume, Secondary
+// Capture, the SR classes) with this side in the SCP role, each transfer
+// syntax in a context of its own so that a PACS can send an instance as it
+// holds it: uncompressed (explicit, implicit little endian) first, then
+// JPEG baseline and lossless, JPEG-LS, JPEG 2000, RLE, and HTJ2K where the
+// DCMTK build knows it (3.6.7 does not: it could not read what it asked
+// for). `sop_class_uid`, when not among them, is added.
+std::vector<ContextProposal> RetrieveProposals(absl::string_view sop_class_uid);
+
+// One context per (SOP class, transfer syntax) of the files: a file's own
+// syntax first, and for uncompressed ones explicit and implicit little
+// endian as fallbacks.
+std::vector<ContextProposal> StoreProposals(
+    const std::vector<std::unique_ptr<DcmFileFormat>>& files);
+
+// A stable key for a list of proposals: an open association serves a call
+// whose proposals have the same key.
+std::string ProposalKey(const std::vector<ContextProposal>& proposals);
+
+absl::Status Echo(Association& association);
+
+// The identifiers of every pending response of one C-FIND (Study Root).
+// FAILED_PRECONDITION when the PACS refuses the query, UNAVAILABLE when it
+// is out of resources.
+absl::StatusOr<std::vector<std::unique_ptr<DcmDataset>>> Find(
+    Association& association, DcmDataset& keys, absl::string_view level);
+
+// C-GET of one instance at image level, received in memory and returned
+// as Part 10 bytes. NOT_FOUND when the PACS matched nothing, DATA_LOSS when
+// it failed to send the instance.
+absl::StatusOr<std::string> Get(Association& association,
+                                const PacsInstance& instance);
+
+// C-STORE of one parsed file. FAILED_PRECONDITION with the DIMSE status and
+// error comment when the PACS refuses it or accepts none of its contexts.
+absl::Status Store(Association& association, DcmFileFormat& file,
+                   absl::string_view origin);
+
+// Part 10 bytes parsed into a DcmFileFormat. INVALID_ARGUMENT when they
+// are not DICOM or lack SOP Class, SOP Instance or Study Instance UID.
+absl::StatusOr<std::unique_ptr<DcmFileFormat>> ParsePart10(
+    const std::string& bytes, absl::string_view origin);
+
+}  // namespace echofed::dimse_internal
+
+#endif  // ECHOFED_SITE_AGENT_PACS_DIMSE_OPERATIONS_H_
