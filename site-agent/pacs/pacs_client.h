@@ -82,9 +82,10 @@ class PacsClient {
   virtual absl::StatusOr<std::string> RetrieveInstance(
       const PacsInstance& instance) = 0;
 
-  // Stores DICOM Part 10 files (a structured report, a secondary capture)
-  // in the PACS (C-STORE, or STOW-RS). Each file must carry its Study
-  // Instance UID; the PACS files it under that study.
+  // Stores DICOM objects (a structured report, a secondary capture), each
+  // given as the content of a Part 10 file, in the PACS (C-STORE, or
+  // STOW-RS). Each must carry its Study Instance UID; the PACS files it
+  // under that study.
   virtual absl::Status Store(const std::vector<std::string>& dicom_files) = 0;
 };
 

@@ -81,9 +81,13 @@ absl::StatusOr<PacsSettings> LoadPacsSettings(const std::string& config_path) {
           absl::StrCat("pacs study date '", *date, "': write it as YYYYMMDD"));
     }
   }
-  pacs.mutable_tls()->set_ca_cert(Resolve(config_path, pacs.tls().ca_cert()));
-  pacs.mutable_tls()->set_cert(Resolve(config_path, pacs.tls().cert()));
-  pacs.mutable_tls()->set_key(Resolve(config_path, pacs.tls().key()));
+  // Touching tls would create the block, and a tls block means DICOM over
+  // TLS.
+  if (pacs.has_tls()) {
+    pacs.mutable_tls()->set_ca_cert(Resolve(config_path, pacs.tls().ca_cert()));
+    pacs.mutable_tls()->set_cert(Resolve(config_path, pacs.tls().cert()));
+    pacs.mutable_tls()->set_key(Resolve(config_path, pacs.tls().key()));
+  }
   pacs.set_dicomweb_credentials_file(
       Resolve(config_path, pacs.dicomweb_credentials_file()));
   if (config.data_dir().empty()) return invalid("data_dir is required");
@@ -278,7 +282,13 @@ absl::Status StoreInPacs(const std::string& config_path,
   absl::StatusOr<std::unique_ptr<PacsClient>> client =
       NewPacsClient(settings->pacs);
   if (!client.ok()) return client.status();
-  absl::Status stored = (*client)->Store(dicom_files);
+  std::vector<std::string> contents;
+  for (const std::string& path : dicom_files) {
+    absl::StatusOr<std::string> content = ReadFileToString(path);
+    if (!content.ok()) return content.status();
+    contents.push_back(*std::move(content));
+  }
+  absl::Status stored = (*client)->Store(contents);
   if (!stored.ok()) {
     return absl::Status(stored.code(), absl::StrCat((*client)->Describe(), ": ",
                                                     stored.message()));

@@ -56,7 +56,7 @@ absl::StatusOr<bool> IsSamePatient(const std::string& config_path,
                                    const std::string& manifest_id,
                                    const std::string& pacs_patient_id);
 
-// Stores result objects (Part 10 files) in the configured PACS.
+// Stores result objects (Part 10 files, by path) in the configured PACS.
 absl::Status StoreInPacs(const std::string& config_path,
                          const std::vector<std::string>& dicom_files);
 

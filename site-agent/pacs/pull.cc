@@ -385,11 +385,16 @@ absl::Status Pull::WriteTables() {
     }
     const std::string clinical_path = options_.data_dir + "/" + kClinicalFile;
     if (result_.stopped_early && !carried.empty()) {
-      absl::StatusOr<ClinicalTable> previous = LoadClinicalCsv(clinical_path);
-      if (previous.ok()) {
-        for (const auto& [id, record] : previous->records) {
-          if (carried.count(id) > 0) {
-            absl::StrAppend(&clinical, ClinicalCsvLine(record), "\n");
+      // Carried as written last time, when the columns are the same.
+      absl::StatusOr<std::string> previous = ReadFileToString(clinical_path);
+      std::vector<std::string> lines =
+          previous.ok() ? CsvLines(*previous) : std::vector<std::string>{};
+      if (!lines.empty() &&
+          lines[0] + "\n" == clinical.substr(0, clinical.find('\n') + 1)) {
+        for (size_t i = 1; i < lines.size(); ++i) {
+          std::vector<std::string> fields = SplitCsvLine(lines[i]);
+          if (!fields.empty() && carried.count(fields[0]) > 0) {
+            absl::StrAppend(&clinical, lines[i], "\n");
           }
         }
       }

@@ -12,15 +12,20 @@
 #include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/files.h"
 #include "common/sha256.h"
 #include "common/subprocess.h"
 #include "common/tensor_bundle.h"
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmsr/dsrdoc.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "models/classifier.h"
 #include "models/state_exchange.h"
@@ -48,7 +53,7 @@ std::string ProtocolName(const ::testing::TestParamInfo<Protocol>& info) {
   return info.param == Protocol::kDimse ? "Dimse" : "DicomWeb";
 }
 
-struct Run {
+struct AgentRun {
   int code = -1;
   std::string output;
 };
@@ -81,36 +86,47 @@ class PacsIntegrationTest : public ::testing::TestWithParam<Protocol> {
     orthanc_ = std::move(*orthanc);
 
     // Two DICOM hospitals of the synthetic cohort (uncompressed and JPEG
-    // baseline) are the PACS's content; their manifests and clinical tables
-    // make the worklist, as a study coordinator would from the hospital's
-    // registry.
+    // baseline in YBR colour) are the PACS's content; their manifests and
+    // clinical tables make the worklist, as a study coordinator would from the
+    // hospital's registry.
     SyntheticCohortOptions cohort;
     cohort.out_dir = dir_.Join("cohort");
-    cohort.sites = 2;
-    cohort.patients_per_site = 10;
+    cohort.sites = 3;  // site-1 and site-3 write DICOM
+    cohort.patients_per_site = 15;
     cohort.image_size = 64;
     ASSERT_TRUE(WriteSyntheticCohort(cohort).ok());
-    std::string worklist = "patient_id,accession_number,label,age_months,sex\n";
-    for (const char* site : {"site-1", "site-2"}) {
+    // The worklist: each patient's PatientID and label, and the site's
+    // clinical columns as they are.
+    std::string worklist;
+    for (const char* site : {"site-1", "site-3"}) {
       const std::string site_dir = dir_.Join(absl::StrCat("cohort/", site));
       absl::StatusOr<SiteManifest> manifest = LoadManifest(site_dir);
       ASSERT_TRUE(manifest.ok()) << manifest.status();
-      absl::StatusOr<ClinicalTable> clinical =
-          LoadClinicalCsv(site_dir + "/clinical.csv");
-      ASSERT_TRUE(clinical.ok()) << clinical.status();
-      std::set<std::string> listed;
+      std::map<std::string, std::string> label_of;
       for (const ImageRecord& record : manifest->records) {
         absl::StatusOr<std::string> bytes = ReadFileToString(record.image_path);
         ASSERT_TRUE(bytes.ok());
-        ASSERT_TRUE(orthanc_->Upload(*bytes).ok());
+        absl::StatusOr<std::string> uploaded = orthanc_->Upload(*bytes);
+        ASSERT_TRUE(uploaded.ok()) << uploaded.status();
         ++images_;
-        if (!listed.insert(record.patient_id).second) continue;
-        patients_.push_back(record.patient_id);
-        const ClinicalRecord& row = clinical->records.at(record.patient_id);
-        absl::StrAppend(
-            &worklist, record.patient_id, ",,", record.label, ",",
-            row.age_months ? absl::StrFormat("%g", *row.age_months) : "", ",",
-            row.sex ? (*row.sex == Sex::kMale ? "M" : "F") : "", "\n");
+        if (label_of.emplace(record.patient_id, record.label).second) {
+          patients_.push_back(record.patient_id);
+        }
+      }
+      absl::StatusOr<std::string> clinical =
+          ReadFileToString(site_dir + "/clinical.csv");
+      ASSERT_TRUE(clinical.ok());
+      std::vector<std::string> lines = CsvLines(*clinical);
+      ASSERT_TRUE(absl::StartsWith(lines[0], "patient_id,"));
+      if (worklist.empty()) {
+        worklist = absl::StrCat("patient_id,label", lines[0].substr(10), "\n");
+      }
+      for (size_t i = 1; i < lines.size(); ++i) {
+        size_t comma = lines[i].find(',');
+        const std::string id = lines[i].substr(0, comma);
+        ASSERT_EQ(label_of.count(id), 1u) << id;
+        absl::StrAppend(&worklist, id, ",", label_of[id],
+                        lines[i].substr(comma), "\n");
       }
     }
     worklist_path_ = dir_.Join("cohort.csv");
@@ -141,14 +157,14 @@ class PacsIntegrationTest : public ::testing::TestWithParam<Protocol> {
     return path;
   }
 
-  Run Agent(const std::vector<std::string>& arguments,
-            absl::Duration timeout = absl::Seconds(240)) {
+  AgentRun Agent(const std::vector<std::string>& arguments,
+                 absl::Duration timeout = absl::Seconds(240)) {
     std::vector<std::string> argv = {testing::BinaryPath("echofed-agent")};
     argv.insert(argv.end(), arguments.begin(), arguments.end());
     const std::string log = dir_.Join(absl::StrCat("agent-", ++runs_, ".log"));
     absl::StatusOr<Subprocess> process = Subprocess::Start(argv, log);
     EXPECT_TRUE(process.ok()) << process.status();
-    Run run;
+    AgentRun run;
     if (!process.ok()) return run;
     std::optional<int> code = process->Wait(timeout);
     run.code = code ? *code : -1;
@@ -157,7 +173,7 @@ class PacsIntegrationTest : public ::testing::TestWithParam<Protocol> {
     return run;
   }
 
-  Run Pull() {
+  AgentRun Pull() {
     return Agent({"pacs", "pull", "--config", config_path_, "--worklist",
                   worklist_path_});
   }
@@ -174,7 +190,7 @@ class PacsIntegrationTest : public ::testing::TestWithParam<Protocol> {
 };
 
 TEST_P(PacsIntegrationTest, PullsTheCohortOnceAndUnderPseudonyms) {
-  Run first = Pull();
+  AgentRun first = Pull();
   ASSERT_EQ(first.code, 0) << first.output;
   EXPECT_TRUE(absl::StrContains(
       first.output, absl::StrCat(patients_.size(),
@@ -218,11 +234,11 @@ TEST_P(PacsIntegrationTest, PullsTheCohortOnceAndUnderPseudonyms) {
   }
 
   // The site's data check reads what the pull wrote.
-  Run check = Agent(
+  AgentRun check = Agent(
       {"check-data", DataDir(), "--excluded-out", dir_.Join("excluded.csv")});
   EXPECT_EQ(check.code, 0) << check.output;
 
-  Run second = Pull();
+  AgentRun second = Pull();
   ASSERT_EQ(second.code, 0) << second.output;
   EXPECT_TRUE(absl::StrContains(
       second.output, absl::StrCat("0 fetched now, ", images_, " already here")))
@@ -253,7 +269,7 @@ TEST_P(PacsIntegrationTest, KilledPullResumesWhereItStopped) {
   ASSERT_GT(on_disk, 0) << "the pull wrote nothing before it was killed";
   ASSERT_LT(on_disk, images_) << "the pull finished before it could be killed";
 
-  Run resumed = Pull();
+  AgentRun resumed = Pull();
   ASSERT_EQ(resumed.code, 0) << resumed.output;
   EXPECT_TRUE(absl::StrContains(
       resumed.output, absl::StrCat(images_ - on_disk, " fetched now, ", on_disk,
@@ -270,7 +286,7 @@ TEST_P(PacsIntegrationTest, KilledPullResumesWhereItStopped) {
 TEST_P(PacsIntegrationTest, PacsDownOrRefusingIsAClearErrorAndChangesNothing) {
   if (GetParam() == Protocol::kDimse) {
     config_path_ = WriteConfig("NOT_THE_PACS");
-    Run rejected = Pull();
+    AgentRun rejected = Pull();
     EXPECT_EQ(rejected.code, 1) << rejected.output;
     EXPECT_TRUE(absl::StrContains(rejected.output, "NOT_THE_PACS"))
         << rejected.output;
@@ -279,7 +295,7 @@ TEST_P(PacsIntegrationTest, PacsDownOrRefusingIsAClearErrorAndChangesNothing) {
   }
   orthanc_->Kill();
   absl::Time start = absl::Now();
-  Run down = Pull();
+  AgentRun down = Pull();
   EXPECT_EQ(down.code, 1) << down.output;
   EXPECT_LT(absl::Now() - start, absl::Seconds(30)) << down.output;
   EXPECT_TRUE(absl::StrContains(down.output, "127.0.0.1")) << down.output;
@@ -306,7 +322,7 @@ std::string WriteModel(const Plan& plan, const std::string& path) {
 }
 
 TEST_P(PacsIntegrationTest, DiagnosisGoesIntoThePatientsStudy) {
-  Run pulled = Pull();
+  AgentRun pulled = Pull();
   ASSERT_EQ(pulled.code, 0) << pulled.output;
   absl::StatusOr<SiteManifest> manifest = LoadManifest(DataDir());
   ASSERT_TRUE(manifest.ok());
@@ -326,26 +342,26 @@ TEST_P(PacsIntegrationTest, DiagnosisGoesIntoThePatientsStudy) {
   const std::string digest = WriteModel(plan, dir_.Join("model.efm"));
 
   const int before = *orthanc_->CountInstances();
-  Run diagnosed = Agent({"diagnose",
-                         "--model",
-                         dir_.Join("model.efm"),
-                         "--plan",
-                         plan_path,
-                         "--image",
-                         image.image_path,
-                         "--patient",
-                         image.patient_id,
-                         "--clinical",
-                         DataDir() + "/clinical.csv",
-                         "--out",
-                         dir_.Join("out"),
-                         "--round",
-                         "7",
-                         "--threads",
-                         "1",
-                         "--to-pacs",
-                         "--config",
-                         config_path_});
+  AgentRun diagnosed = Agent({"diagnose",
+                              "--model",
+                              dir_.Join("model.efm"),
+                              "--plan",
+                              plan_path,
+                              "--image",
+                              image.image_path,
+                              "--patient",
+                              image.patient_id,
+                              "--clinical",
+                              DataDir() + "/clinical.csv",
+                              "--out",
+                              dir_.Join("out"),
+                              "--round",
+                              "7",
+                              "--threads",
+                              "1",
+                              "--to-pacs",
+                              "--config",
+                              config_path_});
   ASSERT_EQ(diagnosed.code, 0) << diagnosed.output;
   EXPECT_TRUE(absl::StrContains(diagnosed.output, "stored in the PACS"))
       << diagnosed.output;
@@ -400,48 +416,75 @@ TEST_P(PacsIntegrationTest, DiagnosisGoesIntoThePatientsStudy) {
   ASSERT_TRUE(file.read(stream).good());
   file.transferEnd();
   DSRDocument document;
-  ASSERT_TRUE(document.read(*file.getDataset()).good());
+  ASSERT_EQ(document.read(*file.getDataset()), EC_Normal);
   EXPECT_EQ(document.getDocumentType(), DSRTypes::DT_ComprehensiveSR);
   OFString value;
-  EXPECT_EQ(std::string(document.getPatientID(value).c_str()),
-            patient_id.c_str());
-  EXPECT_EQ(std::string(document.getStudyInstanceUID(value).c_str()),
-            study_uid.c_str());
+  document.getPatientID(value);
+  EXPECT_EQ(std::string(value.c_str()), patient_id.c_str());
+  document.getStudyInstanceUID(value);
+  EXPECT_EQ(std::string(value.c_str()), study_uid.c_str());
 
-  // Every content item, as text: the values the agent printed must be
-  // there, with the model's identity and round and the statement.
+  // Every content item by its concept's meaning, as TEXT or NUM value.
   std::map<std::string, std::string> items;
   DSRDocumentTree& tree = document.getTree();
   if (tree.gotoRoot() > 0) {
     do {
-      const DSRDocumentTreeNode* node = tree.getCurrentContentItem().getNode();
-      if (node == nullptr) continue;
-      OFString meaning = node->getConceptName().getCodeMeaning();
-      OFString text;
-      node->getValueAsString(text);
-      items[meaning.c_str()] = text.c_str();
+      const DSRContentItem& node = tree.getCurrentContentItem();
+      std::string meaning = node.getConceptName().getCodeMeaning().c_str();
+      if (node.getValueType() == DSRTypes::VT_Text) {
+        items[meaning] = node.getStringValue().c_str();
+      } else if (node.getValueType() == DSRTypes::VT_Num) {
+        items[meaning] = node.getNumericValue().getNumericValue().c_str();
+      }
     } while (tree.iterate() > 0);
   }
   auto item = [&](const std::string& meaning) {
     auto it = items.find(meaning);
     return it == items.end() ? std::string("<missing>") : it->second;
   };
-  EXPECT_TRUE(absl::StrContains(item("Model file SHA-256 digest"), digest))
-      << item("Model file SHA-256 digest");
-  EXPECT_TRUE(
-      absl::StrContains(item("Federated global round of the model"), "7"));
-  EXPECT_TRUE(absl::StrContains(item("Decision support statement"),
-                                "Decision support only"));
+  // ... equal to what the agent wrote in the site's own JSON report.
+  absl::StatusOr<std::string> json_text = ReadFileToString(
+      dir_.Join(absl::StrCat("out/", image.patient_id, "-diagnose.json")));
+  ASSERT_TRUE(json_text.ok()) << json_text.status();
+  google::protobuf::Struct json;
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(*json_text, &json).ok());
+  const auto& subtype = json.fields().at("subtype").struct_value();
   for (const char* name : {"NB", "GNB", "GN"}) {
-    EXPECT_NE(item(absl::StrCat("Probability of subtype ", name)), "<missing>")
+    double percent = 0;
+    ASSERT_TRUE(absl::SimpleAtod(
+        item(absl::StrCat("Probability of subtype ", name)), &percent))
+        << name << ": " << item(absl::StrCat("Probability of subtype ", name));
+    EXPECT_NEAR(percent,
+                100 * subtype.fields()
+                          .at("probabilities")
+                          .struct_value()
+                          .fields()
+                          .at(name)
+                          .number_value(),
+                0.006)
         << name;
   }
-  for (const char* head : {"Probability of high-risk disease",
-                           "Probability of bone marrow metastasis",
+  double high_risk = 0;
+  ASSERT_TRUE(
+      absl::SimpleAtod(item("Probability of high-risk disease"), &high_risk));
+  EXPECT_NEAR(high_risk,
+              100 * json.fields()
+                        .at("high_risk")
+                        .struct_value()
+                        .fields()
+                        .at("probability")
+                        .number_value(),
+              0.006);
+  for (const char* head : {"Probability of bone marrow metastasis",
                            "Probability of good response to treatment"}) {
     EXPECT_NE(item(head), "<missing>") << head;
   }
   EXPECT_NE(item("INRG pretreatment risk group (rule)"), "<missing>");
+  EXPECT_EQ(item("Model file SHA-256 digest"), digest);
+  EXPECT_EQ(item("Federated global round of the model"), "7");
+  EXPECT_TRUE(absl::StrContains(item("Decision support statement"),
+                                "Decision support only"));
 }
 
 INSTANTIATE_TEST_SUITE_P(BothProtocols, PacsIntegrationTest,
