@@ -243,17 +243,22 @@ absl::Status InitializeDcmtk() {
 
 Association::~Association() {
   if (association_ == nullptr) return;
-  if (usable_) {
-    Release();
-  } else {
-    ASC_abortAssociation(association_);
+  if (!closed_) {
+    if (usable_) {
+      Release();
+    } else {
+      // After a failure the peer's state is unknown: an A-ABORT ends the
+      // association without waiting for an answer that may never come.
+      ASC_abortAssociation(association_);
+    }
   }
   ASC_dropAssociation(association_);
   ASC_destroyAssociation(&association_);
 }
 
 void Association::Release() {
-  if (association_ == nullptr || !usable_) return;
+  if (association_ == nullptr || closed_) return;
+  closed_ = true;
   usable_ = false;
   if (ASC_releaseAssociation(association_).bad()) {
     ASC_abortAssociation(association_);
