@@ -11,9 +11,10 @@ Usage: deploy/install-deps.sh [-h|--help]
 
 Installs everything echofed needs to build and test on Debian 12 (compilers,
 gRPC, protobuf, Abseil, LibTorch, DCMTK, CLI11, GoogleTest, python3-torch,
-python3-sklearn, Chromium, clang for the fuzzers) from Debian's own packages
-with apt-get, through sudo when not root. Installs only what is missing;
-safe to run again. Takes no options and reads no environment variables.
+python3-sklearn, Chromium, Orthanc for the PACS tests, clang for the
+fuzzers) from Debian's own packages with apt-get, through sudo when not
+root. Installs only what is missing; safe to run again. Takes no options
+and reads no environment variables.
 EOF
     exit 0
     ;;
@@ -43,6 +44,11 @@ packages=(
   # network. Debian's is a shared library built with OpenSSL 3.
   libcpp-httplib-dev
   libgtest-dev libgmock-dev
+  # Tests only: a real PACS on loopback (tests/testing/orthanc_server.h)
+  # that the DIMSE and DICOMweb clients (site-agent/pacs) are tested
+  # against; the tests are skipped without it. The package also starts a
+  # system Orthanc on ports 4242/8042, which the tests never use.
+  orthanc orthanc-dicomweb
   python3-sklearn
   # Reads the coordinator's /metrics text as Prometheus' own client library
   # does (tests/coordinator/status_page_test.cc; skipped without it).
