@@ -106,10 +106,18 @@ absl::Status RejectionStatus(const T_ASC_RejectParameters& reject,
       source = "the service provider (presentation)";
       break;
   }
-  const std::string message = absl::StrCat(
+  std::string message = absl::StrCat(
       "association rejected by PACS at ", peer.Address(), ": ",
       RejectReason(reject, peer), " (rejected ",
       permanent ? "permanently" : "transiently", " by ", source, ")");
+  if (reject.reason == ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED) {
+    // dcmqrscp, for one, gives this reason for a calling AE title it does
+    // not know; site IT should check both.
+    absl::StrAppend(&message,
+                    "; some archives give this reason when they do not know "
+                    "the calling AE title '",
+                    peer.calling_ae_title, "' from this address");
+  }
   // A busy PACS is worth retrying later; every other rejection needs a
   // change of configuration on one side or the other, whatever the PACS
   // says about permanence (dcmqrscp calls an unsupported application
@@ -235,17 +243,22 @@ absl::Status InitializeDcmtk() {
 
 Association::~Association() {
   if (association_ == nullptr) return;
-  if (usable_) {
-    Release();
-  } else {
-    ASC_abortAssociation(association_);
+  if (!closed_) {
+    if (usable_) {
+      Release();
+    } else {
+      // After a failure the peer's state is unknown: an A-ABORT ends the
+      // association without waiting for an answer that may never come.
+      ASC_abortAssociation(association_);
+    }
   }
   ASC_dropAssociation(association_);
   ASC_destroyAssociation(&association_);
 }
 
 void Association::Release() {
-  if (association_ == nullptr || !usable_) return;
+  if (association_ == nullptr || closed_) return;
+  closed_ = true;
   usable_ = false;
   if (ASC_releaseAssociation(association_).bad()) {
     ASC_abortAssociation(association_);

@@ -99,6 +99,7 @@ class Association {
   PeerSettings peer_;
   T_ASC_Association* association_;
   bool usable_ = true;
+  bool closed_ = false;  // released
   bool connection_lost_ = false;
 };
 

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -23,6 +24,31 @@ constexpr char kDcmqrscp[] = "/usr/bin/dcmqrscp";
 constexpr char kStorescu[] = "/usr/bin/storescu";
 constexpr char kStorescp[] = "/usr/bin/storescp";
 constexpr int kStartAttempts = 5;
+
+// storescu's option that proposes a transfer syntax (with the uncompressed
+// ones).
+const std::map<std::string, std::string> kProposeOptions = {
+    {"1.2.840.10008.1.2", "-x="},      {"1.2.840.10008.1.2.1", "-x="},
+    {"1.2.840.10008.1.2.4.50", "-xy"}, {"1.2.840.10008.1.2.4.70", "-xs"},
+    {"1.2.840.10008.1.2.4.80", "-xt"}, {"1.2.840.10008.1.2.4.81", "-xu"},
+    {"1.2.840.10008.1.2.4.90", "-xv"}, {"1.2.840.10008.1.2.4.91", "-xw"},
+    {"1.2.840.10008.1.2.5", "-xr"},
+};
+
+// The Transfer Syntax UID (0002,0010) of a Part 10 file's meta header,
+// which is always explicit VR little endian: tag, "UI", 16-bit length.
+std::string MetaTransferSyntax(const std::string& bytes) {
+  const std::string tag("\x02\x00\x10\x00UI", 6);
+  const size_t at = bytes.find(tag, 132);
+  if (at == std::string::npos || at + 8 > bytes.size()) return "";
+  const size_t length = static_cast<uint8_t>(bytes[at + 6]) |
+                        (static_cast<uint8_t>(bytes[at + 7]) << 8);
+  std::string uid = bytes.substr(at + 8, length);
+  while (!uid.empty() && (uid.back() == '\0' || uid.back() == ' ')) {
+    uid.pop_back();
+  }
+  return uid;
+}
 
 bool Executable(const char* path) { return ::access(path, X_OK) == 0; }
 
@@ -156,9 +182,12 @@ absl::Status DcmqrscpServer::Launch() {
     // -dhl: peers are matched by address, not by a reverse lookup that
     // could turn 127.0.0.1 into "localhost". Forking mode: 3.6.7's single-
     // process mode ends after an association or a refused connection.
-    absl::StatusOr<Subprocess> process = Subprocess::Start(
-        {kDcmqrscp, "-dhl", "--log-level", "info", "-c", config_path},
-        dir_.Join("dcmqrscp.log"));
+    std::vector<std::string> argv = {kDcmqrscp, "-dhl", "--log-level",
+                                     "info",    "-c",   config_path};
+    argv.insert(argv.end(), options_.extra_arguments.begin(),
+                options_.extra_arguments.end());
+    absl::StatusOr<Subprocess> process =
+        Subprocess::Start(argv, dir_.Join("dcmqrscp.log"));
     if (!process.ok()) return process.status();
     process_.emplace(*std::move(process));
     if (WaitUntilListening(*process_, port_)) return absl::OkStatus();
@@ -207,30 +236,42 @@ PacsConfig DcmqrscpServer::Config(const std::string& own_ae_title) const {
 
 absl::Status DcmqrscpServer::Seed(
     const std::vector<std::string>& part10_files) {
-  std::vector<std::string> argv = {
-      kStorescu, "-aet", "SEEDER", "-aec", options_.ae_title,
-      // Propose each file's own transfer syntax, so that compressed
-      // objects arrive as they are.
-      "--required", "127.0.0.1", std::to_string(port_)};
+  // storescu proposes uncompressed syntaxes unless told otherwise, and
+  // would decompress (or fail on) the rest: one run per transfer syntax,
+  // each proposing that syntax, so objects arrive as they are.
+  std::map<std::string, std::vector<std::string>> paths_by_option;
   static int batch = 0;
   for (size_t i = 0; i < part10_files.size(); ++i) {
+    const std::string syntax = MetaTransferSyntax(part10_files[i]);
+    auto option = kProposeOptions.find(syntax);
+    if (option == kProposeOptions.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("seed file ", i + 1, ": transfer syntax '", syntax,
+                       "' has no storescu proposal option here"));
+    }
     const std::string path =
         dir_.Join(absl::StrCat("seed-", batch, "-", i, ".dcm"));
     if (absl::Status status = WriteFileAtomically(path, part10_files[i], 0600);
         !status.ok()) {
       return status;
     }
-    argv.push_back(path);
+    paths_by_option[option->second].push_back(path);
   }
   ++batch;
-  const std::string log = dir_.Join("storescu.log");
-  absl::StatusOr<Subprocess> process = Subprocess::Start(argv, log);
-  if (!process.ok()) return process.status();
-  std::optional<int> exit_code = process->Wait(absl::Seconds(60));
-  if (!exit_code.has_value() || *exit_code != 0) {
-    return absl::InternalError(
-        absl::StrCat("storescu failed to seed dcmqrscp: ", ReadLog(log),
-                     "\n--- dcmqrscp:\n", Log()));
+  for (const auto& [option, paths] : paths_by_option) {
+    std::vector<std::string> argv = {
+        kStorescu,         "-aet", "SEEDER",    "-aec",
+        options_.ae_title, option, "127.0.0.1", std::to_string(port_)};
+    argv.insert(argv.end(), paths.begin(), paths.end());
+    const std::string log = dir_.Join("storescu.log");
+    absl::StatusOr<Subprocess> process = Subprocess::Start(argv, log);
+    if (!process.ok()) return process.status();
+    std::optional<int> exit_code = process->Wait(absl::Seconds(60));
+    if (!exit_code.has_value() || *exit_code != 0) {
+      return absl::InternalError(
+          absl::StrCat("storescu failed to seed dcmqrscp: ", ReadLog(log),
+                       "\n--- dcmqrscp:\n", Log()));
+    }
   }
   return absl::OkStatus();
 }

@@ -37,6 +37,8 @@ class DcmqrscpServer {
     // Calling AE titles the archive accepts; others are rejected. Empty:
     // any calling AE title.
     std::vector<std::string> allowed_peers;
+    // More command-line options, e.g. "+xy" to accept JPEG baseline.
+    std::vector<std::string> extra_arguments;
   };
 
   // Starts dcmqrscp (one child process per association) and waits until

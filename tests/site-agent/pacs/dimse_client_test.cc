@@ -34,6 +34,7 @@ namespace {
 
 using ::echofed::testing::DcmqrscpServer;
 using ::echofed::testing::DcmtkToolsMissing;
+using ::echofed::testing::StorescpServer;
 using ::echofed::testing::TempDir;
 
 GrayImage Phantom(int seed) {
@@ -444,6 +445,62 @@ TEST(DimseClientCallingAeTest, UnknownCallingAeTitleIsPermissionDenied) {
       << status;
 }
 
+// dcmqrscp sends an instance on the first storage context it accepted for
+// its SOP class and cannot transcode: a JPEG object offered on our
+// uncompressed context fails as a sub-operation.
+TEST(DimseClientSubOperationTest, FailedSubOperationIsDataLoss) {
+  if (std::string missing = DcmtkToolsMissing(); !missing.empty()) {
+    GTEST_SKIP() << missing;
+  }
+  DcmqrscpServer::Options options;
+  options.extra_arguments = {"+xy"};  // accept JPEG baseline for storage
+  absl::StatusOr<std::unique_ptr<DcmqrscpServer>> server =
+      DcmqrscpServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  DicomWriteOptions write;
+  write.encoding = DicomEncoding::kJpegBaseline;
+  write.patient_id = "PAT005";
+  write.accession_number = "ACC005";
+  write.study_date = "20240101";
+  absl::StatusOr<std::string> jpeg = EncodeDicomUltrasound(Phantom(5), write);
+  ASSERT_TRUE(jpeg.ok()) << jpeg.status();
+  absl::Status seeded = (*server)->Seed({*jpeg});
+  ASSERT_TRUE(seeded.ok()) << seeded;
+  absl::StatusOr<std::unique_ptr<PacsClient>> client =
+      NewDimsePacsClient((*server)->Config());
+  ASSERT_TRUE(client.ok());
+  PacsPatientQuery query;
+  query.patient_id = "PAT005";
+  absl::StatusOr<std::vector<PacsInstance>> found =
+      (*client)->FindInstances(query);
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_EQ(found->size(), 1u);
+  absl::StatusOr<std::string> bytes = (*client)->RetrieveInstance((*found)[0]);
+  EXPECT_EQ(bytes.status().code(), absl::StatusCode::kDataLoss)
+      << bytes.status();
+  EXPECT_TRUE(
+      absl::StrContains(bytes.status().message(), "1 failed sub-operation"))
+      << bytes.status();
+}
+
+// A SOP class the archive does not store: no presentation context for it.
+TEST_F(DimseClientTest, StoreOfAClassThePacsRefusesIsFailedPrecondition) {
+  std::unique_ptr<PacsClient> client = Client();
+  DcmFileFormat file;
+  DcmInputBufferStream stream;
+  stream.setBuffer(us_2024_.bytes.data(), us_2024_.bytes.size());
+  stream.setEos();
+  file.transferInit();
+  ASSERT_TRUE(file.read(stream).good());
+  file.transferEnd();
+  file.getDataset()->putAndInsertString(DCM_SOPClassUID, "1.2.3.4.5.6.7");
+  file.getMetaInfo()->clear();
+  const std::string path = scratch_.Join("private.dcm");
+  ASSERT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit).good());
+  absl::Status status = client->Store({*ReadFileToString(path)});
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+}
+
 TEST(DimseClientNetworkTest, NothingListeningIsUnavailableAtOnce) {
   PacsConfig config;
   config.set_host("127.0.0.1");
@@ -487,6 +544,91 @@ TEST(DimseClientNetworkTest, SilentPeerTimesOut) {
   EXPECT_TRUE(absl::StrContains(status.message(), "no answer from")) << status;
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   ::close(fd);
+}
+
+// DICOM over TLS against storescp (dcmqrscp has no TLS): the hospital CA,
+// the PACS's certificate for 127.0.0.1 and the agent's client certificate.
+class DimseClientTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string missing = DcmtkToolsMissing(); !missing.empty()) {
+      GTEST_SKIP() << missing;
+    }
+    const TlsMaterial server = pki_.Coordinator();
+    absl::StatusOr<std::unique_ptr<StorescpServer>> started =
+        StorescpServer::Start(
+            {"TLSPACS", server.ca_cert, server.cert, server.key});
+    ASSERT_TRUE(started.ok()) << started.status();
+    server_ = *std::move(started);
+  }
+
+  PacsConfig Config(const TlsMaterial& client) {
+    PacsConfig config;
+    config.set_host("127.0.0.1");
+    config.set_port(static_cast<uint32_t>(server_->port()));
+    config.set_peer_ae_title(server_->ae_title());
+    config.set_timeout_seconds(5);
+    TlsFiles* tls = config.mutable_tls();
+    tls->set_ca_cert(dir_.Join("ca.pem"));
+    tls->set_cert(dir_.Join("cert.pem"));
+    tls->set_key(dir_.Join("key.pem"));
+    EXPECT_TRUE(WriteFileAtomically(tls->ca_cert(), client.ca_cert, 0600).ok());
+    EXPECT_TRUE(WriteFileAtomically(tls->cert(), client.cert, 0600).ok());
+    EXPECT_TRUE(WriteFileAtomically(tls->key(), client.key, 0600).ok());
+    return config;
+  }
+
+  testing::TestPki pki_;
+  TempDir dir_;
+  std::unique_ptr<StorescpServer> server_;
+};
+
+TEST_F(DimseClientTlsTest, EchoesAndStoresOverTls) {
+  absl::StatusOr<std::unique_ptr<PacsClient>> client =
+      NewDimsePacsClient(Config(pki_.Participant("site-a", Role::kSite)));
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_TRUE(absl::EndsWith((*client)->Describe(), "(TLS)"));
+  absl::Status status = (*client)->Echo();
+  ASSERT_TRUE(status.ok()) << status << "\n" << server_->Log();
+  Seeded report = MakeUltrasound("PAT009", "ACC009", "20240601", "tls", 1, 9);
+  status = (*client)->Store({report.bytes});
+  ASSERT_TRUE(status.ok()) << status << "\n" << server_->Log();
+  client->reset();  // releases the association; storescp has the file
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (server_->ReceivedFiles().empty() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_EQ(server_->ReceivedFiles().size(), 1u);
+  absl::StatusOr<GrayImage> image = ReadDicomGray(server_->ReceivedFiles()[0]);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->pixels, Phantom(report.seed).pixels);
+}
+
+TEST_F(DimseClientTlsTest, UntrustedPacsCertificateFailsTheHandshake) {
+  // The agent trusts another CA than the one that signed the PACS.
+  absl::StatusOr<std::unique_ptr<PacsClient>> client = NewDimsePacsClient(
+      Config(testing::TestPki::FromOtherCa("site-a", Role::kSite)));
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::Status status = (*client)->Echo();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(),
+                                absl::StrCat("TLS handshake with 127.0.0.1:",
+                                             server_->port(), " failed: ")))
+      << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "certificate")) << status;
+}
+
+TEST_F(DimseClientTlsTest, PlainDicomToATlsPortIsAnError) {
+  PacsConfig config = Config(pki_.Participant("site-a", Role::kSite));
+  config.clear_tls();
+  config.set_timeout_seconds(2);
+  absl::StatusOr<std::unique_ptr<PacsClient>> client =
+      NewDimsePacsClient(config);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const absl::Time start = absl::Now();
+  absl::Status status = (*client)->Echo();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
 }
 
 TEST(DimseClientConfigTest, RejectsIncompleteConfigs) {
