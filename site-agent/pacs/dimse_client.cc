@@ -88,9 +88,10 @@ class DimsePacsClient : public PacsClient {
   }
 
   absl::Status Echo() override {
-    return Run(dimse_internal::QueryProposals(), [](Association& association) {
-      return dimse_internal::Echo(association);
-    });
+    return Run(dimse_internal::SessionProposals(""),
+               [](Association& association) {
+                 return dimse_internal::Echo(association);
+               });
   }
 
   absl::StatusOr<std::vector<PacsInstance>> FindInstances(
@@ -170,7 +171,7 @@ absl::StatusOr<std::vector<PacsInstance>> DimsePacsClient::FindInstances(
   }
   std::vector<PacsInstance> found;
   absl::Status status =
-      Run(dimse_internal::QueryProposals(), [&](Association& association) {
+      Run(dimse_internal::SessionProposals(""), [&](Association& association) {
         found.clear();
         return FindOnAssociation(association, query, found);
       });
@@ -292,7 +293,7 @@ absl::StatusOr<std::string> DimsePacsClient::RetrieveInstance(
   }
   std::string part10;
   absl::Status status =
-      Run(dimse_internal::RetrieveProposals(instance.sop_class_uid),
+      Run(dimse_internal::SessionProposals(instance.sop_class_uid),
           [&](Association& association) -> absl::Status {
             absl::StatusOr<std::string> got =
                 dimse_internal::Get(association, instance);

@@ -183,6 +183,14 @@ std::vector<ContextProposal> QueryProposals() {
   };
 }
 
+std::vector<ContextProposal> SessionProposals(absl::string_view sop_class_uid) {
+  std::vector<ContextProposal> proposals = QueryProposals();
+  for (ContextProposal& proposal : RetrieveProposals(sop_class_uid)) {
+    proposals.push_back(std::move(proposal));
+  }
+  return proposals;
+}
+
 std::vector<ContextProposal> RetrieveProposals(
     absl::string_view sop_class_uid) {
   std::vector<ContextProposal> proposals = {

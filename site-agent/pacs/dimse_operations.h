@@ -34,6 +34,11 @@ std::vector<ContextProposal> QueryProposals();
 // for). `sop_class_uid`, when not among them, is added.
 std::vector<ContextProposal> RetrieveProposals(absl::string_view sop_class_uid);
 
+// Query and retrieve together: one association serves a whole pull (echo,
+// searches and C-GETs alternate patient by patient), where separate
+// proposals would renegotiate twice per patient.
+std::vector<ContextProposal> SessionProposals(absl::string_view sop_class_uid);
+
 // One context per (SOP class, transfer syntax) of the files: a file's own
 // syntax first, and for uncompressed ones explicit and implicit little
 // endian as fallbacks.
