@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
@@ -35,7 +36,9 @@
 #include "site-agent/diagnosis/diagnose.h"
 #include "site-agent/diagnosis/report_dicom.h"
 #include "site-agent/doctor.h"
+#include "site-agent/pacs/pacs_client.h"
 #include "site-agent/pacs/pacs_commands.h"
+#include "site-agent/pacs/pseudonym.h"
 #include "site-agent/training/dataset.h"
 #include "site-agent/training/trainer.h"
 #include "torch/torch.h"
@@ -377,6 +380,50 @@ struct DoctorFlags {
   int threads = 0;
 };
 
+// The hospital PACS, when the config has one: the block is valid, the PACS
+// answers and accepts this agent, and the pseudonym key (if it exists yet)
+// is private.
+echofed::DoctorCheck PacsCheck(const std::string& config_path) {
+  const char kName[] = "PACS";
+  absl::StatusOr<echofed::PacsSettings> settings =
+      echofed::LoadPacsSettings(config_path);
+  if (!settings.ok()) {
+    return {kName, echofed::CheckOutcome::kFail,
+            std::string(settings.status().message()),
+            "fix the pacs block (deploy/examples/agent.textproto)"};
+  }
+  absl::StatusOr<std::unique_ptr<echofed::PacsClient>> client =
+      echofed::NewPacsClient(settings->pacs);
+  if (!client.ok()) {
+    return {kName, echofed::CheckOutcome::kFail,
+            std::string(client.status().message()),
+            "fix the pacs block (deploy/examples/agent.textproto)"};
+  }
+  if (absl::Status echo = (*client)->Echo(); !echo.ok()) {
+    return {kName, echofed::CheckOutcome::kFail,
+            absl::StrCat((*client)->Describe(), ": ", echo.message()),
+            "check host and port, the firewall, and that the PACS knows "
+            "this agent's AE title (or DICOMweb credentials)"};
+  }
+  const std::string& key = settings->pseudonym_key_file;
+  if (!key.empty() && std::filesystem::exists(key)) {
+    absl::StatusOr<echofed::PseudonymKey> loaded =
+        echofed::PseudonymKey::LoadOrCreate(key);
+    if (!loaded.ok()) {
+      return {kName, echofed::CheckOutcome::kFail,
+              std::string(loaded.status().message()),
+              "restore the key from the site's backup with mode 0600"};
+    }
+  }
+  return {kName, echofed::CheckOutcome::kPass,
+          absl::StrCat((*client)->Describe(), " answers",
+                       key.empty() ? "; pseudonyms off"
+                       : std::filesystem::exists(key)
+                           ? "; pseudonym key in place"
+                           : "; the pseudonym key is created by the first "
+                             "pull")};
+}
+
 int Doctor(const DoctorFlags& flags) {
   echofed::AgentConfig config;
   if (absl::Status status = echofed::LoadTextProto(flags.config_path, &config);
@@ -436,10 +483,16 @@ int Doctor(const DoctorFlags& flags) {
   // timing run take seconds.
   options.on_check = print;
   echofed::DoctorReport report = echofed::RunDoctor(options);
+  bool pacs_failed = false;
+  if (config.has_pacs()) {
+    echofed::DoctorCheck pacs = PacsCheck(flags.config_path);
+    pacs_failed = pacs.outcome == echofed::CheckOutcome::kFail;
+    print(pacs);
+  }
   std::cout << "\n"
             << counts[0] << " passed, " << counts[1] << " warnings, "
             << counts[2] << " failed\n";
-  return report.failed() || !early.empty() ? 1 : 0;
+  return report.failed() || !early.empty() || pacs_failed ? 1 : 0;
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmnet/cond.h"
 #include "dcmtk/dcmnet/dcmlayer.h"
+#include "dcmtk/dcmnet/dcmtrans.h"
 #include "dcmtk/dcmnet/dul.h"
 #include "dcmtk/dcmtls/tlslayer.h"
 #include "dcmtk/oflog/oflog.h"
@@ -46,13 +47,43 @@ void SetSocketTimeouts(DcmNativeSocketType socket, int seconds) {
   setsockopt(socket, IPPROTO_TCP, TCP_NODELAY, &no_delay, sizeof(no_delay));
 }
 
+// Most PACSs are DCMTK-based and leave Nagle on too: a response's command
+// and data set go out as two small segments, and the second waits for our
+// ACK of the first, which Linux delays up to 40 ms. Quick-ACK mode is not
+// sticky (the kernel leaves it on its own), so it is asked for again
+// around every read and write.
+class QuickAckTcpConnection : public DcmTCPConnection {
+ public:
+  explicit QuickAckTcpConnection(DcmNativeSocketType socket)
+      : DcmTCPConnection(socket), socket_(socket) {}
+  ssize_t read(void* buffer, size_t bytes) override {
+    QuickAck();
+    ssize_t result = DcmTCPConnection::read(buffer, bytes);
+    QuickAck();
+    return result;
+  }
+  ssize_t write(void* buffer, size_t bytes) override {
+    ssize_t result = DcmTCPConnection::write(buffer, bytes);
+    QuickAck();
+    return result;
+  }
+
+ private:
+  void QuickAck() {
+    int on = 1;
+    setsockopt(socket_, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof(on));
+  }
+  DcmNativeSocketType socket_;
+};
+
 class TimedTcpLayer : public DcmTransportLayer {
  public:
   explicit TimedTcpLayer(int seconds) : seconds_(seconds) {}
   DcmTransportConnection* createConnection(DcmNativeSocketType socket,
                                            OFBool secure) override {
     SetSocketTimeouts(socket, seconds_);
-    return DcmTransportLayer::createConnection(socket, secure);
+    if (secure) return DcmTransportLayer::createConnection(socket, secure);
+    return new QuickAckTcpConnection(socket);
   }
 
  private:

@@ -238,6 +238,14 @@ TEST_P(PacsIntegrationTest, PullsTheCohortOnceAndUnderPseudonyms) {
       {"check-data", DataDir(), "--excluded-out", dir_.Join("excluded.csv")});
   EXPECT_EQ(check.code, 0) << check.output;
 
+  // Site IT's pre-flight check sees the PACS too (the coordinator of this
+  // config is not there: those checks fail, this one passes).
+  AgentRun doctor =
+      Agent({"doctor", "--config", config_path_, "--threads", "1"});
+  EXPECT_TRUE(absl::StrContains(doctor.output, "PASS  PACS")) << doctor.output;
+  EXPECT_TRUE(absl::StrContains(doctor.output, "pseudonym key in place"))
+      << doctor.output;
+
   AgentRun second = Pull();
   ASSERT_EQ(second.code, 0) << second.output;
   EXPECT_TRUE(absl::StrContains(
