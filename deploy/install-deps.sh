@@ -30,6 +30,8 @@ packages=(
   libtorch-dev
   libdcmtk-dev
   libpng-dev libturbojpeg0-dev
+  # DICOM JPEG 2000 and HTJ2K (dicom_j2k.cc): DCMTK 3.6.7 decodes neither.
+  libopenjp2-7-dev
   libcli11-dev
   # The coordinator's HTTPS status page and Prometheus metrics
   # (coordinator/status_server.cc): a maintained HTTP server with OpenSSL
