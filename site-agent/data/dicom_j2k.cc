@@ -286,13 +286,20 @@ absl::StatusOr<std::vector<uint8_t>> FrameCodestream(
       end = frame + 1 == frames ? fragments + 1 : next;
     } else {
       std::vector<unsigned long> starts;
+      // Only the first bytes of each fragment are read: the other frames'
+      // data stay where they are, in the file's bytes.
       for (unsigned long i = 1; i <= fragments; ++i) {
-        Uint8* data = nullptr;
-        Uint32 length = 0;
-        if (!fragment_bytes(i, &data, &length)) {
+        DcmPixelItem* fragment = nullptr;
+        Uint8 head[sizeof(kJp2Signature)] = {};
+        if (sequence->getItem(fragment, i).bad() || fragment == nullptr) {
           return corrupt("an unreadable fragment");
         }
-        if (StartsFrame(data, length)) starts.push_back(i);
+        const Uint32 length =
+            std::min<Uint32>(fragment->getLength(), sizeof(head));
+        if (length > 0 && fragment->getPartialValue(head, 0, length).bad()) {
+          return corrupt("an unreadable fragment");
+        }
+        if (StartsFrame(head, length)) starts.push_back(i);
       }
       if (starts.size() != static_cast<size_t>(frames)) {
         return corrupt(absl::StrCat(starts.size(), " codestreams in ",
