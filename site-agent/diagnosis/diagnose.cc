@@ -357,9 +357,7 @@ absl::StatusOr<DiagnosticReport> DiagnosticModel::Diagnose(
   const std::vector<std::string> class_names(plan_.class_names().begin(),
                                              plan_.class_names().end());
   Preprocessing preprocessing = PreprocessingFromPlan(plan_);
-  // One model input per image shown in the report: a cine loop is read at
-  // its middle frame here whatever frames the study trained on.
-  preprocessing.frames = FrameChoice();
+  preprocessing.frames = FrameChoice();  // one input per image shown: middle
 
   DiagnosticReport report;
   report.patient_id = patient.patient_id;
