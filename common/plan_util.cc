@@ -59,6 +59,7 @@ void ApplyPlanDefaults(Plan* plan) {
     plan->set_weight_decay(DefaultWeightDecay(plan->trainer()));
   }
   if (!plan->has_keep_optimizer_state()) plan->set_keep_optimizer_state(true);
+  if (plan->frame_step() == 0) plan->set_frame_step(1);
   if (plan->heads_size() == 0) plan->add_heads(Plan::SUBTYPE);
   if (plan->wire_precision() == Plan::WIRE_PRECISION_UNSPECIFIED) {
     plan->set_wire_precision(Plan::FULL);
@@ -201,6 +202,14 @@ absl::Status ValidatePlan(const Plan& plan) {
   }
   if (plan.min_cell_count() < 1) {
     return bad("min_cell_count", "must be at least 1");
+  }
+  if (!Plan::FrameSelection_IsValid(plan.frame_selection())) {
+    return bad("frame_selection", "unknown frame selection");
+  }
+  // A loop has at most 2^31 frames; a step beyond a few thousand is a typo
+  // that would silently keep frame 0 alone.
+  if (plan.frame_step() < 1 || plan.frame_step() > 10000) {
+    return bad("frame_step", "must be between 1 and 10000");
   }
   std::set<std::string> sites;
   int train_sites = 0;

@@ -37,6 +37,8 @@ packages=(
   # The same 3.6.7 as libdcmtk-dev; the tests skip without it.
   dcmtk
   libpng-dev libturbojpeg0-dev
+  # DICOM JPEG 2000 and HTJ2K (dicom_j2k.cc): DCMTK 3.6.7 decodes neither.
+  libopenjp2-7-dev
   libcli11-dev
   # The coordinator's HTTPS status page and Prometheus metrics
   # (coordinator/status_server.cc): a maintained HTTP server with OpenSSL

@@ -32,6 +32,8 @@
 #include "dcmtk/dcmjpeg/djdecode.h"
 #include "dcmtk/dcmjpls/djdecode.h"
 #include "dcmtk/oflog/oflog.h"
+#include "site-agent/data/dicom_j2k.h"
+#include "site-agent/data/dicom_palette.h"
 #include "site-agent/data/dicom_pixel_checks.h"
 
 namespace echofed {
@@ -42,8 +44,11 @@ using dicom_internal::CheckJpegFrame;
 using dicom_internal::CheckNativeLength;
 using dicom_internal::CheckRleFrame;
 using dicom_internal::CodecDiagnosis;
+using dicom_internal::DecodeJpeg2000Frame;
 using dicom_internal::DecodeJpegBaselineFast;
 using dicom_internal::EncapsulatedFragments;
+using dicom_internal::ExpandSegmentedPalette;
+using dicom_internal::IsJpeg2000Syntax;
 
 constexpr size_t kDicmOffset = 128;
 
@@ -232,6 +237,12 @@ std::string SopClassDescription(const std::string& uid) {
 // error for them says what they are rather than "unknown".
 std::string TransferSyntaxName(const std::string& uid, E_TransferSyntax xfer) {
   if (xfer != EXS_Unknown) return DcmXfer(xfer).getXferName();
+  if (uid == "1.2.840.10008.1.2.4.201") {
+    return "High-Throughput JPEG 2000 Lossless";
+  }
+  if (uid == "1.2.840.10008.1.2.4.202") {
+    return "High-Throughput JPEG 2000 with RPCL Options Lossless";
+  }
   if (uid.rfind("1.2.840.10008.1.2.4.20", 0) == 0) {
     return "High-Throughput JPEG 2000";
   }
@@ -246,14 +257,55 @@ bool CanDecode(E_TransferSyntax xfer) {
   return DcmCodecList::canChangeCoding(xfer, EXS_LittleEndianExplicit);
 }
 
+// What would make an object in `uid` decodable, for site IT to act on.
+std::string UndecodableAdvice(const std::string& uid) {
+  auto in = [&uid](int first, int last) {
+    constexpr char kPrefix[] = "1.2.840.10008.1.2.4.";
+    if (uid.rfind(kPrefix, 0) != 0) return false;
+    const std::string tail = uid.substr(sizeof(kPrefix) - 1);
+    if (tail.empty() || tail.size() > 3 ||
+        tail.find_first_not_of("0123456789") != std::string::npos) {
+      return false;
+    }
+    const int number = std::stoi(tail);
+    return number >= first && number <= last;
+  };
+  if (in(100, 108)) {
+    return "it is a video (MPEG-2, MPEG-4 or HEVC); export single frames "
+           "uncompressed or as JPEG baseline";
+  }
+  if (in(92, 93)) {
+    return "JPEG 2000 Part 2 multi-component coding is not read; export as "
+           "JPEG 2000 (Part 1), uncompressed or JPEG baseline";
+  }
+  if (in(94, 95)) {
+    return "the pixel data are not in the file but on a JPIP server; "
+           "retrieve the object from the PACS with its pixel data";
+  }
+  if (in(110, 112)) {
+    return "JPEG XL has no decoder here; export uncompressed, as JPEG "
+           "baseline or as JPEG 2000";
+  }
+  return "export the image from the PACS or scanner uncompressed or as JPEG "
+         "baseline";
+}
+
 absl::Status UndecodableSyntax(const std::string& origin,
-                               const DicomImageInfo& info) {
+                               const DicomImageInfo& info,
+                               DcmDataset* dataset) {
+  Uint16 samples = 0, bits_stored = 0;
+  dataset->findAndGetUint16(DCM_SamplesPerPixel, samples);
+  dataset->findAndGetUint16(DCM_BitsStored, bits_stored);
   return absl::UnimplementedError(absl::StrCat(
       origin, ": transfer syntax ", info.transfer_syntax_name, " (",
-      info.transfer_syntax_uid,
-      ") cannot be decoded here; supported: uncompressed, JPEG baseline, "
-      "extended and lossless, JPEG-LS and RLE (export the image from the "
-      "PACS or scanner in one of these)"));
+      info.transfer_syntax_uid, "), ",
+      info.photometric.empty() ? "no photometric interpretation"
+                               : info.photometric,
+      ", ", samples, " sample(s) of ", bits_stored,
+      " bits, cannot be decoded here: ",
+      UndecodableAdvice(info.transfer_syntax_uid),
+      " (read here: uncompressed, deflated, JPEG baseline, extended and "
+      "lossless, JPEG-LS, RLE, JPEG 2000 and HTJ2K)"));
 }
 
 // Spacing from the Sequence of Ultrasound Regions. A 2D tissue region
@@ -299,23 +351,87 @@ void ReadRegionSpacing(DcmDataset* dataset, DicomImageInfo* info) {
   }
 }
 
+// Old archives and some PACS exports hold the bare data set, without the
+// preamble and file meta header: it starts with its first element, nearly
+// always in group 0008 (or 0002 where only the preamble is missing). The
+// first element header must be a plausible one, in implicit or explicit VR,
+// little or big endian. PNG (0x89 'P') and JPEG (0xFF 0xD8) never start so.
+bool LooksLikeDicomDataset(const std::string& bytes) {
+  if (bytes.size() < 8) return false;
+  const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
+  const unsigned little_group = b[0] | b[1] << 8;
+  const unsigned big_group = b[0] << 8 | b[1];
+  const bool explicit_vr = std::isupper(b[4]) && std::isupper(b[5]) &&
+                           DcmVR(std::string(bytes, 4, 2).c_str()).isStandard();
+  if (big_group == 0x0008) return explicit_vr;
+  if (little_group != 0x0008 && little_group != 0x0002) return false;
+  if (explicit_vr) return true;
+  // Implicit VR: a 32-bit length that fits in the file (or is undefined,
+  // as for a sequence).
+  const uint64_t length = static_cast<uint64_t>(b[4]) | b[5] << 8 | b[6] << 16 |
+                          static_cast<uint64_t>(b[7]) << 24;
+  return length == 0xFFFFFFFFu || length <= bytes.size() - 8;
+}
+
+// DicomImage's status, worded as what is wrong with the file: only a
+// failed decompression or an unreadable document is corruption; an
+// attribute that is missing or has a value DCMTK does not render is named
+// as such, with what the object is.
+absl::Status RenderError(const std::string& origin, const DicomImageInfo& info,
+                         DcmDataset* dataset, DcmElement* pixel_data,
+                         EI_Status status) {
+  Uint16 samples = 0, bits_allocated = 0, bits_stored = 0;
+  dataset->findAndGetUint16(DCM_SamplesPerPixel, samples);
+  dataset->findAndGetUint16(DCM_BitsAllocated, bits_allocated);
+  dataset->findAndGetUint16(DCM_BitsStored, bits_stored);
+  const std::string what =
+      absl::StrCat(info.photometric.empty() ? "no photometric interpretation"
+                                            : info.photometric,
+                   ", ", samples, " sample(s), ", bits_stored, " of ",
+                   bits_allocated, " bits, ", info.transfer_syntax_name);
+  std::string why = DicomImage::getString(status);
+  switch (status) {
+    case EIS_MissingAttribute:
+    case EIS_InvalidValue:
+    case EIS_NotSupportedValue:
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, ": DICOM image cannot be rendered (", why, "; ", what,
+          "): its image pixel attributes are incomplete or not supported "
+          "here; export it uncompressed as MONOCHROME2 or RGB"));
+    default:
+      break;
+  }
+  if (pixel_data != nullptr &&
+      DcmXfer(dataset->getOriginalXfer()).isEncapsulated()) {
+    const std::string codec =
+        CodecDiagnosis(dataset, pixel_data, info.frame_used);
+    if (!codec.empty()) why = codec;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(origin, ": DICOM pixel data cannot be decoded (", why, "; ",
+                   what, "): truncated or corrupt"));
+}
+
 }  // namespace
 
 bool LooksLikeDicom(const std::string& bytes) {
-  return bytes.size() >= kDicmOffset + 4 &&
-         std::memcmp(bytes.data() + kDicmOffset, "DICM", 4) == 0;
+  return (bytes.size() >= kDicmOffset + 4 &&
+          std::memcmp(bytes.data() + kDicmOffset, "DICM", 4) == 0) ||
+         LooksLikeDicomDataset(bytes);
 }
 
 absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
                                           const std::string& origin,
                                           DicomImageInfo* info_out,
-                                          DicomDecodePath path) {
+                                          DicomDecodePath path, int frame) {
   DicomImageInfo local_info;
   DicomImageInfo& info = info_out != nullptr ? *info_out : local_info;
   info = DicomImageInfo();
   if (!LooksLikeDicom(bytes)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        origin, ": not a DICOM file (no \"DICM\" marker at byte 128)"));
+        origin,
+        ": not a DICOM file (no \"DICM\" marker at byte 128, and no data "
+        "set element at byte 0)"));
   }
   InitializeDcmtkOnce();
   if (!dcmDataDict.isDictionaryLoaded()) {
@@ -340,6 +456,7 @@ absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
   DcmMetaInfo* meta = file.getMetaInfo();
   DcmDataset* dataset = file.getDataset();
   info.transfer_syntax_uid = GetString(meta, DCM_TransferSyntaxUID);
+  const bool declared_syntax = !info.transfer_syntax_uid.empty();
   E_TransferSyntax xfer = dataset->getOriginalXfer();
   if (!info.transfer_syntax_uid.empty()) {
     xfer = DcmXfer(info.transfer_syntax_uid.c_str()).getXfer();
@@ -373,10 +490,13 @@ absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
   }
   ReadRegionSpacing(dataset, &info);
 
-  const bool decodable = CanDecode(xfer);
+  // DCMTK 3.6.7 knows JPEG 2000 but cannot decode it, and does not know
+  // HTJ2K at all (xfer is unknown then); OpenJPEG decodes both.
+  const bool jpeg2000 = IsJpeg2000Syntax(info.transfer_syntax_uid);
+  const bool decodable = jpeg2000 || CanDecode(xfer);
   if (broken) {
     if (!decodable && !info.transfer_syntax_uid.empty()) {
-      return UndecodableSyntax(origin, info);
+      return UndecodableSyntax(origin, info, dataset);
     }
     return absl::InvalidArgumentError(absl::StrCat(
         origin, ": DICOM is truncated or corrupt (",
@@ -409,13 +529,46 @@ absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
     return absl::InvalidArgumentError(
         absl::StrCat(origin, ": DICOM Pixel Data (7FE0,0010) is empty"));
   }
-  if (!decodable) return UndecodableSyntax(origin, info);
+  if (!decodable) return UndecodableSyntax(origin, info, dataset);
   if (absl::Status status = CheckDimensions(info.columns, info.rows, origin);
       !status.ok()) {
     return status;
   }
-  info.frame_used = info.frames / 2;
-  if (DcmXfer(dataset->getOriginalXfer()).isNotEncapsulated()) {
+  if (frame == kMiddleFrame) {
+    info.frame_used = info.frames / 2;
+  } else if (frame >= 0 && frame < info.frames) {
+    info.frame_used = frame;
+  } else {
+    return absl::OutOfRangeError(absl::StrCat(origin, ": DICOM frame ", frame,
+                                              " asked of an object of ",
+                                              info.frames, " frame(s)"));
+  }
+  // A data set without a file meta header does not say how its pixel data
+  // are compressed; DCMTK then reads encapsulated data as if uncompressed.
+  const bool encapsulated = pixel_data->ident() == EVR_PixelData &&
+                            EncapsulatedFragments(pixel_data) != nullptr;
+  if (encapsulated && !jpeg2000 &&
+      DcmXfer(dataset->getOriginalXfer()).isNotEncapsulated()) {
+    return absl::UnimplementedError(absl::StrCat(
+        origin,
+        ": DICOM pixel data are compressed, but the file does not say "
+        "how (",
+        declared_syntax ? info.transfer_syntax_name : "no file meta header",
+        "): export the image with its file meta header, or uncompressed"));
+  }
+  E_TransferSyntax render_xfer = dataset->getOriginalXfer();
+  unsigned long render_frame = static_cast<unsigned long>(info.frame_used);
+  if (jpeg2000) {
+    if (absl::Status status = DecodeJpeg2000Frame(dataset, pixel_data, info,
+                                                  info.frame_used, origin);
+        !status.ok()) {
+      return status;
+    }
+    // The frame is native pixel data now, and the only frame.
+    pixel_data = nullptr;
+    render_xfer = EXS_LittleEndianExplicit;
+    render_frame = 0;
+  } else if (DcmXfer(dataset->getOriginalXfer()).isNotEncapsulated()) {
     if (absl::Status status =
             CheckNativeLength(dataset, pixel_data, info, origin);
         !status.ok()) {
@@ -438,7 +591,13 @@ absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
       return status;
     }
   }
-  if (path == DicomDecodePath::kAuto) {
+  if (info.photometric == "PALETTE COLOR") {
+    if (absl::Status status = ExpandSegmentedPalette(dataset, origin);
+        !status.ok()) {
+      return status;
+    }
+  }
+  if (path == DicomDecodePath::kAuto && !jpeg2000) {
     if (std::optional<GrayImage> fast =
             DecodeJpegBaselineFast(dataset, pixel_data, info)) {
       return *std::move(fast);
@@ -448,21 +607,10 @@ absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
   // would force the whole pixel data to be decoded and are not signal.
   const unsigned long flags =
       CIF_UsePartialAccessToPixelData | CIF_NeverAccessEmbeddedOverlays;
-  auto image = std::make_unique<DicomImage>(
-      dataset, dataset->getOriginalXfer(), flags,
-      static_cast<unsigned long>(info.frame_used), 1UL);
+  auto image = std::make_unique<DicomImage>(dataset, render_xfer, flags,
+                                            render_frame, 1UL);
   if (image->getStatus() != EIS_Normal) {
-    std::string why = DicomImage::getString(image->getStatus());
-    if (DcmXfer(dataset->getOriginalXfer()).isEncapsulated()) {
-      const std::string codec =
-          CodecDiagnosis(dataset, pixel_data, info.frame_used);
-      if (!codec.empty()) why = codec;
-    }
-    return absl::InvalidArgumentError(absl::StrCat(
-        origin, ": DICOM pixel data cannot be decoded (", why, "; ",
-        info.photometric.empty() ? "no photometric interpretation"
-                                 : info.photometric,
-        ", ", info.transfer_syntax_name, "): truncated or corrupt"));
+    return RenderError(origin, info, dataset, pixel_data, image->getStatus());
   }
   std::unique_ptr<DicomImage> gray;
   if (!image->isMonochrome()) {
@@ -525,10 +673,10 @@ absl::StatusOr<GrayImage> DecodeDicomGray(const std::string& bytes,
 }
 
 absl::StatusOr<GrayImage> ReadDicomGray(const std::string& path,
-                                        DicomImageInfo* info) {
+                                        DicomImageInfo* info, int frame) {
   absl::StatusOr<std::string> bytes = ReadFileToString(path);
   if (!bytes.ok()) return bytes.status();
-  return DecodeDicomGray(*bytes, path, info);
+  return DecodeDicomGray(*bytes, path, info, DicomDecodePath::kAuto, frame);
 }
 
 }  // namespace echofed

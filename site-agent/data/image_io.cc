@@ -3,6 +3,7 @@
 #include <png.h>
 #include <turbojpeg.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -123,6 +124,39 @@ absl::StatusOr<GrayImage> ReadGrayImage(const std::string& path) {
   absl::StatusOr<std::string> bytes = ReadFileToString(path);
   if (!bytes.ok()) return bytes.status();
   return DecodeGrayImage(*bytes, path);
+}
+
+absl::Status ForEachGrayFrame(
+    const std::string& path, const FrameChoice& choice,
+    const std::function<absl::Status(int frame, GrayImage image)>& visit) {
+  absl::StatusOr<std::string> bytes = ReadFileToString(path);
+  if (!bytes.ok()) return bytes.status();
+  const bool dicom = !StartsWith(*bytes, "\x89PNG\r\n\x1a\n", 8) &&
+                     !StartsWith(*bytes, "\xFF\xD8\xFF", 3) &&
+                     LooksLikeDicom(*bytes);
+  if (!dicom || choice.kind == FrameChoice::kMiddle) {
+    DicomImageInfo info;
+    absl::StatusOr<GrayImage> image = dicom
+                                          ? DecodeDicomGray(*bytes, path, &info)
+                                          : DecodeGrayImage(*bytes, path);
+    if (!image.ok()) return image.status();
+    return visit(info.frame_used, *std::move(image));
+  }
+  const int step =
+      choice.kind == FrameChoice::kAll ? 1 : std::max(1, choice.step);
+  DicomImageInfo info;
+  int frames = 1;
+  for (int frame = 0; frame < frames; frame += step) {
+    absl::StatusOr<GrayImage> image =
+        DecodeDicomGray(*bytes, path, &info, DicomDecodePath::kAuto, frame);
+    if (!image.ok()) return image.status();
+    // Every decode reads the header again; the first tells the count.
+    if (frame == 0) frames = info.frames;
+    if (absl::Status status = visit(frame, *std::move(image)); !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status WritePng(const std::string& path, const GrayImage& image) {

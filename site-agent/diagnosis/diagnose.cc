@@ -356,7 +356,8 @@ absl::StatusOr<DiagnosticReport> DiagnosticModel::Diagnose(
   }
   const std::vector<std::string> class_names(plan_.class_names().begin(),
                                              plan_.class_names().end());
-  const Preprocessing preprocessing = PreprocessingFromPlan(plan_);
+  Preprocessing preprocessing = PreprocessingFromPlan(plan_);
+  preprocessing.frames = FrameChoice();  // one input per image shown: middle
 
   DiagnosticReport report;
   report.patient_id = patient.patient_id;

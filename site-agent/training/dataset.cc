@@ -48,6 +48,19 @@ Preprocessing PreprocessingFromPlan(const Plan& plan) {
                                     ? Plan::FIXED_RANGE
                                     : Plan::PER_IMAGE_ZSCORE;
   preprocessing.roi_margin = plan.has_roi_margin() ? plan.roi_margin() : 0.1;
+  switch (plan.frame_selection()) {
+    case Plan::EVERY_KTH_FRAME:
+      preprocessing.frames.kind = FrameChoice::kEveryKth;
+      break;
+    case Plan::ALL_FRAMES:
+      preprocessing.frames.kind = FrameChoice::kAll;
+      break;
+    default:
+      preprocessing.frames.kind = FrameChoice::kMiddle;
+      break;
+  }
+  preprocessing.frames.step =
+      static_cast<int>(std::max<uint32_t>(1, plan.frame_step()));
   return preprocessing;
 }
 
@@ -59,10 +72,53 @@ ImageSet LoadImageSet(const std::vector<ImageRecord>& records,
   return LoadImageSet(records, class_names, preprocessing);
 }
 
+namespace {
+
+// One decoded frame as model input [1, size, size]: cropped to the ROI
+// with the plan's margin, resized, normalised.
+absl::StatusOr<torch::Tensor> PrepareFrame(
+    GrayImage& image, const std::optional<RegionOfInterest>& roi,
+    const Preprocessing& preprocessing, const std::string& path) {
+  const int64_t size = preprocessing.image_size;
+  torch::Tensor pixels =
+      torch::from_blob(image.pixels.data(), {1, 1, image.height, image.width},
+                       torch::kUInt8)
+          .to(torch::kFloat32);
+  if (roi) {
+    int margin_x = static_cast<int>(preprocessing.roi_margin * roi->width);
+    int margin_y = static_cast<int>(preprocessing.roi_margin * roi->height);
+    int x0 = std::max(0, roi->x - margin_x);
+    int y0 = std::max(0, roi->y - margin_y);
+    int x1 = std::min(image.width, roi->x + roi->width + margin_x);
+    int y1 = std::min(image.height, roi->y + roi->height + margin_y);
+    if (x1 - x0 < 2 || y1 - y0 < 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ROI lies outside the ", image.width, "x",
+                       image.height, " image"));
+    }
+    pixels = pixels.slice(2, y0, y1).slice(3, x0, x1);
+  }
+  pixels = torch::nn::functional::interpolate(
+      pixels, torch::nn::functional::InterpolateFuncOptions()
+                  .size(std::vector<int64_t>{size, size})
+                  .mode(torch::kBilinear)
+                  .align_corners(false)
+                  .antialias(true));
+  if (preprocessing.normalization == Plan::FIXED_RANGE) {
+    pixels = pixels / 127.5 - 1.0;
+  } else {
+    torch::Tensor mean = pixels.mean();
+    torch::Tensor std = pixels.std().clamp_min(1e-3);
+    pixels = (pixels - mean) / std;
+  }
+  return pixels.squeeze(0);
+}
+
+}  // namespace
+
 ImageSet LoadImageSet(const std::vector<ImageRecord>& records,
                       const std::vector<std::string>& class_names,
                       const Preprocessing& preprocessing) {
-  const int64_t size = preprocessing.image_size;
   ImageSet set;
   std::vector<torch::Tensor> images;
   std::vector<int64_t> labels;
@@ -74,57 +130,41 @@ ImageSet LoadImageSet(const std::vector<ImageRecord>& records,
                                             "' is not a class of the plan")});
       continue;
     }
-    absl::StatusOr<GrayImage> image = ReadGrayImage(record.image_path);
-    if (!image.ok()) {
-      set.errors.push_back({0, std::string(image.status().message())});
+    // A record's frames count only if all of them load.
+    std::vector<torch::Tensor> record_images;
+    std::vector<int> record_frames;
+    std::optional<RegionOfInterest> roi = record.roi;
+    bool roi_known = record.roi_mask_path.empty();
+    absl::Status status =
+        ForEachGrayFrame(record.image_path, preprocessing.frames,
+                         [&](int frame, GrayImage image) -> absl::Status {
+                           if (!roi_known) {
+                             // The mask is read once; every frame of a loop has
+                             // its size.
+                             absl::StatusOr<RegionOfInterest> from_mask =
+                                 RoiFromMask(record.roi_mask_path, image);
+                             if (!from_mask.ok()) return from_mask.status();
+                             roi = *from_mask;
+                             roi_known = true;
+                           }
+                           absl::StatusOr<torch::Tensor> pixels = PrepareFrame(
+                               image, roi, preprocessing, record.image_path);
+                           if (!pixels.ok()) return pixels.status();
+                           record_images.push_back(*std::move(pixels));
+                           record_frames.push_back(frame);
+                           return absl::OkStatus();
+                         });
+    if (!status.ok()) {
+      set.errors.push_back({0, std::string(status.message())});
       continue;
     }
-    std::optional<RegionOfInterest> roi = record.roi;
-    if (!record.roi_mask_path.empty()) {
-      absl::StatusOr<RegionOfInterest> from_mask =
-          RoiFromMask(record.roi_mask_path, *image);
-      if (!from_mask.ok()) {
-        set.errors.push_back({0, std::string(from_mask.status().message())});
-        continue;
-      }
-      roi = *from_mask;
+    for (size_t i = 0; i < record_images.size(); ++i) {
+      images.push_back(std::move(record_images[i]));
+      labels.push_back(cls - class_names.begin());
+      set.patient_ids.push_back(record.patient_id);
+      set.frames.push_back(record_frames[i]);
     }
-    torch::Tensor pixels =
-        torch::from_blob(image->pixels.data(),
-                         {1, 1, image->height, image->width}, torch::kUInt8)
-            .to(torch::kFloat32);
-    if (roi) {
-      int margin_x = static_cast<int>(preprocessing.roi_margin * roi->width);
-      int margin_y = static_cast<int>(preprocessing.roi_margin * roi->height);
-      int x0 = std::max(0, roi->x - margin_x);
-      int y0 = std::max(0, roi->y - margin_y);
-      int x1 = std::min(image->width, roi->x + roi->width + margin_x);
-      int y1 = std::min(image->height, roi->y + roi->height + margin_y);
-      if (x1 - x0 < 2 || y1 - y0 < 2) {
-        set.errors.push_back(
-            {0, absl::StrCat(record.image_path, ": ROI lies outside the ",
-                             image->width, "x", image->height, " image")});
-        continue;
-      }
-      pixels = pixels.slice(2, y0, y1).slice(3, x0, x1);
-    }
-    pixels = torch::nn::functional::interpolate(
-        pixels, torch::nn::functional::InterpolateFuncOptions()
-                    .size(std::vector<int64_t>{size, size})
-                    .mode(torch::kBilinear)
-                    .align_corners(false)
-                    .antialias(true));
-    if (preprocessing.normalization == Plan::FIXED_RANGE) {
-      pixels = pixels / 127.5 - 1.0;
-    } else {
-      torch::Tensor mean = pixels.mean();
-      torch::Tensor std = pixels.std().clamp_min(1e-3);
-      pixels = (pixels - mean) / std;
-    }
-    images.push_back(pixels.squeeze(0));
-    labels.push_back(cls - class_names.begin());
     patients.insert(record.patient_id);
-    set.patient_ids.push_back(record.patient_id);
   }
   if (!images.empty()) {
     set.images = torch::stack(images);

@@ -173,6 +173,7 @@ ImageSet Concatenate(const std::vector<const ImageSet*>& sets) {
     all.patients += set->patients;
     all.patient_ids.insert(all.patient_ids.end(), set->patient_ids.begin(),
                            set->patient_ids.end());
+    all.frames.insert(all.frames.end(), set->frames.begin(), set->frames.end());
   }
   all.images = torch::cat(images);
   all.labels = torch::cat(labels);

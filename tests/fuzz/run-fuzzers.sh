@@ -27,7 +27,8 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p "$1"
 build=$(cd "$1" && pwd)
 seconds=$2
-fuzzers=(dicom_fuzz image_fuzz clinical_csv_fuzz manifest_fuzz)
+fuzzers=(dicom_fuzz image_fuzz j2k_fuzz segmented_lut_fuzz clinical_csv_fuzz
+  manifest_fuzz)
 out="$build/fuzz"
 started=$(date +%s)
 
@@ -55,12 +56,16 @@ if ! "$out/fuzz_seed_writer" "$out/seeds"; then
   exit 1
 fi
 
-# dicom_fuzz and image_fuzz read the generated seeds, the CSV fuzzers the
-# committed ones; each has a dictionary of the tokens its parser looks for.
+# dicom_fuzz, image_fuzz, j2k_fuzz and segmented_lut_fuzz read the generated
+# seeds, the CSV fuzzers the committed ones; each but segmented_lut_fuzz
+# (whose input is numbers) has a dictionary of the tokens its parser looks
+# for.
 seeds_of() {
   case $1 in
     dicom_fuzz) echo "$out/seeds/dicom" ;;
     image_fuzz) echo "$out/seeds/image" ;;
+    j2k_fuzz) echo "$out/seeds/j2k" ;;
+    segmented_lut_fuzz) echo "$out/seeds/segmented_lut" ;;
     clinical_csv_fuzz) echo "$repo/tests/fuzz/seeds/clinical_csv" ;;
     manifest_fuzz) echo "$repo/tests/fuzz/seeds/manifest" ;;
   esac
@@ -68,6 +73,8 @@ seeds_of() {
 dict_of() {
   case $1 in
     dicom_fuzz | image_fuzz) echo "$repo/tests/fuzz/dicom.dict" ;;
+    j2k_fuzz) echo "$repo/tests/fuzz/j2k.dict" ;;
+    segmented_lut_fuzz) echo "" ;;
     clinical_csv_fuzz) echo "$repo/tests/fuzz/clinical_csv.dict" ;;
     manifest_fuzz) echo "$repo/tests/fuzz/manifest.dict" ;;
   esac
@@ -96,8 +103,10 @@ run_one() {
   # hold about 1.4 GB. Those are within the documented limits, so the limits
   # here sit above them: -timeout (a hang) and -rss_limit_mb (a bomb).
   local status=0
+  local dict=()
+  [ -n "$(dict_of "$name")" ] && dict=(-dict="$(dict_of "$name")")
   "$out/$name" -max_total_time="$seconds" -timeout=60 -rss_limit_mb=3072 \
-    -print_final_stats=1 -dict="$(dict_of "$name")" \
+    -print_final_stats=1 "${dict[@]}" \
     -artifact_prefix="$out/artifacts/$name-" \
     "$corpus" "$(seeds_of "$name")" >"$out/logs/$name.log" 2>&1 || status=$?
   echo "$status" >"$out/logs/$name.status"

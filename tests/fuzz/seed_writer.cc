@@ -1,11 +1,14 @@
 // Writes the binary seed corpora for the image fuzzers: small DICOM objects
 // in every transfer syntax and photometric interpretation the reader
-// supports, and PNG / JPEG files in the variants libpng and libjpeg-turbo
-// take different paths for. The seeds are generated rather than committed
-// so that no real image can ever end up in the repository, and so that they
-// follow the DCMTK and codec versions of the machine that runs the fuzzers.
+// supports (JPEG 2000 encoded with OpenJPEG), bare JPEG 2000 codestreams,
+// segmented palette tables, and PNG / JPEG files in the variants libpng and
+// libjpeg-turbo take different paths for. The seeds are generated rather than
+// committed so that no real image can ever end up in the repository, and so
+// that they follow the DCMTK and codec versions of the machine that runs the
+// fuzzers.
 //
-// Usage: fuzz_seed_writer OUT_DIR  (writes OUT_DIR/dicom and OUT_DIR/image)
+// Usage: fuzz_seed_writer OUT_DIR  (writes OUT_DIR/dicom, OUT_DIR/image,
+// OUT_DIR/j2k and OUT_DIR/segmented_lut)
 
 #include <png.h>
 #include <turbojpeg.h>
@@ -38,6 +41,7 @@
 #include "dcmtk/dcmjpls/djrparam.h"
 #include "dcmtk/oflog/oflog.h"
 #include "site-agent/data/image_io.h"
+#include "tests/testing/j2k_encoder.h"
 
 namespace echofed {
 namespace {
@@ -122,6 +126,13 @@ class DicomSeed {
     return *this;
   }
   DcmDataset* dataset() { return file_.getDataset(); }
+  DcmFileFormat* file() { return &file_; }
+
+  // The bare data set, without preamble and meta header.
+  void SaveDatasetOnly(const std::string& path, E_TransferSyntax xfer) {
+    const OFCondition saved = file_.getDataset()->saveFile(path.c_str(), xfer);
+    Check(saved.good(), absl::StrCat(path, ": ", saved.text()));
+  }
 
   // Compresses first when `xfer` is encapsulated.
   void Save(const std::string& path,
@@ -298,6 +309,176 @@ void WriteDicomSeeds(const std::string& dir) {
         "cannot write overlong-length.dcm");
 }
 
+std::string J2k(int components, int precision, bool is_signed, bool lossy,
+                bool jp2 = false) {
+  testing::J2kSource source;
+  source.width = kWidth;
+  source.height = kHeight;
+  source.components = components;
+  source.precision = precision;
+  source.is_signed = is_signed;
+  source.lossy = lossy;
+  source.jp2 = jp2;
+  const int offset = is_signed ? 1 << (precision - 1) : 0;
+  for (uint8_t value : Gradient(kWidth, kHeight, components)) {
+    source.samples.push_back(
+        static_cast<int32_t>(value) * ((1 << precision) - 1) / 255 - offset);
+  }
+  std::string error;
+  std::string codestream = testing::EncodeJ2k(source, &error);
+  Check(!codestream.empty(), "OpenJPEG: " + error);
+  return codestream;
+}
+
+// Segmented red, green and blue tables of 256 entries: discrete, linear and
+// an indirect copy.
+void PutSegmentedPalette(DcmDataset* ds) {
+  const Uint16 descriptor[3] = {256, 0, 16};
+  const std::vector<uint16_t> red = {0, 1, 0, 1, 255, 65535};
+  const std::vector<uint16_t> green = {0, 1, 65535, 1, 255, 0};
+  const std::vector<uint16_t> blue = {0, 1, 0, 1, 127, 0, 2, 1, 6, 0, 0, 1, 0};
+  for (const auto& [descriptor_tag, data_tag, table] :
+       {std::tuple{DCM_RedPaletteColorLookupTableDescriptor,
+                   DCM_SegmentedRedPaletteColorLookupTableData, &red},
+        std::tuple{DCM_GreenPaletteColorLookupTableDescriptor,
+                   DCM_SegmentedGreenPaletteColorLookupTableData, &green},
+        std::tuple{DCM_BluePaletteColorLookupTableDescriptor,
+                   DCM_SegmentedBluePaletteColorLookupTableData, &blue}}) {
+    auto* element = new DcmUnsignedShort(DcmTag(descriptor_tag, EVR_US));
+    Check(
+        element->putUint16Array(descriptor, 3).good() &&
+            ds->insert(element, OFTrue).good() &&
+            ds->putAndInsertUint16Array(data_tag, table->data(), table->size())
+                .good(),
+        "cannot write a segmented palette");
+  }
+}
+
+// JPEG 2000 and HTJ2K objects, bare codestreams, a segmented palette and
+// data sets without a meta header.
+void WriteNewEncodingSeeds(const std::string& dicom_dir,
+                           const std::string& j2k_dir,
+                           const std::string& lut_dir) {
+  auto dicom = [&dicom_dir](const char* name) {
+    return dicom_dir + "/" + name;
+  };
+  auto write = [](const std::string& path, const std::string& bytes) {
+    Check(WriteFileAtomically(path, bytes).ok(), "cannot write " + path);
+  };
+  const std::string mono = J2k(1, 8, false, false);
+  const std::string colour = J2k(3, 8, false, true);
+  const std::string signed12 = J2k(1, 12, true, false);
+  write(j2k_dir + "/mono8.j2k", mono);
+  write(j2k_dir + "/rgb-ict.j2k", colour);
+  write(j2k_dir + "/signed12.j2k", signed12);
+  write(j2k_dir + "/mono8.jp2", J2k(1, 8, false, false, true));
+
+  struct Object {
+    const char* name;
+    int samples, bits_allocated, bits_stored;
+    Uint16 representation;
+    const char* photometric;
+    std::vector<std::string> frames;
+    E_TransferSyntax xfer;
+    const char* declared_uid;  // null: the syntax's own
+  };
+  for (const Object& o : {
+           Object{"j2k-lossless.dcm",
+                  1,
+                  8,
+                  8,
+                  0,
+                  "MONOCHROME2",
+                  {mono},
+                  EXS_JPEG2000LosslessOnly,
+                  nullptr},
+           Object{"j2k-ybr-ict.dcm",
+                  3,
+                  8,
+                  8,
+                  0,
+                  "YBR_ICT",
+                  {colour},
+                  EXS_JPEG2000,
+                  nullptr},
+           Object{"j2k-signed12.dcm",
+                  1,
+                  16,
+                  12,
+                  1,
+                  "MONOCHROME2",
+                  {signed12},
+                  EXS_JPEG2000LosslessOnly,
+                  nullptr},
+           Object{"htj2k.dcm",
+                  1,
+                  8,
+                  8,
+                  0,
+                  "MONOCHROME2",
+                  {mono},
+                  EXS_JPEG2000LosslessOnly,
+                  "1.2.840.10008.1.2.4.201"},
+           Object{"j2k-multiframe.dcm",
+                  1,
+                  8,
+                  8,
+                  0,
+                  "MONOCHROME2",
+                  {mono, mono},
+                  EXS_JPEG2000LosslessOnly,
+                  nullptr},
+       }) {
+    DicomSeed seed(o.frames.size() > 1 ? UID_UltrasoundMultiframeImageStorage
+                                       : UID_UltrasoundImageStorage);
+    seed.Image(o.samples, o.bits_allocated, o.bits_stored, o.photometric)
+        .SetU16(DCM_PixelRepresentation, o.representation);
+    if (o.frames.size() > 1) {
+      seed.Set(DCM_NumberOfFrames, std::to_string(o.frames.size()).c_str());
+    }
+    Check(testing::PutEncapsulatedFrames(seed.dataset(), o.xfer, o.frames),
+          absl::StrCat(o.name, ": cannot encapsulate"));
+    if (o.declared_uid == nullptr) {
+      seed.Save(dicom(o.name), o.xfer);
+    } else {
+      Check(testing::SaveDeclaring(seed.file(), dicom(o.name), o.xfer,
+                                   o.declared_uid),
+            absl::StrCat(o.name, ": cannot save"));
+    }
+  }
+
+  DicomSeed segmented;
+  segmented.Image(1, 8, 8, "PALETTE COLOR");
+  PutSegmentedPalette(segmented.dataset());
+  segmented.Pixels8(Gradient(kWidth, kHeight, 1));
+  segmented.Save(dicom("palette-segmented.dcm"));
+  segmented.SaveDatasetOnly(dicom("bare-palette-segmented.dcm"),
+                            EXS_LittleEndianImplicit);
+  DicomSeed bare;
+  bare.Image(1, 8, 8, "MONOCHROME2").Pixels8(Gradient(kWidth, kHeight, 1));
+  bare.SaveDatasetOnly(dicom("bare-implicit.dcm"), EXS_LittleEndianImplicit);
+  bare.SaveDatasetOnly(dicom("bare-explicit.dcm"), EXS_LittleEndianExplicit);
+
+  // segmented_lut_fuzz's input: the value size (odd: 16 bits), the entry
+  // count (little endian), then the data.
+  auto lut_seed = [](int value_bytes, uint16_t entries,
+                     const std::vector<uint16_t>& values) {
+    std::string bytes = {static_cast<char>(value_bytes == 2 ? 1 : 0),
+                         static_cast<char>(entries & 0xFF),
+                         static_cast<char>(entries >> 8)};
+    for (uint16_t value : values) {
+      bytes.push_back(static_cast<char>(value & 0xFF));
+      if (value_bytes == 2) bytes.push_back(static_cast<char>(value >> 8));
+    }
+    return bytes;
+  };
+  write(lut_dir + "/linear16", lut_seed(2, 256, {0, 1, 0, 1, 255, 65535}));
+  write(lut_dir + "/indirect16",
+        lut_seed(2, 256, {0, 1, 0, 1, 127, 0, 2, 1, 6, 0, 0, 1, 0}));
+  write(lut_dir + "/indirect8",
+        lut_seed(1, 6, {0, 2, 0, 50, 1, 2, 100, 2, 1, 0, 0, 0, 0}));
+}
+
 void WritePngSeed(const std::string& path, uint32_t format,
                   const std::vector<uint8_t>& pixels) {
   png_image png;
@@ -345,7 +526,8 @@ void WriteImageSeeds(const std::string& dir, const std::string& dicom_dir) {
                 TJFLAG_PROGRESSIVE);
   WriteJpegSeed(dir + "/cmyk.jpg", TJPF_CMYK, TJSAMP_444, 0);
   // DecodeGrayImage dispatches DICOM by content too.
-  for (const char* name : {"mono8-explicit.dcm", "jpeg-baseline.dcm"}) {
+  for (const char* name : {"mono8-explicit.dcm", "jpeg-baseline.dcm",
+                           "bare-implicit.dcm", "j2k-lossless.dcm"}) {
     std::filesystem::copy_file(
         dicom_dir + "/" + name, dir + "/" + name,
         std::filesystem::copy_options::overwrite_existing);
@@ -367,10 +549,13 @@ int main(int argc, char** argv) {
   const std::string out = argv[1];
   const std::string dicom_dir = out + "/dicom";
   const std::string image_dir = out + "/image";
-  for (const std::string& dir : {dicom_dir, image_dir}) {
+  const std::string j2k_dir = out + "/j2k";
+  const std::string lut_dir = out + "/segmented_lut";
+  for (const std::string& dir : {dicom_dir, image_dir, j2k_dir, lut_dir}) {
     echofed::Check(echofed::MakeDirectories(dir).ok(), "cannot create " + dir);
   }
   echofed::WriteDicomSeeds(dicom_dir);
+  echofed::WriteNewEncodingSeeds(dicom_dir, j2k_dir, lut_dir);
   echofed::WriteImageSeeds(image_dir, dicom_dir);
   DJEncoderRegistration::cleanup();
   DJLSEncoderRegistration::cleanup();

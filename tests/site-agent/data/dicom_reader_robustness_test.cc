@@ -57,11 +57,9 @@ TEST_F(DicomReaderTest, StructuredReportIsRefusedAsNonImage) {
   EXPECT_TRUE(absl::StrContains(status.message(), "not an image")) << status;
 }
 
-TEST_F(DicomReaderTest, JpegTwoThousandIsUnimplementedAndNamed) {
-  // Encapsulated pixel data of junk declared as JPEG 2000: the reader must
-  // refuse it by transfer syntax, before any decoding is tried.
-  Builder builder;
-  builder.Image(16, 16, 1, 8, 8, "MONOCHROME2");
+// Encapsulated pixel data of junk in the given syntax.
+void SaveJunkEncapsulated(Builder& builder, E_TransferSyntax xfer,
+                          const std::string& path) {
   auto* sequence = new DcmPixelSequence(DCM_PixelSequenceTag);
   sequence->insert(new DcmPixelItem(DCM_PixelItemTag));  // empty offset table
   auto* fragment = new DcmPixelItem(DCM_PixelItemTag);
@@ -69,23 +67,43 @@ TEST_F(DicomReaderTest, JpegTwoThousandIsUnimplementedAndNamed) {
   ASSERT_TRUE(fragment->putUint8Array(junk.data(), junk.size()).good());
   sequence->insert(fragment);
   auto* pixel_data = new DcmPixelData(DCM_PixelData);
-  pixel_data->putOriginalRepresentation(EXS_JPEG2000, nullptr, sequence);
+  pixel_data->putOriginalRepresentation(xfer, nullptr, sequence);
   ASSERT_TRUE(builder.dataset()->insert(pixel_data).good());
-  builder.Save(Path("j2k.dcm"), EXS_JPEG2000);
+  builder.Save(path, xfer);
+}
 
+TEST_F(DicomReaderTest, JunkDeclaredAsJpegTwoThousandIsCorruptAndNamed) {
+  Builder builder;
+  builder.Image(16, 16, 1, 8, 8, "MONOCHROME2");
+  SaveJunkEncapsulated(builder, EXS_JPEG2000, Path("j2k.dcm"));
   DicomImageInfo info;
   absl::StatusOr<GrayImage> image = ReadDicomGray(Path("j2k.dcm"), &info);
   ASSERT_FALSE(image.ok());
-  EXPECT_EQ(image.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_TRUE(absl::StrContains(image.status().message(), "JPEG 2000"))
-      << image.status();
-  EXPECT_TRUE(
-      absl::StrContains(image.status().message(), UID_JPEG2000TransferSyntax))
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(image.status().message(),
+                                "JPEG 2000 pixel data is corrupt"))
       << image.status();
   EXPECT_EQ(info.transfer_syntax_uid, UID_JPEG2000TransferSyntax);
   ExpectNoIdentifiers(image.status());
+}
+
+TEST_F(DicomReaderTest, VideoSyntaxIsUnimplementedAndNamed) {
+  // Refused by transfer syntax, before any decoding is tried.
+  Builder builder;
+  builder.Image(16, 16, 3, 8, 8, "YBR_PARTIAL_420");
+  SaveJunkEncapsulated(builder, EXS_MPEG4HighProfileLevel4_1, Path("mp4.dcm"));
+  DicomImageInfo info;
+  absl::StatusOr<GrayImage> image = ReadDicomGray(Path("mp4.dcm"), &info);
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kUnimplemented);
+  for (const char* part : {"MPEG-4", UID_MPEG4HighProfileLevel4_1TransferSyntax,
+                           "YBR_PARTIAL_420", "video", "export"}) {
+    EXPECT_TRUE(absl::StrContains(image.status().message(), part))
+        << part << ": " << image.status();
+  }
+  ExpectNoIdentifiers(image.status());
   // The generic entry point says the same.
-  EXPECT_EQ(ReadGrayImage(Path("j2k.dcm")).status().code(),
+  EXPECT_EQ(ReadGrayImage(Path("mp4.dcm")).status().code(),
             absl::StatusCode::kUnimplemented);
 }
 

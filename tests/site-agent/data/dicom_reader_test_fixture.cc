@@ -90,6 +90,13 @@ std::string Builder::Save(const std::string& path, E_TransferSyntax xfer,
   return path;
 }
 
+std::string Builder::SaveDatasetOnly(const std::string& path,
+                                     E_TransferSyntax xfer) {
+  OFCondition saved = file_.getDataset()->saveFile(path.c_str(), xfer);
+  EXPECT_TRUE(saved.good()) << path << ": " << saved.text();
+  return path;
+}
+
 std::vector<uint8_t> Gradient8(int width, int height) {
   std::vector<uint8_t> pixels;
   for (int y = 0; y < height; ++y) {

@@ -44,12 +44,17 @@ class Builder {
   Builder& Pixels8(const std::vector<uint8_t>& pixels);
   Builder& Pixels16(const std::vector<uint16_t>& pixels);
   DcmDataset* dataset() { return file_.getDataset(); }
+  DcmFileFormat* file() { return &file_; }
 
   // Writes the object in `xfer`, compressing it first when `xfer` is
   // encapsulated (the encoders are registered by the test suite).
   std::string Save(const std::string& path,
                    E_TransferSyntax xfer = EXS_LittleEndianExplicit,
                    const DcmRepresentationParameter* param = nullptr);
+  // Writes the bare data set, without preamble and file meta header, as
+  // old archives hold them.
+  std::string SaveDatasetOnly(const std::string& path,
+                              E_TransferSyntax xfer = EXS_LittleEndianImplicit);
 
  private:
   DcmFileFormat file_;

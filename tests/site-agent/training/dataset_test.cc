@@ -1,10 +1,18 @@
 #include "site-agent/training/dataset.h"
 
 #include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/plan_util.h"
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcuid.h"
 #include "gtest/gtest.h"
 #include "site-agent/data/dicom_reader.h"
 #include "site-agent/data/image_io.h"
@@ -122,6 +130,90 @@ TEST_F(DatasetTest, RoiBoxOrMaskCropsTheImage) {
   // x in 10..19, y in 5..14 lies within 85..190, so within -0.34..0.5.
   EXPECT_GT(set.images.min().item<double>(), -0.4);
   EXPECT_LT(set.images.max().item<double>(), 0.55);
+}
+
+// A cine loop of `values.size()` constant 8-bit frames, written with DCMTK.
+void WriteCineLoop(const std::string& path, int width, int height,
+                   const std::vector<uint8_t>& values) {
+  DcmFileFormat file;
+  DcmDataset* ds = file.getDataset();
+  ds->putAndInsertString(DCM_SOPClassUID, UID_UltrasoundMultiframeImageStorage);
+  ds->putAndInsertString(DCM_SOPInstanceUID, "2.25.4711");
+  ds->putAndInsertString(DCM_Modality, "US");
+  ds->putAndInsertUint16(DCM_Columns, static_cast<Uint16>(width));
+  ds->putAndInsertUint16(DCM_Rows, static_cast<Uint16>(height));
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
+  ds->putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
+  ds->putAndInsertUint16(DCM_BitsAllocated, 8);
+  ds->putAndInsertUint16(DCM_BitsStored, 8);
+  ds->putAndInsertUint16(DCM_HighBit, 7);
+  ds->putAndInsertUint16(DCM_PixelRepresentation, 0);
+  ds->putAndInsertString(DCM_NumberOfFrames,
+                         std::to_string(values.size()).c_str());
+  std::vector<uint8_t> pixels;
+  for (uint8_t value : values) {
+    pixels.insert(pixels.end(), static_cast<size_t>(width) * height, value);
+  }
+  ASSERT_TRUE(
+      ds->putAndInsertUint8Array(DCM_PixelData, pixels.data(), pixels.size())
+          .good());
+  ASSERT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit).good());
+}
+
+TEST_F(DatasetTest, CineLoopFramesBecomeImagesOfTheirPatient) {
+  WriteCineLoop(dir_.Join("site/images/loop.dcm"), 20, 16,
+                {10, 50, 90, 130, 170});
+  WriteManifest(
+      "patient_id,image,label\nP1,images/loop.dcm,NB\nP2,images/a.png,GN\n");
+  absl::StatusOr<SiteManifest> manifest = LoadManifest(dir_.Join("site"));
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  Plan plan;
+  plan.set_image_size(16);
+  plan.set_normalization(Plan::FIXED_RANGE);
+  plan.set_frame_selection(Plan::EVERY_KTH_FRAME);
+  plan.set_frame_step(2);
+  ImageSet set = LoadImageSet(manifest->records, {"NB", "GN"},
+                              PreprocessingFromPlan(plan));
+  EXPECT_TRUE(set.errors.empty());
+  ASSERT_EQ(set.size(), 4);
+  EXPECT_EQ(set.patients, 2);
+  EXPECT_EQ(set.patient_ids,
+            (std::vector<std::string>{"P1", "P1", "P1", "P2"}));
+  EXPECT_EQ(set.frames, (std::vector<int>{0, 2, 4, 0}));
+  EXPECT_EQ(set.labels[2].item<int64_t>(), 0);
+  // Frames 0, 2 and 4, each its own constant image.
+  for (const auto& [index, value] :
+       {std::pair{0, 10}, std::pair{1, 90}, std::pair{2, 170}}) {
+    EXPECT_NEAR(set.images[index].mean().item<double>(), value / 127.5 - 1.0,
+                1e-5);
+  }
+  // The split assigns patients (TrainingPatients on the manifest's
+  // records), and every frame carries its record's patient.
+  plan.set_frame_selection(Plan::MIDDLE_FRAME);
+  set = LoadImageSet(manifest->records, {"NB", "GN"},
+                     PreprocessingFromPlan(plan));
+  EXPECT_EQ(set.frames, (std::vector<int>{2, 0}));
+  plan.set_frame_selection(Plan::ALL_FRAMES);
+  set = LoadImageSet(manifest->records, {"NB", "GN"},
+                     PreprocessingFromPlan(plan));
+  EXPECT_EQ(set.frames, (std::vector<int>{0, 1, 2, 3, 4, 0}));
+}
+
+TEST(PlanFramesTest, StepDefaultsToOneAndIsBounded) {
+  Plan plan;
+  for (const char* name : {"NB", "GN"}) plan.add_class_names(name);
+  plan.add_sites()->set_site("site-a");
+  plan.mutable_sites(0)->set_role(Plan::TRAIN);
+  ApplyPlanDefaults(&plan);
+  EXPECT_EQ(plan.frame_step(), 1u);
+  EXPECT_EQ(plan.frame_selection(), Plan::MIDDLE_FRAME);
+  EXPECT_TRUE(ValidatePlan(plan).ok()) << ValidatePlan(plan);
+  plan.set_frame_selection(Plan::EVERY_KTH_FRAME);
+  plan.set_frame_step(10001);
+  EXPECT_TRUE(absl::StrContains(ValidatePlan(plan).message(), "frame_step"))
+      << ValidatePlan(plan);
+  plan.set_frame_step(0);
+  EXPECT_FALSE(ValidatePlan(plan).ok());
 }
 
 TEST_F(DatasetTest, PatientWithConflictingLabelsIsExcluded) {
