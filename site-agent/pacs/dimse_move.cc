@@ -160,7 +160,6 @@ void MoveDestination::Accept(absl::string_view sop_class_uid) {
     why = "too many associations at once";
   }
   if (!why.empty()) {
-    ++rejected_;
     LogWarning("C-MOVE destination on port ", settings_.port,
                ": association from ", address, " rejected: ", why);
     ASC_rejectAssociation(association, &reject);

@@ -9,8 +9,13 @@
 // Everything runs on the caller's thread: while a C-MOVE waits for its
 // responses, the same loop accepts the PACS's associations and serves
 // their C-STOREs (as DCMTK's movescu does), so that no thread and no
-// shared state are needed. Between calls nobody answers on the port; a
-// PACS connects only while a C-MOVE asks it to. Not thread-safe.
+// shared state are needed. Between calls nobody answers on the port: a
+// PACS connects only while a C-MOVE asks it to, and what it sends later on
+// an association it keeps open (a release after the final response) is
+// answered at the next C-MOVE. A stranger's association request is
+// answered (rejected) during a C-MOVE too; one that connects and says
+// nothing holds that C-MOVE up for at most timeout_seconds. Not
+// thread-safe.
 
 #include <memory>
 #include <string>
@@ -63,9 +68,6 @@ class MoveDestination {
   absl::StatusOr<std::string> Move(Association& association,
                                    const PacsInstance& instance);
 
-  // Associations refused so far (wrong AE titles, too many at once).
-  int rejected() const { return rejected_; }
-
  private:
   // An association the PACS opened to our SCP.
   struct Incoming {
@@ -92,7 +94,6 @@ class MoveDestination {
   T_ASC_Network* network_ = nullptr;
   std::unique_ptr<DcmTransportLayer> transport_;
   std::vector<std::unique_ptr<Incoming>> incoming_;
-  int rejected_ = 0;
 };
 
 }  // namespace echofed::dimse_internal
