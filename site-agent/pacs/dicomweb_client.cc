@@ -176,7 +176,26 @@ struct HttpAnswer {
   int status = 0;
   std::string content_type;
   std::string body;
+  std::vector<std::string> warnings;  // Warning header values
 };
+
+// A QIDO-RS origin server that caps its answers below the limit asked for
+// says so with `Warning: 299 {+service}: "There are N additional results
+// that can be requested"` (PS3.18, QIDO-RS query results); other 299
+// warnings (fuzzy matching not supported) do not concern the page.
+bool SaysMoreResults(const std::vector<std::string>& warnings) {
+  for (const std::string& warning : warnings) {
+    const std::string lower = absl::AsciiStrToLower(warning);
+    if (absl::StartsWith(absl::StripLeadingAsciiWhitespace(lower), "299") &&
+        absl::StrContains(lower, "additional result")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Beyond this many results one search is a runaway server, not a patient.
+constexpr size_t kMaxSearchResults = 100000;
 
 // A fresh HTTP connection per request: the searches are few and small,
 // and a kept-alive connection that the server closed meanwhile (Orthanc
@@ -184,9 +203,10 @@ struct HttpAnswer {
 // configuration and credentials; not thread-safe (pacs_client.h).
 class DicomWebPacsClient : public PacsClient {
  public:
-  DicomWebPacsClient(const PacsConfig& config, ParsedUrl url,
-                     std::optional<Credentials> credentials)
+  DicomWebPacsClient(const PacsConfig& config, const DicomWebOptions& options,
+                     ParsedUrl url, std::optional<Credentials> credentials)
       : config_(config),
+        page_size_(std::max(1, options.qido_page_size)),
         url_(std::move(url)),
         credentials_(std::move(credentials)),
         timeout_seconds_(config.timeout_seconds() > 0
@@ -221,10 +241,22 @@ class DicomWebPacsClient : public PacsClient {
                               const httplib::Client& client) const;
   absl::Status HttpError(const std::string& what,
                          const HttpAnswer& answer) const;
+  // One QIDO-RS request and its answer; `body` and `more` (a 299 warning
+  // of further results) for paging.
+  struct Page {
+    std::vector<Struct> objects;
+    std::string body;
+    bool more = false;
+  };
+  absl::StatusOr<Page> SearchOnce(const std::string& what,
+                                  const std::string& path_and_query);
+  // Every result of a search (whose query string is begun), page by page
+  // with limit and offset.
   absl::StatusOr<std::vector<Struct>> Search(const std::string& what,
                                              const std::string& path_and_query);
 
   PacsConfig config_;
+  int page_size_;
   ParsedUrl url_;
   std::optional<Credentials> credentials_;
   int timeout_seconds_;
@@ -281,6 +313,10 @@ absl::StatusOr<HttpAnswer> DicomWebPacsClient::Send(
   answer.status = result->status;
   answer.content_type = result->get_header_value("Content-Type");
   answer.body = std::move(result->body);
+  const size_t warnings = result->get_header_value_count("Warning");
+  for (size_t i = 0; i < warnings; ++i) {
+    answer.warnings.push_back(result->get_header_value("Warning", i));
+  }
   return answer;
 }
 
@@ -366,12 +402,13 @@ absl::Status DicomWebPacsClient::HttpError(const std::string& what,
   return absl::UnknownError(absl::StrCat(prefix, ")"));
 }
 
-absl::StatusOr<std::vector<Struct>> DicomWebPacsClient::Search(
+absl::StatusOr<DicomWebPacsClient::Page> DicomWebPacsClient::SearchOnce(
     const std::string& what, const std::string& path_and_query) {
   absl::StatusOr<HttpAnswer> answer =
       Send(what, "GET", path_and_query, {{"Accept", kDicomJson}});
   if (!answer.ok()) return answer.status();
-  if (answer->status == 204) return std::vector<Struct>();
+  Page page;
+  if (answer->status == 204) return page;
   if (answer->status != 200) return HttpError(what, *answer);
   absl::StatusOr<std::vector<Struct>> objects =
       ParseDicomJsonArray(answer->body);
@@ -380,12 +417,57 @@ absl::StatusOr<std::vector<Struct>> DicomWebPacsClient::Search(
         objects.status().code(),
         absl::StrCat(Describe(), ", ", what, ": ", objects.status().message()));
   }
-  return objects;
+  page.objects = *std::move(objects);
+  page.body = std::move(answer->body);
+  page.more = SaysMoreResults(answer->warnings);
+  return page;
+}
+
+absl::StatusOr<std::vector<Struct>> DicomWebPacsClient::Search(
+    const std::string& what, const std::string& path_and_query) {
+  // Archives cap QIDO-RS answers (often at a few hundred), and a capped
+  // list would silently leave a patient's images out of the pull: ask page
+  // by page until one comes back short and unflagged.
+  std::vector<Struct> all;
+  std::string previous_body;
+  for (size_t offset = 0;;) {
+    absl::StatusOr<Page> page =
+        SearchOnce(what, absl::StrCat(path_and_query, "&limit=", page_size_,
+                                      "&offset=", offset));
+    if (!page.ok()) return page.status();
+    const size_t got = page->objects.size();
+    if (offset > 0 && got > 0 && page->body == previous_body) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          Describe(), " answered the ", what, " at offset ", offset,
+          " with the same results as before: it ignores the offset "
+          "parameter, so results beyond its first answer cannot be read "
+          "(raise its QIDO-RS result limit)"));
+    }
+    for (Struct& object : page->objects) all.push_back(std::move(object));
+    // A full page may have a successor; a server that capped the answer
+    // below our limit flags it. More than asked for: it ignored the limit
+    // and sent everything.
+    const bool more = got == static_cast<size_t>(page_size_) || page->more;
+    if (!more) break;
+    if (got == 0) {
+      return absl::DataLossError(
+          absl::StrCat(Describe(), " announced further results of the ", what,
+                       " at offset ", offset, " but sent none"));
+    }
+    if (all.size() > kMaxSearchResults) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(Describe(), ": the ", what, " matched more than ",
+                       kMaxSearchResults, " results"));
+    }
+    offset += got;
+    previous_body = std::move(page->body);
+  }
+  return all;
 }
 
 absl::Status DicomWebPacsClient::Echo() {
-  absl::StatusOr<std::vector<Struct>> studies =
-      Search("QIDO-RS echo search", "/studies?limit=1");
+  absl::StatusOr<Page> studies =
+      SearchOnce("QIDO-RS echo search", "/studies?limit=1");
   if (studies.ok()) return absl::OkStatus();
   if (absl::IsNotFound(studies.status()) ||
       absl::IsDataLoss(studies.status())) {
@@ -654,7 +736,7 @@ absl::Status DicomWebPacsClient::Store(
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PacsClient>> NewDicomWebPacsClient(
-    const PacsConfig& config) {
+    const PacsConfig& config, const DicomWebOptions& options) {
   absl::StatusOr<ParsedUrl> url = ParseUrl(config.dicomweb_url());
   if (!url.ok()) return url.status();
   const TlsFiles& tls = config.tls();
@@ -679,8 +761,8 @@ absl::StatusOr<std::unique_ptr<PacsClient>> NewDicomWebPacsClient(
                  "unencrypted; prefer https://");
     }
   }
-  auto client = std::make_unique<DicomWebPacsClient>(config, std::move(*url),
-                                                     std::move(credentials));
+  auto client = std::make_unique<DicomWebPacsClient>(
+      config, options, std::move(*url), std::move(credentials));
   if (absl::Status tls_files = client->CheckTlsFiles(); !tls_files.ok()) {
     return tls_files;
   }

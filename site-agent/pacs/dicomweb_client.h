@@ -17,6 +17,10 @@
 //                              others may read it;
 //   timeout_seconds            connect, send and each read (default 30).
 //
+// Searches page with limit and offset (DicomWebOptions), so that an
+// archive that caps its answers cannot shorten a patient's list silently;
+// one that ignores offset is FAILED_PRECONDITION.
+//
 // Errors are those of pacs_client.h. NewDicomWebPacsClient adds
 // INVALID_ARGUMENT for a bad URL, TLS or credentials field, and
 // FAILED_PRECONDITION for a credentials file with a permissive mode.
@@ -31,8 +35,15 @@
 
 namespace echofed {
 
+struct DicomWebOptions {
+  // Results asked for per QIDO-RS request (limit); searches page with
+  // offset until an answer comes back short without a 299 warning of
+  // further results. Tests lower it to page over few objects.
+  int qido_page_size = 500;
+};
+
 absl::StatusOr<std::unique_ptr<PacsClient>> NewDicomWebPacsClient(
-    const PacsConfig& config);
+    const PacsConfig& config, const DicomWebOptions& options = {});
 
 }  // namespace echofed
 

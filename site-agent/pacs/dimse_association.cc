@@ -25,10 +25,6 @@
 namespace echofed::dimse_internal {
 namespace {
 
-// Largest PDU we receive; DCMTK's tools default to 16 KiB, which makes a
-// multi-frame cine loop cost thousands of PDUs.
-constexpr long kMaxReceivePdu = 116794;
-
 // DCMTK bounds the TCP connect and its own reads in non-blocking mode, but
 // reads the TLS handshake and the release answer on a blocking socket: a
 // PACS that accepts the connection and then says nothing would hang us
@@ -256,6 +252,10 @@ absl::Status LoadTls(TimedTlsLayer& layer, const TlsFiles& files) {
 
 }  // namespace
 
+std::unique_ptr<DcmTransportLayer> NewTimedTcpLayer(int timeout_seconds) {
+  return std::make_unique<TimedTcpLayer>(timeout_seconds);
+}
+
 std::string PeerSettings::Address() const {
   return absl::StrCat(host, ":", port);
 }
@@ -374,8 +374,7 @@ absl::StatusOr<std::unique_ptr<Connector>> Connector::Create(
     }
     connector->transport_ = std::move(tls);
   } else {
-    connector->transport_ =
-        std::make_unique<TimedTcpLayer>(peer.timeout_seconds);
+    connector->transport_ = NewTimedTcpLayer(peer.timeout_seconds);
   }
   condition =
       ASC_setTransportLayer(connector->network_, connector->transport_.get(),

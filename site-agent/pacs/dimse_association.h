@@ -22,6 +22,10 @@
 
 namespace echofed::dimse_internal {
 
+// Largest PDU we receive; DCMTK's tools default to 16 KiB, which makes a
+// multi-frame cine loop cost thousands of PDUs.
+inline constexpr long kMaxReceivePdu = 116794;
+
 // Where and as whom to connect.
 struct PeerSettings {
   std::string host;
@@ -47,6 +51,10 @@ struct ContextProposal {
   std::vector<std::string> transfer_syntaxes;
   T_ASC_SC_ROLE role = ASC_SC_ROLE_DEFAULT;
 };
+
+// Plain TCP whose connections (outgoing or accepted) have socket timeouts
+// and Nagle off (see dimse_association.cc).
+std::unique_ptr<DcmTransportLayer> NewTimedTcpLayer(int timeout_seconds);
 
 // Makes sure the data dictionary is loaded and DCMTK's log is silent.
 // FAILED_PRECONDITION without a dictionary.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "site-agent/pacs/dimse_association.h"
+#include "site-agent/pacs/dimse_move.h"
 #include "site-agent/pacs/dimse_operations.h"
 
 namespace echofed {
@@ -21,6 +23,8 @@ namespace {
 using dimse_internal::Association;
 using dimse_internal::Connector;
 using dimse_internal::ContextProposal;
+using dimse_internal::MoveDestination;
+using dimse_internal::MoveSettings;
 using dimse_internal::PeerSettings;
 
 constexpr int kDefaultTimeoutSeconds = 30;
@@ -80,18 +84,19 @@ bool InDateRange(const std::string& date, const PacsPatientQuery& query) {
 
 class DimsePacsClient : public PacsClient {
  public:
-  DimsePacsClient(std::unique_ptr<Connector> connector, bool use_c_move)
-      : connector_(std::move(connector)), use_c_move_(use_c_move) {}
+  // `move` set: retrieve by C-MOVE to our own storage SCP.
+  DimsePacsClient(std::unique_ptr<Connector> connector,
+                  std::optional<MoveSettings> move)
+      : connector_(std::move(connector)), move_(std::move(move)) {}
 
   std::string Describe() const override {
     return connector_->peer().Describe();
   }
 
   absl::Status Echo() override {
-    return Run(dimse_internal::SessionProposals(""),
-               [](Association& association) {
-                 return dimse_internal::Echo(association);
-               });
+    return Run(SessionProposals(""), [](Association& association) {
+      return dimse_internal::Echo(association);
+    });
   }
 
   absl::StatusOr<std::vector<PacsInstance>> FindInstances(
@@ -103,6 +108,14 @@ class DimsePacsClient : public PacsClient {
   absl::Status Store(const std::vector<std::string>& dicom_files) override;
 
  private:
+  // What a pull's association proposes: searches with C-GET and its
+  // storage contexts, or searches with C-MOVE.
+  std::vector<ContextProposal> SessionProposals(
+      absl::string_view sop_class_uid) const {
+    return move_.has_value() ? dimse_internal::MoveSessionProposals()
+                             : dimse_internal::SessionProposals(sop_class_uid);
+  }
+
   // Runs `work` on an association with these proposals: the open one when
   // it was negotiated for the same proposals and is still usable, else a
   // new one. A reused association that turns out to be gone (the PACS
@@ -116,7 +129,10 @@ class DimsePacsClient : public PacsClient {
                                  std::vector<PacsInstance>& found);
 
   std::unique_ptr<Connector> connector_;
-  bool use_c_move_;
+  std::optional<MoveSettings> move_;
+  // Our storage SCP for C-MOVE: listening from the first C-MOVE on until
+  // the client goes, so that a pull does not rebind the port per instance.
+  std::unique_ptr<MoveDestination> move_destination_;
   std::unique_ptr<Association> association_;
   std::string association_key_;
 };
@@ -171,7 +187,7 @@ absl::StatusOr<std::vector<PacsInstance>> DimsePacsClient::FindInstances(
   }
   std::vector<PacsInstance> found;
   absl::Status status =
-      Run(dimse_internal::SessionProposals(""), [&](Association& association) {
+      Run(SessionProposals(""), [&](Association& association) {
         found.clear();
         return FindOnAssociation(association, query, found);
       });
@@ -278,12 +294,6 @@ absl::Status DimsePacsClient::FindOnAssociation(
 
 absl::StatusOr<std::string> DimsePacsClient::RetrieveInstance(
     const PacsInstance& instance) {
-  if (use_c_move_) {
-    return absl::UnimplementedError(
-        "PACS retrieve \"c-move\" is not implemented yet; set pacs.retrieve "
-        "to \"c-get\" (the default) and allow C-GET for this AE title at the "
-        "PACS");
-  }
   if (instance.study_instance_uid.empty() ||
       instance.series_instance_uid.empty() ||
       instance.sop_instance_uid.empty()) {
@@ -291,12 +301,20 @@ absl::StatusOr<std::string> DimsePacsClient::RetrieveInstance(
         "PACS retrieve: the instance needs its Study, Series and SOP "
         "Instance UIDs");
   }
+  if (move_.has_value() && move_destination_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<MoveDestination>> listening =
+        MoveDestination::Listen(*move_);
+    if (!listening.ok()) return listening.status();
+    move_destination_ = *std::move(listening);
+  }
   std::string part10;
   absl::Status status =
-      Run(dimse_internal::SessionProposals(instance.sop_class_uid),
+      Run(SessionProposals(instance.sop_class_uid),
           [&](Association& association) -> absl::Status {
             absl::StatusOr<std::string> got =
-                dimse_internal::Get(association, instance);
+                move_destination_ != nullptr
+                    ? move_destination_->Move(association, instance)
+                    : dimse_internal::Get(association, instance);
             if (!got.ok()) return got.status();
             part10 = *std::move(got);
             return absl::OkStatus();
@@ -374,11 +392,31 @@ absl::StatusOr<std::unique_ptr<PacsClient>> NewDimsePacsClient(
     peer.use_tls = true;
     peer.tls = tls;
   }
+  std::optional<MoveSettings> move;
+  if (retrieve == "c-move") {
+    if (config.move_port() == 0 || config.move_port() > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pacs.move_port ", config.move_port(),
+          " is not a TCP port: retrieve \"c-move\" needs the port of the "
+          "agent's storage SCP, registered at the PACS under own_ae_title"));
+    }
+    if (peer.use_tls) {
+      // Our SCP would need the server side of DICOM TLS (a certificate the
+      // PACS trusts as a server, and its client certificate checked).
+      return absl::UnimplementedError(
+          "pacs.retrieve \"c-move\" over DICOM TLS is not implemented: use "
+          "retrieve \"c-get\" (one association, no inbound port) with TLS, "
+          "or c-move without a tls block on a trusted network");
+    }
+    move = MoveSettings{peer.calling_ae_title, peer.called_ae_title,
+                        static_cast<int>(config.move_port()),
+                        peer.timeout_seconds};
+  }
   absl::StatusOr<std::unique_ptr<Connector>> connector =
       Connector::Create(peer);
   if (!connector.ok()) return connector.status();
   return std::make_unique<DimsePacsClient>(*std::move(connector),
-                                           retrieve == "c-move");
+                                           std::move(move));
 }
 
 }  // namespace echofed

@@ -8,8 +8,10 @@
 //                     image level;
 //   RetrieveInstance  C-GET at image level on the same association (the
 //                     PACS sends the instance back as a C-STORE
-//                     sub-operation, so the agent needs no inbound port);
-//                     retrieve: "c-move" is not implemented yet;
+//                     sub-operation, so the agent needs no inbound port),
+//                     or with retrieve: "c-move" a C-MOVE at image level to
+//                     own_ae_title, received by the agent's own storage SCP
+//                     on move_port (dimse_move.h; not over TLS yet);
 //   Store             C-STORE of each file with its own SOP class and
 //                     transfer syntax.
 // One association is kept open across calls of the same kind (a search's
@@ -33,8 +35,9 @@
 namespace echofed {
 
 // INVALID_ARGUMENT for a config without host, port or peer AE title, an AE
-// title longer than 16 characters, an unknown retrieve mode, or a tls block
-// with a certificate but no key; FAILED_PRECONDITION when DCMTK's data
+// title longer than 16 characters, an unknown retrieve mode, c-move without
+// move_port, or a tls block with a certificate but no key; UNIMPLEMENTED
+// for c-move with a tls block; FAILED_PRECONDITION when DCMTK's data
 // dictionary is missing or the TLS files cannot be read. Connects lazily:
 // a PACS that is down fails the first call, not this one.
 absl::StatusOr<std::unique_ptr<PacsClient>> NewDimsePacsClient(

@@ -71,6 +71,14 @@ void AddImageClass(const std::string& sop_class,
   }
 }
 
+// Structured reports hold no pixels, so uncompressed syntaxes serve them.
+bool IsDocumentClass(absl::string_view sop_class) {
+  return sop_class == UID_BasicTextSRStorage ||
+         sop_class == UID_EnhancedSRStorage ||
+         sop_class == UID_ComprehensiveSRStorage ||
+         sop_class == UID_Comprehensive3DSRStorage;
+}
+
 std::string GetString(DcmItem* item, const DcmTagKey& tag) {
   OFString value;
   if (item == nullptr || item->findAndGetOFString(tag, value).bad()) return "";
@@ -104,56 +112,53 @@ bool IsFailure(uint16_t status) {
          status != kStatusPendingWarning && (status & 0xF000) != 0xB000;
 }
 
-// What one C-GET brought back.
-struct GetOutcome {
-  std::string part10;
-  std::string receive_error;  // our side failed to keep the instance
-  int other_instances = 0;
-  uint16_t final_status = kStatusSuccess;
-  std::string final_text;
-  int completed = 0;
-  int failed = 0;
-  int warning = 0;
-};
+}  // namespace
 
-// One C-STORE sub-operation of the C-GET: the instance arrives in memory
-// and becomes a Part 10 file whose meta header says what the PACS sent.
-absl::Status ReceiveSubOperation(Association& association,
-                                 T_ASC_PresentationContextID command_context,
-                                 const T_DIMSE_C_StoreRQ& request,
-                                 const PacsInstance& wanted,
-                                 GetOutcome& outcome) {
+OFCondition ReceiveStore(T_ASC_Association* association, int timeout_seconds,
+                         T_ASC_PresentationContextID command_context,
+                         const T_DIMSE_C_StoreRQ& request,
+                         absl::string_view wanted_sop_instance_uid,
+                         absl::string_view source_ae_title, Receipt& receipt) {
   T_ASC_PresentationContextID data_context = command_context;
   DcmDataset* raw = nullptr;
   OFCondition condition = DIMSE_receiveDataSetInMemory(
-      association.get(), association.block_mode(), association.timeout(),
-      &data_context, &raw, nullptr, nullptr);
+      association, DIMSE_NONBLOCKING, timeout_seconds, &data_context, &raw,
+      nullptr, nullptr);
   std::unique_ptr<DcmDataset> dataset(raw);
-  if (condition.bad()) {
-    return association.ExchangeFailed("receiving an instance (C-GET)",
-                                      condition);
-  }
+  if (condition.bad()) return condition;
   uint16_t status = kStatusSuccess;
-  if (wanted.sop_instance_uid != request.AffectedSOPInstanceUID) {
+  if (wanted_sop_instance_uid != request.AffectedSOPInstanceUID) {
     // Not ours to keep; acknowledged so that the PACS carries on.
-    ++outcome.other_instances;
+    ++receipt.other_instances;
   } else {
-    const std::string syntax = association.AcceptedTransferSyntax(data_context);
+    T_ASC_PresentationContext context;
+    std::string syntax;
+    if (ASC_findAcceptedPresentationContext(association->params, data_context,
+                                            &context)
+            .good()) {
+      syntax = context.acceptedTransferSyntax;
+    }
     DcmFileFormat file(dataset.release(), /*deepCopy=*/OFFalse);
     DcmMetaInfo* meta = file.getMetaInfo();
     meta->putAndInsertString(DCM_SourceApplicationEntityTitle,
-                             association.peer().called_ae_title.c_str());
+                             std::string(source_ae_title).c_str());
     absl::StatusOr<std::string> bytes =
         SerializePart10(file, DcmXfer(syntax.c_str()).getXfer());
     if (bytes.ok()) {
-      outcome.part10 = *std::move(bytes);
+      receipt.part10 = *std::move(bytes);
     } else {
-      outcome.receive_error =
+      receipt.receive_error =
           absl::StrCat("cannot write the received instance (transfer syntax ",
                        syntax, "): ", bytes.status().message());
       status = kStatusProcessingFailure;
     }
   }
+  return AnswerStore(association, command_context, request, status);
+}
+
+OFCondition AnswerStore(T_ASC_Association* association,
+                        T_ASC_PresentationContextID context,
+                        const T_DIMSE_C_StoreRQ& request, uint16_t status) {
   T_DIMSE_C_StoreRSP response;
   std::memset(&response, 0, sizeof(response));
   response.MessageIDBeingRespondedTo = request.MessageID;
@@ -165,16 +170,35 @@ absl::Status ReceiveSubOperation(Association& association,
                       request.AffectedSOPInstanceUID,
                       sizeof(response.AffectedSOPInstanceUID));
   response.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
-  condition = DIMSE_sendStoreResponse(association.get(), command_context,
-                                      &request, &response, nullptr);
-  if (condition.bad()) {
-    return association.ExchangeFailed("answering a C-GET sub-operation",
-                                      condition);
-  }
-  return absl::OkStatus();
+  return DIMSE_sendStoreResponse(association, context, &request, &response,
+                                 nullptr);
 }
 
-}  // namespace
+absl::StatusOr<std::string> RetrieveResult(absl::string_view operation,
+                                           absl::string_view what,
+                                           RetrieveOutcome& outcome) {
+  const Receipt& receipt = outcome.receipt;
+  if (!receipt.part10.empty()) return std::move(outcome.receipt.part10);
+  if (!receipt.receive_error.empty()) {
+    return absl::DataLossError(
+        absl::StrCat(operation, " of ", what, ": ", receipt.receive_error));
+  }
+  if (outcome.failed > 0 || IsFailure(outcome.final_status)) {
+    return absl::DataLossError(absl::StrCat(
+        operation, " of ", what, " failed: ", outcome.failed,
+        " failed sub-operation(s), final ", outcome.final_text,
+        " (the PACS may hold it in a SOP class or transfer syntax it could "
+        "not send on the accepted presentation contexts)"));
+  }
+  if (outcome.completed + outcome.warning + receipt.other_instances > 0) {
+    return absl::DataLossError(absl::StrCat(
+        operation, " of ", what, " completed without sending that instance (",
+        receipt.other_instances, " other instance(s) received)"));
+  }
+  return absl::NotFoundError(absl::StrCat(
+      operation, " of ", what, ": the PACS matched nothing (",
+      outcome.final_text, "); the instance is not, or no longer, in the PACS"));
+}
 
 std::vector<ContextProposal> QueryProposals() {
   return {
@@ -191,34 +215,48 @@ std::vector<ContextProposal> SessionProposals(absl::string_view sop_class_uid) {
   return proposals;
 }
 
-std::vector<ContextProposal> RetrieveProposals(
-    absl::string_view sop_class_uid) {
-  std::vector<ContextProposal> proposals = {
-      {UID_GETStudyRootQueryRetrieveInformationModel, UncompressedSyntaxes()}};
-  const std::vector<std::string> image_classes = {
+std::vector<std::string> StorageSopClasses(absl::string_view sop_class_uid) {
+  std::vector<std::string> classes = {
       UID_UltrasoundImageStorage,
       UID_UltrasoundMultiframeImageStorage,
       UID_SecondaryCaptureImageStorage,
       UID_EnhancedUSVolumeStorage,
       UID_RETIRED_UltrasoundImageStorage,
       UID_RETIRED_UltrasoundMultiframeImageStorage,
+      UID_BasicTextSRStorage,
+      UID_EnhancedSRStorage,
+      UID_ComprehensiveSRStorage,
+      UID_Comprehensive3DSRStorage,
   };
-  const std::vector<std::string> document_classes = {
-      UID_BasicTextSRStorage, UID_EnhancedSRStorage, UID_ComprehensiveSRStorage,
-      UID_Comprehensive3DSRStorage};
-  for (const std::string& sop_class : image_classes) {
-    AddImageClass(sop_class, proposals);
+  if (!sop_class_uid.empty() && std::find(classes.begin(), classes.end(),
+                                          sop_class_uid) == classes.end()) {
+    classes.emplace_back(sop_class_uid);
   }
-  for (const std::string& sop_class : document_classes) {
-    proposals.push_back({sop_class, UncompressedSyntaxes(), ASC_SC_ROLE_SCP});
+  return classes;
+}
+
+std::vector<std::string> StorageTransferSyntaxes() {
+  // Encapsulated first: a PACS proposes a compressed syntax only for what
+  // it holds compressed (or when it is told to compress), so taking it
+  // keeps the instance as stored; uncompressed last for everything else.
+  std::vector<std::string> syntaxes = CompressedSyntaxes();
+  for (std::string& syntax : UncompressedSyntaxes()) {
+    syntaxes.push_back(std::move(syntax));
   }
-  const bool known =
-      sop_class_uid.empty() ||
-      std::any_of(proposals.begin(), proposals.end(),
-                  [&](const ContextProposal& proposal) {
-                    return proposal.abstract_syntax == sop_class_uid;
-                  });
-  if (!known) AddImageClass(std::string(sop_class_uid), proposals);
+  return syntaxes;
+}
+
+std::vector<ContextProposal> RetrieveProposals(
+    absl::string_view sop_class_uid) {
+  std::vector<ContextProposal> proposals = {
+      {UID_GETStudyRootQueryRetrieveInformationModel, UncompressedSyntaxes()}};
+  for (const std::string& sop_class : StorageSopClasses(sop_class_uid)) {
+    if (IsDocumentClass(sop_class)) {
+      proposals.push_back({sop_class, UncompressedSyntaxes(), ASC_SC_ROLE_SCP});
+    } else {
+      AddImageClass(sop_class, proposals);
+    }
+  }
   return proposals;
 }
 
@@ -375,7 +413,7 @@ absl::StatusOr<std::string> Get(Association& association,
       association.get(), context, &message, nullptr, &keys, nullptr, nullptr);
   if (condition.bad()) return association.ExchangeFailed("C-GET", condition);
 
-  GetOutcome outcome;
+  RetrieveOutcome outcome;
   while (true) {
     T_DIMSE_Message incoming;
     std::memset(&incoming, 0, sizeof(incoming));
@@ -387,10 +425,14 @@ absl::StatusOr<std::string> Get(Association& association,
     std::unique_ptr<DcmDataset> detail_owner(detail);
     if (condition.bad()) return association.ExchangeFailed("C-GET", condition);
     if (incoming.CommandField == DIMSE_C_STORE_RQ) {
-      absl::Status received =
-          ReceiveSubOperation(association, incoming_context,
-                              incoming.msg.CStoreRQ, instance, outcome);
-      if (!received.ok()) return received;
+      condition = ReceiveStore(
+          association.get(), association.timeout(), incoming_context,
+          incoming.msg.CStoreRQ, instance.sop_instance_uid,
+          association.peer().called_ae_title, outcome.receipt);
+      if (condition.bad()) {
+        return association.ExchangeFailed("receiving an instance (C-GET)",
+                                          condition);
+      }
       continue;
     }
     if (incoming.CommandField != DIMSE_C_GET_RSP ||
@@ -420,29 +462,10 @@ absl::StatusOr<std::string> Get(Association& association,
     break;
   }
 
-  if (!outcome.part10.empty()) return std::move(outcome.part10);
-  const std::string what =
-      absl::StrCat("instance ", instance.sop_instance_uid, " from ",
-                   association.peer().Describe());
-  if (!outcome.receive_error.empty()) {
-    return absl::DataLossError(
-        absl::StrCat("C-GET of ", what, ": ", outcome.receive_error));
-  }
-  if (outcome.failed > 0 || IsFailure(outcome.final_status)) {
-    return absl::DataLossError(absl::StrCat(
-        "C-GET of ", what, " failed: ", outcome.failed,
-        " failed sub-operation(s), final ", outcome.final_text,
-        " (the PACS may hold it in a SOP class or transfer syntax it could "
-        "not send on the accepted presentation contexts)"));
-  }
-  if (outcome.completed + outcome.warning + outcome.other_instances > 0) {
-    return absl::DataLossError(absl::StrCat(
-        "C-GET of ", what, " completed without sending that instance (",
-        outcome.other_instances, " other instance(s) received)"));
-  }
-  return absl::NotFoundError(absl::StrCat(
-      "C-GET of ", what, ": the PACS matched nothing (", outcome.final_text,
-      "); the instance is not, or no longer, in the PACS"));
+  return RetrieveResult("C-GET",
+                        absl::StrCat("instance ", instance.sop_instance_uid,
+                                     " from ", association.peer().Describe()),
+                        outcome);
 }
 
 absl::Status Store(Association& association, DcmFileFormat& file,

@@ -34,6 +34,14 @@ std::vector<ContextProposal> QueryProposals();
 // for). `sop_class_uid`, when not among them, is added.
 std::vector<ContextProposal> RetrieveProposals(absl::string_view sop_class_uid);
 
+// The storage SOP classes above, with `sop_class_uid` when not among them
+// (and not empty): what this side receives, by C-GET or as a C-MOVE
+// destination.
+std::vector<std::string> StorageSopClasses(absl::string_view sop_class_uid);
+// The transfer syntaxes this side receives, in the order a storage SCP
+// prefers them when a PACS proposes several in one context.
+std::vector<std::string> StorageTransferSyntaxes();
+
 // Query and retrieve together: one association serves a whole pull (echo,
 // searches and C-GETs alternate patient by patient), where separate
 // proposals would renegotiate twice per patient.
@@ -62,6 +70,46 @@ absl::StatusOr<std::vector<std::unique_ptr<DcmDataset>>> Find(
 // it failed to send the instance.
 absl::StatusOr<std::string> Get(Association& association,
                                 const PacsInstance& instance);
+
+// What the C-STORE sub-operations of one retrieve brought.
+struct Receipt {
+  std::string part10;         // the wanted instance as Part 10 bytes
+  std::string receive_error;  // our side failed to keep it
+  int other_instances = 0;    // sent, acknowledged and dropped
+};
+
+// A retrieve's receipt and the final response of the C-GET or C-MOVE.
+struct RetrieveOutcome {
+  Receipt receipt;
+  uint16_t final_status = 0;
+  std::string final_text;
+  int completed = 0;
+  int failed = 0;
+  int warning = 0;
+};
+
+// Reads the data set of a C-STORE request that arrived on `association`
+// (a C-GET's, or one the PACS opened to this side for a C-MOVE), keeps it
+// in `receipt` as Part 10 bytes when it is the wanted instance (with
+// `source_ae_title` in the meta header), and answers it. A bad condition
+// is the network's: the association is broken.
+OFCondition ReceiveStore(T_ASC_Association* association, int timeout_seconds,
+                         T_ASC_PresentationContextID command_context,
+                         const T_DIMSE_C_StoreRQ& request,
+                         absl::string_view wanted_sop_instance_uid,
+                         absl::string_view source_ae_title, Receipt& receipt);
+// Answers a C-STORE request with `status`.
+OFCondition AnswerStore(T_ASC_Association* association,
+                        T_ASC_PresentationContextID context,
+                        const T_DIMSE_C_StoreRQ& request, uint16_t status);
+
+// The retrieved instance, or the error the outcome means: DATA_LOSS when
+// our side could not keep it, a sub-operation failed or the PACS sent
+// other instances only; NOT_FOUND when it matched nothing. `operation` is
+// "C-GET" or "C-MOVE", `what` names the instance and the PACS.
+absl::StatusOr<std::string> RetrieveResult(absl::string_view operation,
+                                           absl::string_view what,
+                                           RetrieveOutcome& outcome);
 
 // C-STORE of one parsed file. FAILED_PRECONDITION with the DIMSE status and
 // error comment when the PACS refuses it or accepts none of its contexts.

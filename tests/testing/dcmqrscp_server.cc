@@ -166,6 +166,11 @@ absl::Status DcmqrscpServer::Launch() {
                       ", 127.0.0.1, ", PickFreePort(), ")\n");
       peer_names.push_back(name);
     }
+    for (size_t i = 0; i < options_.move_destinations.size(); ++i) {
+      absl::StrAppend(&hosts, "dest", i, " = (",
+                      options_.move_destinations[i].ae_title, ", 127.0.0.1, ",
+                      options_.move_destinations[i].port, ")\n");
+    }
     const std::string peers =
         peer_names.empty() ? "ANY" : absl::StrJoin(peer_names, " ");
     const std::string config = absl::StrCat(

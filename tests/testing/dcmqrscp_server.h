@@ -37,6 +37,13 @@ class DcmqrscpServer {
     // Calling AE titles the archive accepts; others are rejected. Empty:
     // any calling AE title.
     std::vector<std::string> allowed_peers;
+    // AE titles the archive sends C-MOVE results to (HostTable entries on
+    // 127.0.0.1 with these ports); others are unknown move destinations.
+    struct MoveDestination {
+      std::string ae_title;
+      int port = 0;
+    };
+    std::vector<MoveDestination> move_destinations;
     // More command-line options, e.g. "+xy" to accept JPEG baseline.
     std::vector<std::string> extra_arguments;
   };

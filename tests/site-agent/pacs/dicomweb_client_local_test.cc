@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -359,6 +360,114 @@ TEST(DicomWebClientLocalTest, HttpsWithClientCertificates) {
   client = NewDicomWebPacsClient(config);
   ASSERT_TRUE(client.ok()) << client.status();
   EXPECT_EQ((*client)->Echo().code(), StatusCode::kUnavailable);
+}
+
+// A QIDO-RS server that holds five studies of patient P1 (one series of
+// one instance each) and answers at most two per request.
+enum class Truncation {
+  kFlagged,         // honours offset, says "additional results" (299)
+  kIgnoresOffset,   // always the first two, flagged
+  kFlagsButIsEmpty  // flags further results on an empty answer
+};
+
+void ServeTruncating(httplib::Server& server, Truncation mode,
+                     std::vector<std::string>* requests) {
+  server.Get("/dicom-web/studies", [=](const httplib::Request& request,
+                                       httplib::Response& response) {
+    requests->push_back(request.get_param_value("offset"));
+    size_t offset = 0;
+    size_t limit = 1000;
+    if (request.has_param("offset")) {
+      offset = std::stoul(request.get_param_value("offset"));
+    }
+    if (request.has_param("limit")) {
+      limit = std::stoul(request.get_param_value("limit"));
+    }
+    if (mode == Truncation::kIgnoresOffset) offset = 0;
+    const size_t total = mode == Truncation::kFlagsButIsEmpty ? 0 : 5;
+    const size_t count =
+        std::min({limit, size_t{2}, total > offset ? total - offset : 0});
+    std::string body = "[";
+    for (size_t i = offset; i < offset + count; ++i) {
+      absl::StrAppend(&body, i > offset ? "," : "",
+                      R"({"00100020": {"vr": "LO", "Value": ["P1"]},)",
+                      R"("0020000D": {"vr": "UI", "Value": ["1.2.3.)", i + 1,
+                      R"("]}})");
+    }
+    body += "]";
+    if (offset + count < total || mode != Truncation::kFlagged) {
+      response.set_header(
+          "Warning",
+          absl::StrCat("299 pacs: \"There are ", total - offset - count,
+                       " additional results that can be requested\""));
+    }
+    response.set_content(body, "application/dicom+json");
+  });
+  server.Get(
+      R"(/dicom-web/studies/([0-9.]+)/series)",
+      [](const httplib::Request& request, httplib::Response& response) {
+        response.set_content(
+            absl::StrCat(R"([{"0020000E": {"vr": "UI", "Value": [")",
+                         request.matches[1].str(), R"(.1"]},)",
+                         R"("00080060": {"vr": "CS", "Value": ["US"]}}])"),
+            "application/dicom+json");
+      });
+  server.Get(R"(/dicom-web/studies/[0-9.]+/series/([0-9.]+)/instances)",
+             [](const httplib::Request& request, httplib::Response& response) {
+               response.set_content(
+                   absl::StrCat(R"([{"00080018": {"vr": "UI", "Value": [")",
+                                request.matches[1].str(), R"(.1"]}}])"),
+                   "application/dicom+json");
+             });
+}
+
+TEST(DicomWebClientPagingTest, FollowsAServerThatTruncatesItsAnswers) {
+  std::vector<std::string> requests;
+  MockPacs pacs([&](httplib::Server& server) {
+    ServeTruncating(server, Truncation::kFlagged, &requests);
+  });
+  absl::StatusOr<std::unique_ptr<PacsClient>> client = ClientFor(pacs.Url());
+  ASSERT_TRUE(client.ok()) << client.status();
+  PacsPatientQuery query;
+  query.patient_id = "P1";
+  absl::StatusOr<std::vector<PacsInstance>> found =
+      (*client)->FindInstances(query);
+  ASSERT_TRUE(found.ok()) << found.status();
+  ASSERT_EQ(found->size(), 5u);
+  for (size_t i = 0; i < found->size(); ++i) {
+    EXPECT_EQ((*found)[i].sop_instance_uid,
+              absl::StrCat("1.2.3.", i + 1, ".1.1"));
+  }
+  EXPECT_EQ(requests, (std::vector<std::string>{"0", "2", "4"}));
+}
+
+TEST(DicomWebClientPagingTest, ServerThatIgnoresOffsetIsAnError) {
+  std::vector<std::string> requests;
+  MockPacs pacs([&](httplib::Server& server) {
+    ServeTruncating(server, Truncation::kIgnoresOffset, &requests);
+  });
+  absl::StatusOr<std::unique_ptr<PacsClient>> client = ClientFor(pacs.Url());
+  ASSERT_TRUE(client.ok());
+  PacsPatientQuery query;
+  query.patient_id = "P1";
+  absl::Status status = (*client)->FindInstances(query).status();
+  EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "ignores the offset"))
+      << status;
+  EXPECT_EQ(requests.size(), 2u);
+}
+
+TEST(DicomWebClientPagingTest, FlaggedEmptyAnswerIsDataLoss) {
+  std::vector<std::string> requests;
+  MockPacs pacs([&](httplib::Server& server) {
+    ServeTruncating(server, Truncation::kFlagsButIsEmpty, &requests);
+  });
+  absl::StatusOr<std::unique_ptr<PacsClient>> client = ClientFor(pacs.Url());
+  ASSERT_TRUE(client.ok());
+  PacsPatientQuery query;
+  query.patient_id = "P1";
+  absl::Status status = (*client)->FindInstances(query).status();
+  EXPECT_EQ(status.code(), StatusCode::kDataLoss) << status;
 }
 
 }  // namespace

@@ -154,7 +154,8 @@ class DicomWebClientTest : public ::testing::Test {
   }
 
   // A client of the suite's Orthanc with these credentials ("" for none).
-  std::unique_ptr<PacsClient> NewClient(const std::string& credentials) {
+  std::unique_ptr<PacsClient> NewClient(const std::string& credentials,
+                                        const DicomWebOptions& options = {}) {
     PacsConfig config;
     config.set_dicomweb_url(orthanc_->dicomweb_url() + "/");
     config.set_timeout_seconds(10);
@@ -164,7 +165,7 @@ class DicomWebClientTest : public ::testing::Test {
       config.set_dicomweb_credentials_file(path);
     }
     absl::StatusOr<std::unique_ptr<PacsClient>> client =
-        NewDicomWebPacsClient(config);
+        NewDicomWebPacsClient(config, options);
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? std::move(*client) : nullptr;
   }
@@ -229,6 +230,24 @@ TEST_F(DicomWebClientTest, FindsEveryModalityWhenAsked) {
       client_->FindInstances(query);
   ASSERT_TRUE(found.ok()) << found.status();
   ExpectSameInstances(Expected({"ACC-A1", "ACC-A2"}, true), *found);
+}
+
+// Pages of one or two results: PAT-A's two studies, the first study's two
+// series and the ultrasound series' two instances each take several
+// requests with limit and offset, and nothing is lost or repeated.
+TEST_F(DicomWebClientTest, PagesThroughMoreResultsThanOnePage) {
+  for (int page_size : {1, 2}) {
+    SCOPED_TRACE(absl::StrCat("page size ", page_size));
+    std::unique_ptr<PacsClient> client = NewClient(
+        absl::StrCat(kUser, ":", kPassword, "\n"), DicomWebOptions{page_size});
+    ASSERT_NE(client, nullptr);
+    PacsPatientQuery query = ByPatient("PAT-A");
+    query.modality = "";
+    absl::StatusOr<std::vector<PacsInstance>> found =
+        client->FindInstances(query);
+    ASSERT_TRUE(found.ok()) << found.status();
+    ExpectSameInstances(Expected({"ACC-A1", "ACC-A2"}, true), *found);
+  }
 }
 
 TEST_F(DicomWebClientTest, FindsByAccessionNumber) {

@@ -383,14 +383,6 @@ TEST_F(DimseClientTest, WrongCalledAeTitleIsPermissionDenied) {
       << status;
 }
 
-TEST_F(DimseClientTest, CMoveIsNotImplementedYet) {
-  PacsConfig config = server_->Config();
-  config.set_retrieve("c-move");
-  std::unique_ptr<PacsClient> client = Client(config);
-  EXPECT_EQ(client->RetrieveInstance(us_2024_.instance).status().code(),
-            absl::StatusCode::kUnimplemented);
-}
-
 TEST_F(DimseClientTest, KilledPacsIsAnErrorNotAHang) {
   std::unique_ptr<PacsClient> client = Client();
   ASSERT_TRUE(client->Echo().ok());  // leaves an association open
