@@ -72,6 +72,13 @@ struct Settings {
   bool keep_optimizer = true;
   std::string configs = "fedavg,fedprox,fedbn,central,site-a,site-b,site-c";
   uint64_t seed = 0;
+  // The training sites' patient split: echofed's hash split with this
+  // seed (what a federation's plan does with split_seed), or, when the file
+  // is given, exactly the patients it lists (CSV site,patient_id: those are
+  // training, the site's others internal validation), e.g. the reference's
+  // scikit-learn split, to compare pipelines on the same patients.
+  uint64_t split_seed = 2026;
+  std::string training_patients_file;
   int seeds = 1;
   int threads = 0;
   std::string label;
@@ -118,7 +125,28 @@ absl::StatusOr<SiteData> LoadSite(const Settings& settings,
   Cohort cohort = SelectCohort(inputs->manifest, nullptr, options);
   std::vector<ImageRecord> records = cohort.Records(), train, validation;
   if (training) {
-    std::set<std::string> patients = TrainingPatients(records, 0.7, 2026);
+    std::set<std::string> patients;
+    if (settings.training_patients_file.empty()) {
+      patients = TrainingPatients(records, 0.7, settings.split_seed);
+    } else {
+      std::ifstream file(settings.training_patients_file);
+      if (!file) {
+        return absl::NotFoundError(
+            absl::StrCat("cannot read ", settings.training_patients_file));
+      }
+      std::string line;
+      while (std::getline(file, line)) {
+        std::vector<std::string> fields = absl::StrSplit(line, ',');
+        if (fields.size() == 2 && fields[0] == name) {
+          patients.insert(fields[1]);
+        }
+      }
+      if (patients.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(settings.training_patients_file,
+                         ": no training patients of ", name));
+      }
+    }
     for (const ImageRecord& record : records) {
       (patients.count(record.patient_id) ? train : validation)
           .push_back(record);
@@ -459,6 +487,12 @@ int Main(int argc, char** argv) {
                  "median trimmed_mean central site-a site-b site-c; "
                  "<strategy>+half sends float16");
   app.add_option("--seed", settings.seed, "first initialisation seed");
+  app.add_option("--split-seed", settings.split_seed,
+                 "seed of the training sites' 7:3 patient split (the "
+                 "plan's split_seed; default 2026)");
+  app.add_option("--training-patients", settings.training_patients_file,
+                 "CSV site,patient_id of the training patients (e.g. the "
+                 "reference's split); overrides --split-seed");
   app.add_option("--seeds", settings.seeds,
                  "seeds per row (seed, seed+1, ...): mean ± sd");
   app.add_option("--label", settings.label,
