@@ -102,6 +102,9 @@ struct PatientOutcome {
   std::string id;
   std::vector<std::string> images;  // relative to the data folder
   bool left_out = false;
+  // The pull stopped inside this patient: not in this run's list, and the
+  // rows of the last manifest stand for it (as for a patient not reached).
+  bool interrupted = false;
 };
 
 class Pull {
@@ -230,7 +233,7 @@ bool Pull::PullPatient(const WorklistEntry& entry) {
   for (const PacsInstance& instance : *found) {
     if (StopRequested()) {
       Stop(entry.line, "stopped on request");
-      outcomes_.back().left_out = true;
+      outcomes_.back().interrupted = true;
       return false;
     }
     std::string what =
@@ -262,7 +265,7 @@ bool Pull::PullPatient(const WorklistEntry& entry) {
       absl::StatusOr<std::string> bytes = client_.RetrieveInstance(instance);
       if (absl::IsPermissionDenied(bytes.status())) {
         Stop(entry.line, std::string(bytes.status().message()));
-        outcomes_.back().left_out = true;
+        outcomes_.back().interrupted = true;
         return false;
       }
       if (!bytes.ok()) {
@@ -273,7 +276,7 @@ bool Pull::PullPatient(const WorklistEntry& entry) {
             false);
         if (IsConnectionProblem(bytes.status()) &&
             !PacsStillAnswers(entry, bytes.status())) {
-          outcomes_.back().left_out = true;
+          outcomes_.back().interrupted = true;
           return false;
         }
         continue;
@@ -283,7 +286,7 @@ bool Pull::PullPatient(const WorklistEntry& entry) {
       if (absl::Status written = WriteFileAtomically(path, *bytes, 0600);
           !written.ok()) {
         Stop(entry.line, std::string(written.message()));
-        outcomes_.back().left_out = true;
+        outcomes_.back().interrupted = true;
         return false;
       }
       ++fetched;
@@ -324,11 +327,13 @@ absl::Status Pull::WriteTables() {
   // from the manifest it wrote last time (CheckTablesAreOurs vouched for
   // it): an interruption must not drop patients that were complete.
   std::set<std::string> reached;
-  for (const PatientOutcome& outcome : outcomes_) reached.insert(outcome.id);
+  for (const PatientOutcome& outcome : outcomes_) {
+    if (!outcome.interrupted) reached.insert(outcome.id);
+  }
   std::string manifest = "patient_id,image,label\n";
   const std::string manifest_path = options_.data_dir + "/" + kManifestFile;
   for (const PatientOutcome& outcome : outcomes_) {
-    if (outcome.left_out) continue;
+    if (outcome.left_out || outcome.interrupted) continue;
     ++result_.patients_complete;
     for (const std::string& image : outcome.images) {
       absl::StrAppend(&manifest, CsvField(outcome.id), ",", CsvField(image),
@@ -339,12 +344,25 @@ absl::Status Pull::WriteTables() {
   if (result_.stopped_early) {
     absl::StatusOr<std::string> previous = ReadFileToString(manifest_path);
     if (previous.ok()) {
+      // Whole patients only, and only while all their files are still
+      // there.
+      std::map<std::string, std::vector<std::string>> rows_of;
+      std::set<std::string> incomplete;
       std::vector<std::string> lines = CsvLines(*previous);
       for (size_t i = 1; i < lines.size(); ++i) {
         std::vector<std::string> fields = SplitCsvLine(lines[i]);
         if (fields.size() != 3 || reached.count(fields[0]) > 0) continue;
-        carried.insert(fields[0]);
-        absl::StrAppend(&manifest, lines[i], "\n");
+        rows_of[fields[0]].push_back(lines[i]);
+        if (!fs::exists(options_.data_dir + "/" + fields[1])) {
+          incomplete.insert(fields[0]);
+        }
+      }
+      for (const auto& [id, rows] : rows_of) {
+        if (incomplete.count(id) > 0) continue;
+        carried.insert(id);
+        for (const std::string& row : rows) {
+          absl::StrAppend(&manifest, row, "\n");
+        }
       }
     }
   }
@@ -371,7 +389,7 @@ absl::Status Pull::WriteTables() {
     clinical += "\n";
     std::map<std::string, int> line_of_id;
     for (const PatientOutcome& outcome : outcomes_) {
-      if (outcome.left_out) continue;
+      if (outcome.left_out || outcome.interrupted) continue;
       line_of_id[outcome.id] = outcome.entry->line;
       absl::StrAppend(&clinical, CsvField(outcome.id));
       for (const std::string& column : worklist_.clinical_columns) {

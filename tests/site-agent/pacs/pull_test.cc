@@ -7,6 +7,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -253,6 +254,28 @@ TEST_F(PullTest, StoppedPullResumesWithoutLosingPatients) {
   EXPECT_FALSE(resumed->stopped_early);
   EXPECT_EQ(resumed->patients_complete, 3);
   EXPECT_EQ(pacs_.retrieves_, 1);  // the one image not fetched before
+}
+
+TEST_F(PullTest, PatientInterruptedByANewImageKeepsItsRows) {
+  ASSERT_TRUE(PullCohort(pacs_, worklist_, options_).ok());
+  // A new image of patient 1 arrives in the PACS, and the next pull is
+  // stopped while fetching it: patient 1 stays in the manifest with the
+  // images it had.
+  pacs_.AddImage("HOSP-0001", "ACC-1", 1, 3);
+  // Listed first, so the stop comes before the patient's other images.
+  std::rotate(pacs_.instances_.rbegin(), pacs_.instances_.rbegin() + 1,
+              pacs_.instances_.rend());
+  bool stop = false;
+  options_.stop_requested = [&stop] { return stop; };
+  pacs_.on_retrieve_ = [&stop] { stop = true; };
+  absl::StatusOr<PullResult> stopped = PullCohort(pacs_, worklist_, options_);
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_TRUE(stopped->stopped_early);
+  EXPECT_EQ(stopped->patients_complete, 3);
+  absl::StatusOr<SiteManifest> manifest = LoadManifest(data_.path());
+  ASSERT_TRUE(manifest.ok());
+  EXPECT_TRUE(manifest->errors.empty());
+  EXPECT_EQ(manifest->records.size(), 4u);
 }
 
 TEST_F(PullTest, FailedRetrieveLeavesOutThatPatientOnly) {
