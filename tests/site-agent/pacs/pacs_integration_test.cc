@@ -442,6 +442,15 @@ TEST_P(PacsIntegrationTest, DiagnosisGoesIntoThePatientsStudy) {
   ASSERT_TRUE(reports.ok()) << reports.status();
   ASSERT_EQ(reports->size(), 1u);
   EXPECT_EQ((*reports)[0].study_instance_uid, study_uid.c_str());
+  // The Grad-CAM overlay is a Secondary Capture (modality OT) in the same
+  // study, where a viewer lists it beside the images.
+  query.modality = "OT";
+  absl::StatusOr<std::vector<PacsInstance>> overlays =
+      (*client)->FindInstances(query);
+  ASSERT_TRUE(overlays.ok()) << overlays.status();
+  ASSERT_EQ(overlays->size(), 1u);
+  EXPECT_EQ((*overlays)[0].study_instance_uid, study_uid.c_str());
+  EXPECT_EQ((*overlays)[0].sop_class_uid, "1.2.840.10008.5.1.4.1.1.7");
   absl::StatusOr<std::string> sr_bytes =
       (*client)->RetrieveInstance((*reports)[0]);
   ASSERT_TRUE(sr_bytes.ok()) << sr_bytes.status();
