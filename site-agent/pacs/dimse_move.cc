@@ -233,14 +233,36 @@ bool MoveDestination::Serve(Incoming& incoming,
 
 void MoveDestination::ServeWaiting(absl::string_view wanted_sop_instance_uid,
                                    Receipt& receipt) {
-  for (size_t i = incoming_.size(); i-- > 0;) {
-    // Bounded: a PACS that keeps sending after the final response is not
-    // followed further.
-    for (int served = 0; served < 4; ++served) {
-      if (!HasData(incoming_[i]->association)) break;
+  // The PACS releases its association to us right after (or just before)
+  // the final C-MOVE response, and waits for our answer: left unanswered
+  // until our next call, Orthanc held the next search for its 10 s SCU
+  // timeout (a 30-patient pull took 20-40 s instead of 1). So the release
+  // is waited for here, briefly; a PACS that keeps its association open is
+  // served at the next C-MOVE as before.
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(500);
+  int rounds = 0;
+  while (!incoming_.empty() && rounds++ < 16) {
+    std::vector<pollfd> fds;
+    bool ready = false;
+    for (const auto& incoming : incoming_) {
+      fds.push_back({SocketOf(incoming->association), POLLIN, 0});
+      if (HasData(incoming->association)) {
+        fds.back().revents = POLLIN;
+        ready = true;
+      }
+    }
+    if (!ready) {
+      const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+      if (wait_ms <= 0) break;
+      const int found =
+          ::poll(fds.data(), fds.size(), static_cast<int>(wait_ms));
+      if (found < 0 && errno == EINTR) continue;
+      if (found <= 0) break;
+    }
+    for (size_t i = incoming_.size(); i-- > 0;) {
+      if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
       if (!Serve(*incoming_[i], wanted_sop_instance_uid, receipt)) {
         Drop(i, /*abort=*/false);
-        break;
       }
     }
   }
