@@ -11,6 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "common/sha256.h"
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
 #include "site-agent/data/clinical.h"
 #include "site-agent/data/csv.h"
 #include "site-agent/data/dicom_reader.h"
@@ -84,6 +87,23 @@ bool IsSafeUid(const std::string& uid) {
   return !uid.empty() && uid.size() <= 64 &&
          uid.find_first_not_of("0123456789.") == std::string::npos &&
          uid.front() != '.';
+}
+
+// The agent's own results in the study (`diagnose --to-pacs`: the SR and
+// the Grad-CAM Secondary Captures, Manufacturer "echofed"): never training
+// data, whatever modality filter the site set. Only the header is read.
+bool IsEchofedResultObject(const std::string& path) {
+  DcmFileFormat file;
+  if (file.loadFileUntilTag(path.c_str(), EXS_Unknown, EGL_noChange,
+                            DCM_MaxReadLength, ERM_autoDetect, DCM_PixelData)
+          .bad()) {
+    return false;
+  }
+  OFString manufacturer, series;
+  file.getDataset()->findAndGetOFString(DCM_Manufacturer, manufacturer);
+  file.getDataset()->findAndGetOFString(DCM_SeriesDescription, series);
+  return manufacturer == "echofed" &&
+         absl::StartsWith(series.c_str(), "echofed ");
 }
 
 // Problems that concern the PACS as a whole, not this patient.
@@ -291,6 +311,15 @@ bool Pull::PullPatient(const WorklistEntry& entry) {
       }
       ++fetched;
       ++result_.instances_fetched;
+    }
+    if (IsEchofedResultObject(path)) {
+      ++result_.instances_not_images;
+      Problem(entry, id,
+              absl::StrCat(what,
+                           " is an echofed result (structured report or "
+                           "Grad-CAM overlay), not an acquisition; skipped"),
+              false);
+      continue;
     }
     DicomImageInfo info;
     absl::StatusOr<GrayImage> image = ReadDicomGray(path, &info);

@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "common/files.h"
 #include "common/sha256.h"
 #include "common/subprocess.h"
@@ -404,6 +405,24 @@ TEST_P(PacsIntegrationTest, DiagnosisGoesIntoThePatientsStudy) {
   EXPECT_TRUE(absl::StrContains(diagnosed.output, "stored in the PACS"))
       << diagnosed.output;
   EXPECT_EQ(*orthanc_->CountInstances(), before + 2);  // SR + Grad-CAM
+
+  // A pull for modality OT finds the overlay and leaves it out: the
+  // agent's own results are never training data.
+  absl::StatusOr<std::string> config_text = ReadFileToString(config_path_);
+  ASSERT_TRUE(config_text.ok());
+  config_path_ = dir_.Join("agent-ot.textproto");
+  ASSERT_TRUE(WriteFileAtomically(
+                  config_path_,
+                  absl::StrReplaceAll(
+                      *config_text, {{"timeout_seconds: 10",
+                                      "timeout_seconds: 10 modality: \"OT\""}}))
+                  .ok());
+  AgentRun ot_pull = Agent({"pacs", "pull", "--config", config_path_,
+                            "--worklist", worklist_path_, "--replace-tables"});
+  EXPECT_TRUE(absl::StrContains(ot_pull.output, "is an echofed result"))
+      << ot_pull.output;
+  EXPECT_TRUE(absl::StrContains(ot_pull.output, "0 patient(s) in the manifest"))
+      << ot_pull.output;
 
   // Read back from the PACS, as a viewer would find it: the SR series of
   // the patient's study.
