@@ -95,6 +95,9 @@ class Coordinator {
                 TaskCallback done);
   absl::StatusOr<std::unique_ptr<ModelFileReader>> OpenModelForSite(
       const std::string& site, const DownloadRequest& request);
+  // A download of `round`'s model in `run_id` sent its first byte (or, with
+  // `finished`, its last): the round timeline's download phases.
+  void NoteDownload(const std::string& run_id, int round, bool finished);
   absl::StatusOr<std::unique_ptr<UploadSession>> BeginUpload(
       const std::string& site, const UploadHeader& header);
   absl::Status ReportEvaluation(const std::string& site,
@@ -160,8 +163,12 @@ class Coordinator {
     std::string message;
     int64_t created_unix_ms = 0;
     int round = 0;
-    // When the current training round opened (round durations).
+    // When the current training round opened (round durations), and the
+    // same on the monotonic clock with the previous round's audited point
+    // (the round timeline, pending.timeline()).
     absl::Time round_opened;
+    int64_t round_opened_us = 0;
+    int64_t previous_audited_us = 0;
     absl::Time deadline;
     std::set<std::string> selected;
     std::set<std::string> done;
@@ -210,7 +217,9 @@ class Coordinator {
               std::unique_ptr<AuditLog> audit);
   absl::Status Restore();
 
-  absl::StatusOr<UploadReceipt> CompleteUpload(UploadSession& session);
+  // `received_us`: when the update's last chunk arrived (monotonic).
+  absl::StatusOr<UploadReceipt> CompleteUpload(UploadSession& session,
+                                               int64_t received_us);
 
   Run* FindRunLocked(const std::string& run_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -256,6 +265,9 @@ class Coordinator {
                        const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   RunStatus StatusOfLocked(const Run& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Microseconds since the current round opened, for its timeline.
+  int64_t SinceOpenedLocked(const Run& run) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::string ModelPath(const std::string& run_id, int round) const;
   static void Deliver(Delivery& delivery);

@@ -1,5 +1,7 @@
 #include "coordinator/services.h"
 
+#include <functional>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_util.h"
@@ -17,17 +19,21 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
 
 // Streams a model file to the caller, one slice per write, once the gate
 // lets it move. A caller that stops reading is cancelled by the stream watch.
-// Bytes sent are counted in `telemetry`.
+// Bytes sent are counted in `telemetry`; `on_progress` (if set) hears of the
+// first byte (false) and of a whole model sent (true), for round timelines.
 class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
  public:
+  using Progress = std::function<void(bool finished)>;
   ModelStreamer(grpc::CallbackServerContext* context, StreamWatch* watch,
                 StreamGate* gate, Telemetry* telemetry, std::string description,
-                absl::StatusOr<std::unique_ptr<ModelFileReader>> model)
+                absl::StatusOr<std::unique_ptr<ModelFileReader>> model,
+                Progress on_progress = nullptr)
       : context_(context),
         watch_(watch),
         gate_(gate),
         telemetry_(telemetry),
         description_(std::move(description)),
+        on_progress_(std::move(on_progress)),
         model_(std::move(model)) {
     if (!model_.ok()) {
       FinishOnce(ToGrpcStatus(model_.status()));
@@ -81,6 +87,7 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
       token_ = watch_->Register(description_, absl::Now(),
                                 [context] { context->TryCancel(); });
     }
+    if (on_progress_) on_progress_(false);
     WriteNext();
   }
 
@@ -89,6 +96,7 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
     if (!more.ok()) {
       FinishOnce(ToGrpcStatus(more.status()));
     } else if (!*more) {
+      if (on_progress_) on_progress_(true);
       FinishOnce(grpc::Status::OK);
     } else {
       StartWrite(&chunk_);
@@ -109,6 +117,7 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
   StreamGate* gate_;
   Telemetry* telemetry_;
   std::string description_;
+  Progress on_progress_;
   StreamWatch::Token token_ = 0;
   StreamGate::Ticket ticket_ = 0;
   absl::Mutex mu_;
@@ -136,9 +145,9 @@ class UpdateReceiver final : public grpc::ServerReadReactor<UploadChunk> {
     }
     site_ = peer->identity;
     if (watch_ != nullptr) {
-      token_ = watch_->Register(absl::StrCat("upload from ", site_),
-                                absl::Now(),
-                                [context] { context->TryCancel(); });
+      token_ =
+          watch_->Register(absl::StrCat("upload from ", site_), absl::Now(),
+                           [context] { context->TryCancel(); });
     }
     StartRead(&chunk_);
   }
@@ -210,11 +219,10 @@ class UpdateReceiver final : public grpc::ServerReadReactor<UploadChunk> {
     coordinator_->telemetry().CountUploadRefusal(status.code());
     // Refused content is audited like refused connections: a hostile or
     // broken site leaves a trace beyond the log.
-    coordinator_->Audit(
-        {site_, "update-refused", header_.run_id(),
-         header_.run_id().empty() ? -1 : header_.round(), "",
-         absl::StrCat(absl::StatusCodeToString(status.code()), ": ",
-                      status.message())});
+    coordinator_->Audit({site_, "update-refused", header_.run_id(),
+                         header_.run_id().empty() ? -1 : header_.round(), "",
+                         absl::StrCat(absl::StatusCodeToString(status.code()),
+                                      ": ", status.message())});
     session_.reset();
     Finish(ToGrpcStatus(status));
   }
@@ -312,13 +320,18 @@ grpc::ServerWriteReactor<ModelChunk>* FederationService::DownloadModel(
   absl::StatusOr<PeerIdentity> peer =
       auth_->Authenticate(*context, {Role::kSite}, "DownloadModel");
   if (!peer.ok()) {
-    return new ModelStreamer(context, nullptr, nullptr, &coordinator_->telemetry(), "",
-                             peer.status());
+    return new ModelStreamer(context, nullptr, nullptr,
+                             &coordinator_->telemetry(), "", peer.status());
   }
+  Coordinator* coordinator = coordinator_;
   return new ModelStreamer(
       context, watch_, gate_, &coordinator_->telemetry(),
       absl::StrCat("download by ", peer->identity),
-      coordinator_->OpenModelForSite(peer->identity, *request));
+      coordinator_->OpenModelForSite(peer->identity, *request),
+      [coordinator, run_id = request->run_id(),
+       round = request->round()](bool finished) {
+        coordinator->NoteDownload(run_id, round, finished);
+      });
 }
 
 grpc::ServerReadReactor<UploadChunk>* FederationService::UploadUpdate(
@@ -439,8 +452,8 @@ grpc::ServerWriteReactor<ModelChunk>* AdminService::DownloadModel(
   absl::StatusOr<PeerIdentity> peer =
       auth_->Authenticate(*context, {Role::kOperator}, "DownloadModel");
   if (!peer.ok()) {
-    return new ModelStreamer(context, nullptr, nullptr, &coordinator_->telemetry(), "",
-                             peer.status());
+    return new ModelStreamer(context, nullptr, nullptr,
+                             &coordinator_->telemetry(), "", peer.status());
   }
   LogInfo("operator ", peer->identity, " downloads run ", request->run_id(),
           " round ", request->round());
