@@ -30,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/audit_log.h"
+#include "common/chunk_stream.h"
 #include "common/clock.h"
 #include "common/tensor_bundle.h"
 #include "coordinator/masked_sum.h"
@@ -93,7 +94,9 @@ class Coordinator {
   // of the coordinator): the agent joins again.
   void NextTask(const std::string& site, absl::Duration wait,
                 TaskCallback done);
-  absl::StatusOr<std::unique_ptr<ModelFileReader>> OpenModelForSite(
+  // The latest committed model comes from memory (cut into chunks once at
+  // its commit and shared by every download); older ones from their files.
+  absl::StatusOr<std::unique_ptr<ChunkStream>> OpenModelForSite(
       const std::string& site, const DownloadRequest& request);
   // A download of `round`'s model in `run_id` sent its first byte (or, with
   // `finished`, its last): the round timeline's download phases.
@@ -265,6 +268,10 @@ class Coordinator {
                        const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   RunStatus StatusOfLocked(const Run& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cuts the model just committed for `round` into the chunks that
+  // downloads of it are served from; on failure they read its file.
+  void ServeCommittedLocked(const Run& run, int round)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Microseconds since the current round opened, for its timeline.
   int64_t SinceOpenedLocked(const Run& run) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -287,6 +294,15 @@ class Coordinator {
   std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t spool_counter_ ABSL_GUARDED_BY(mu_) = 0;
+  // The latest committed model of the active run in memory (one model:
+  // within the 3 x model memory target); downloads in flight keep the one
+  // they started with alive.
+  struct ServedModel {
+    std::string run_id;
+    int round = -1;
+    std::shared_ptr<const ChunkedModel> chunks;
+  };
+  ServedModel served_ ABSL_GUARDED_BY(mu_);
 };
 
 // One update streaming in. Chunks are checked as they arrive (order, layout

@@ -196,6 +196,7 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
       }
       run->global_layout = (*update)->manifest();
       run->rounds.push_back(record);
+      ServeCommittedLocked(*run, 0);
       run->done.insert(site);
       run->upload_ids[site] = header.upload_id();
       LogInfo("run ", run->run_id, ": initial model from ", site, " (",
@@ -249,6 +250,24 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
 
 // ---------------------------------------------------------------------------
 // Opening and closing a training round.
+
+void Coordinator::ServeCommittedLocked(const Run& run, int round) {
+  // The previous model goes first: never two in memory for this.
+  served_ = ServedModel();
+  absl::StatusOr<std::unique_ptr<ModelFileReader>> reader =
+      ModelFileReader::Open(ModelPath(run.run_id, round));
+  absl::StatusOr<std::shared_ptr<const ChunkedModel>> chunks =
+      reader.ok() ? ChunkedModel::Cut(**reader)
+                  : absl::StatusOr<std::shared_ptr<const ChunkedModel>>(
+                        reader.status());
+  if (!chunks.ok()) {
+    LogWarning("run ", run.run_id, " round ", round,
+               ": downloads read the model file (", chunks.status().message(),
+               ")");
+    return;
+  }
+  served_ = ServedModel{run.run_id, round, std::move(*chunks)};
+}
 
 int64_t Coordinator::SinceOpenedLocked(const Run& run) const {
   return options_.clock->MonotonicMicros() - run.round_opened_us;
@@ -356,6 +375,7 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
       record.mutable_timeline()->set_committed_us(SinceOpenedLocked(run));
       run.rounds.push_back(record);
       run.aggregator.reset();
+      ServeCommittedLocked(run, run.round);
       run.message.clear();
       telemetry_.ObserveRoundCommitted(now - run.round_opened);
       LogInfo("run ", run.run_id, " round ", run.round, ": committed model ",

@@ -26,7 +26,7 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
   using Progress = std::function<void(bool finished)>;
   ModelStreamer(grpc::CallbackServerContext* context, StreamWatch* watch,
                 StreamGate* gate, Telemetry* telemetry, std::string description,
-                absl::StatusOr<std::unique_ptr<ModelFileReader>> model,
+                absl::StatusOr<std::unique_ptr<ChunkStream>> model,
                 Progress on_progress = nullptr)
       : context_(context),
         watch_(watch),
@@ -39,7 +39,6 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
       FinishOnce(ToGrpcStatus(model_.status()));
       return;
     }
-    chunker_ = std::make_unique<ModelChunker>(model_->get());
     if (gate_ == nullptr) {
       Start();
     } else {
@@ -52,7 +51,7 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
           grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
       return;
     }
-    telemetry_->AddBytesSent(static_cast<int64_t>(chunk_.ByteSizeLong()));
+    telemetry_->AddBytesSent(static_cast<int64_t>(chunk_->ByteSizeLong()));
     if (watch_ != nullptr) watch_->Touch(token_, absl::Now());
     WriteNext();
   }
@@ -92,14 +91,15 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
   }
 
   void WriteNext() {
-    absl::StatusOr<bool> more = chunker_->Next(&chunk_);
-    if (!more.ok()) {
-      FinishOnce(ToGrpcStatus(more.status()));
-    } else if (!*more) {
+    absl::StatusOr<const ModelChunk*> next = (*model_)->Next();
+    if (!next.ok()) {
+      FinishOnce(ToGrpcStatus(next.status()));
+    } else if (*next == nullptr) {
       if (on_progress_) on_progress_(true);
       FinishOnce(grpc::Status::OK);
     } else {
-      StartWrite(&chunk_);
+      chunk_ = *next;
+      StartWrite(chunk_);
     }
   }
 
@@ -123,9 +123,9 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  absl::StatusOr<std::unique_ptr<ModelFileReader>> model_;
-  std::unique_ptr<ModelChunker> chunker_;
-  ModelChunk chunk_;
+  absl::StatusOr<std::unique_ptr<ChunkStream>> model_;
+  // The chunk being written; the stream keeps it unchanged until Next.
+  const ModelChunk* chunk_ = nullptr;
 };
 
 // Receives an update: header first, then model chunks, each checked as it
@@ -459,10 +459,15 @@ grpc::ServerWriteReactor<ModelChunk>* AdminService::DownloadModel(
           " round ", request->round());
   coordinator_->Audit({peer->identity, "model-download", request->run_id(),
                        request->round(), "", ""});
-  return new ModelStreamer(
-      context, watch_, gate_, &coordinator_->telemetry(),
-      absl::StrCat("download by ", peer->identity),
-      coordinator_->OpenModel(request->run_id(), request->round()));
+  absl::StatusOr<std::unique_ptr<ModelFileReader>> reader =
+      coordinator_->OpenModel(request->run_id(), request->round());
+  absl::StatusOr<std::unique_ptr<ChunkStream>> stream =
+      reader.ok() ? absl::StatusOr<std::unique_ptr<ChunkStream>>(
+                        std::make_unique<SourceChunkStream>(std::move(*reader)))
+                  : reader.status();
+  return new ModelStreamer(context, watch_, gate_, &coordinator_->telemetry(),
+                           absl::StrCat("download by ", peer->identity),
+                           std::move(stream));
 }
 
 }  // namespace echofed

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "common/chunk_stream.h"
 #include "common/files.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
@@ -36,6 +37,45 @@ TEST(TensorBundleTest, ChunkedRoundTripKeepsEveryByte) {
   ASSERT_TRUE(received.ok()) << received.status();
   EXPECT_EQ(received->data, bundle.data);
   EXPECT_EQ(ModelDigest(received->manifest), ModelDigest(bundle.manifest));
+}
+
+// The coordinator serves a round's model from one in-memory copy: every
+// download must see exactly the chunks a chunker cuts from the source.
+TEST(TensorBundleTest, SharedChunkedModelServesTheChunkerSlices) {
+  TensorBundle bundle = MakeBundle("m", 0.5f, 3, 1000);
+  std::vector<ModelChunk> expected = Chunk(bundle, 1024);
+  BundleSource source(&bundle);
+  absl::StatusOr<std::shared_ptr<const ChunkedModel>> model =
+      ChunkedModel::Cut(source, 1024);
+  ASSERT_TRUE(model.ok()) << model.status();
+  uint64_t total = 0;
+  for (const std::string& data : bundle.data) total += data.size();
+  EXPECT_EQ((*model)->tensor_bytes(), total);
+  SharedChunkStream first(*model), second(*model);
+  for (const ModelChunk& want : expected) {
+    absl::StatusOr<const ModelChunk*> a = first.Next();
+    absl::StatusOr<const ModelChunk*> b = second.Next();
+    ASSERT_TRUE(a.ok() && *a != nullptr);
+    ASSERT_TRUE(b.ok() && *b != nullptr);
+    EXPECT_EQ((*a)->SerializeAsString(), want.SerializeAsString());
+    EXPECT_EQ(*a, *b);  // one copy, shared
+  }
+  EXPECT_EQ(*first.Next(), nullptr);
+  // A file-backed stream cuts the same chunks.
+  TempDir dir;
+  std::string path = dir.Join("shared.efm");
+  ASSERT_TRUE(WriteModelFile(path, bundle).ok());
+  SourceChunkStream from_file(*ModelFileReader::Open(path), 1024);
+  BundleAssembler assembler;
+  for (;;) {
+    absl::StatusOr<const ModelChunk*> chunk = from_file.Next();
+    ASSERT_TRUE(chunk.ok()) << chunk.status();
+    if (*chunk == nullptr) break;
+    ASSERT_TRUE(assembler.Accept(**chunk).ok());
+  }
+  absl::StatusOr<TensorBundle> received = assembler.Finish();
+  ASSERT_TRUE(received.ok()) << received.status();
+  EXPECT_EQ(received->data, bundle.data);
 }
 
 TEST(TensorBundleTest, SlicesStayWholeElements) {
