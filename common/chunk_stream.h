@@ -1,11 +1,11 @@
 #ifndef ECHOFED_COMMON_CHUNK_STREAM_H_
 #define ECHOFED_COMMON_CHUNK_STREAM_H_
 
-// A model's wire chunks, one at a time, for a download: cut from a source
-// as they go (a model file: one slice in memory), or taken from a model cut
-// once and held in memory, which every download of it shares (no read and
-// no copy per download: the coordinator serves the round's model to every
-// site from one copy).
+// A model's wire chunks (serialized ModelChunk messages) for a download, one
+// at a time: cut from a source as they go (one slice in memory, one copy
+// into the message), or taken from a committed model file mapped into
+// memory once and shared by every download of it, whose slices point into
+// the mapping: no read, no copy, only TLS touches the bytes.
 
 #include <cstdint>
 #include <memory>
@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/tensor_bundle.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "proto/tensor.pb.h"
 
 namespace echofed {
@@ -21,51 +22,68 @@ namespace echofed {
 class ChunkStream {
  public:
   virtual ~ChunkStream() = default;
-  // The next chunk, or nullptr after the last. The chunk stays valid and
-  // unchanged until the next call (a write in flight reads it).
-  virtual absl::StatusOr<const ModelChunk*> Next() = 0;
+  // Fills `chunk` with the next serialized ModelChunk (manifest first);
+  // false after the last.
+  virtual absl::StatusOr<bool> Next(grpc::ByteBuffer* chunk) = 0;
 };
 
-// Chunks of a source, cut as they are asked for. Owns the source.
+// Chunks of a source, cut and serialized as they are asked for. Owns the
+// source.
 class SourceChunkStream : public ChunkStream {
  public:
   explicit SourceChunkStream(std::unique_ptr<TensorSource> source,
                              size_t slice_bytes = kDefaultSliceBytes);
-  absl::StatusOr<const ModelChunk*> Next() override;
+  absl::StatusOr<bool> Next(grpc::ByteBuffer* chunk) override;
 
  private:
   std::unique_ptr<TensorSource> source_;
   ModelChunker chunker_;
-  ModelChunk chunk_;
+  ModelChunk message_;
 };
 
-// A whole model as wire chunks in memory: the same chunks ModelChunker
-// makes (manifest first, then whole-element slices). Immutable once made,
-// so any number of threads may read it.
-class ChunkedModel {
+// A model file (tensor_bundle.h) mapped read-only, with the chunks
+// ModelChunker would cut from it, byte for byte: each slice's message is a
+// small header followed by a gRPC slice that references the mapping (and
+// keeps it alive while gRPC holds it). Model files are never changed in
+// place (written under another name and renamed), so the mapping stays
+// valid. Immutable once opened: any number of threads may read it.
+class MappedModel : public std::enable_shared_from_this<MappedModel> {
  public:
-  static absl::StatusOr<std::shared_ptr<const ChunkedModel>> Cut(
-      TensorSource& source, size_t slice_bytes = kDefaultSliceBytes);
+  static absl::StatusOr<std::shared_ptr<const MappedModel>> Open(
+      const std::string& path, size_t slice_bytes = kDefaultSliceBytes);
+  ~MappedModel();
+  MappedModel(const MappedModel&) = delete;
+  MappedModel& operator=(const MappedModel&) = delete;
 
-  const std::vector<ModelChunk>& chunks() const { return chunks_; }
-  // Tensor bytes held (the model's size).
-  uint64_t tensor_bytes() const { return tensor_bytes_; }
+  const ModelManifest& manifest() const { return manifest_; }
+  // The manifest, then one per slice.
+  size_t chunk_count() const { return 1 + slices_.size(); }
+  // Serialized ModelChunk `index`; shares the mapping, copies nothing big.
+  grpc::ByteBuffer Chunk(size_t index) const;
 
  private:
-  ChunkedModel() = default;
-  std::vector<ModelChunk> chunks_;
-  uint64_t tensor_bytes_ = 0;
+  MappedModel() = default;
+  struct Slice {
+    std::string header;   // ModelChunk and TensorSlice up to the data bytes
+    uint64_t offset = 0;  // of the data in the file
+    uint64_t size = 0;
+  };
+  char* map_ = nullptr;
+  size_t map_size_ = 0;
+  ModelManifest manifest_;
+  std::string manifest_chunk_;
+  std::vector<Slice> slices_;
 };
 
-// One download's walk over a shared ChunkedModel.
-class SharedChunkStream : public ChunkStream {
+// One download's walk over a shared MappedModel.
+class MappedChunkStream : public ChunkStream {
  public:
-  explicit SharedChunkStream(std::shared_ptr<const ChunkedModel> model)
+  explicit MappedChunkStream(std::shared_ptr<const MappedModel> model)
       : model_(std::move(model)) {}
-  absl::StatusOr<const ModelChunk*> Next() override;
+  absl::StatusOr<bool> Next(grpc::ByteBuffer* chunk) override;
 
  private:
-  std::shared_ptr<const ChunkedModel> model_;
+  std::shared_ptr<const MappedModel> model_;
   size_t next_ = 0;
 };
 

@@ -314,10 +314,10 @@ absl::StatusOr<std::unique_ptr<ChunkStream>> Coordinator::OpenModelForSite(
                        " has no committed model for round ", request.round()));
     }
     sites_[site].last_seen = options_.clock->Now();
-    if (served_.chunks != nullptr && served_.run_id == run->run_id &&
+    if (served_.model != nullptr && served_.run_id == run->run_id &&
         served_.round == request.round()) {
       return std::unique_ptr<ChunkStream>(
-          std::make_unique<SharedChunkStream>(served_.chunks));
+          std::make_unique<MappedChunkStream>(served_.model));
     }
     path = ModelPath(run->run_id, request.round());
   }

@@ -94,8 +94,8 @@ class Coordinator {
   // of the coordinator): the agent joins again.
   void NextTask(const std::string& site, absl::Duration wait,
                 TaskCallback done);
-  // The latest committed model comes from memory (cut into chunks once at
-  // its commit and shared by every download); older ones from their files.
+  // The latest committed model comes from one mapping of its file, shared
+  // by every download and sent without copies; older ones are read.
   absl::StatusOr<std::unique_ptr<ChunkStream>> OpenModelForSite(
       const std::string& site, const DownloadRequest& request);
   // A download of `round`'s model in `run_id` sent its first byte (or, with
@@ -268,8 +268,8 @@ class Coordinator {
                        const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   RunStatus StatusOfLocked(const Run& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Cuts the model just committed for `round` into the chunks that
-  // downloads of it are served from; on failure they read its file.
+  // Maps the model just committed for `round` for the downloads of it; on
+  // failure they read its file.
   void ServeCommittedLocked(const Run& run, int round)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Microseconds since the current round opened, for its timeline.
@@ -294,13 +294,13 @@ class Coordinator {
   std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t spool_counter_ ABSL_GUARDED_BY(mu_) = 0;
-  // The latest committed model of the active run in memory (one model:
-  // within the 3 x model memory target); downloads in flight keep the one
-  // they started with alive.
+  // The latest committed model of the active run, mapped once (its pages
+  // count once however many sites download it); downloads in flight keep
+  // the one they started with mapped.
   struct ServedModel {
     std::string run_id;
     int round = -1;
-    std::shared_ptr<const ChunkedModel> chunks;
+    std::shared_ptr<const MappedModel> model;
   };
   ServedModel served_ ABSL_GUARDED_BY(mu_);
 };

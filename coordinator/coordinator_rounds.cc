@@ -252,21 +252,17 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
 // Opening and closing a training round.
 
 void Coordinator::ServeCommittedLocked(const Run& run, int round) {
-  // The previous model goes first: never two in memory for this.
-  served_ = ServedModel();
-  absl::StatusOr<std::unique_ptr<ModelFileReader>> reader =
-      ModelFileReader::Open(ModelPath(run.run_id, round));
-  absl::StatusOr<std::shared_ptr<const ChunkedModel>> chunks =
-      reader.ok() ? ChunkedModel::Cut(**reader)
-                  : absl::StatusOr<std::shared_ptr<const ChunkedModel>>(
-                        reader.status());
-  if (!chunks.ok()) {
+  // Mapping costs no read: the pages are in the page cache from the write.
+  absl::StatusOr<std::shared_ptr<const MappedModel>> model =
+      MappedModel::Open(ModelPath(run.run_id, round));
+  if (!model.ok()) {
+    served_ = ServedModel();
     LogWarning("run ", run.run_id, " round ", round,
-               ": downloads read the model file (", chunks.status().message(),
+               ": downloads read the model file (", model.status().message(),
                ")");
     return;
   }
-  served_ = ServedModel{run.run_id, round, std::move(*chunks)};
+  served_ = ServedModel{run.run_id, round, std::move(*model)};
 }
 
 int64_t Coordinator::SinceOpenedLocked(const Run& run) const {

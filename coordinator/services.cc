@@ -17,11 +17,22 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// The request of a raw method.
+template <typename Message>
+absl::StatusOr<Message> ParseRequest(const grpc::ByteBuffer& request) {
+  grpc::ByteBuffer copy = request;  // shares the slices
+  Message message;
+  if (!grpc::SerializationTraits<Message>::Deserialize(&copy, &message).ok()) {
+    return absl::InvalidArgumentError("unparsable request");
+  }
+  return message;
+}
+
 // Streams a model file to the caller, one slice per write, once the gate
 // lets it move. A caller that stops reading is cancelled by the stream watch.
 // Bytes sent are counted in `telemetry`; `on_progress` (if set) hears of the
 // first byte (false) and of a whole model sent (true), for round timelines.
-class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
+class ModelStreamer final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   using Progress = std::function<void(bool finished)>;
   ModelStreamer(grpc::CallbackServerContext* context, StreamWatch* watch,
@@ -51,7 +62,7 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
           grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
       return;
     }
-    telemetry_->AddBytesSent(static_cast<int64_t>(chunk_->ByteSizeLong()));
+    telemetry_->AddBytesSent(static_cast<int64_t>(chunk_.Length()));
     if (watch_ != nullptr) watch_->Touch(token_, absl::Now());
     WriteNext();
   }
@@ -91,15 +102,14 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
   }
 
   void WriteNext() {
-    absl::StatusOr<const ModelChunk*> next = (*model_)->Next();
-    if (!next.ok()) {
-      FinishOnce(ToGrpcStatus(next.status()));
-    } else if (*next == nullptr) {
+    absl::StatusOr<bool> more = (*model_)->Next(&chunk_);
+    if (!more.ok()) {
+      FinishOnce(ToGrpcStatus(more.status()));
+    } else if (!*more) {
       if (on_progress_) on_progress_(true);
       FinishOnce(grpc::Status::OK);
     } else {
-      chunk_ = *next;
-      StartWrite(chunk_);
+      StartWrite(&chunk_);
     }
   }
 
@@ -124,8 +134,8 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   absl::StatusOr<std::unique_ptr<ChunkStream>> model_;
-  // The chunk being written; the stream keeps it unchanged until Next.
-  const ModelChunk* chunk_ = nullptr;
+  // The serialized chunk being written.
+  grpc::ByteBuffer chunk_;
 };
 
 // Receives an update: header first, then model chunks, each checked as it
@@ -315,13 +325,18 @@ grpc::ServerUnaryReactor* FederationService::NextTask(
   return reactor;
 }
 
-grpc::ServerWriteReactor<ModelChunk>* FederationService::DownloadModel(
-    grpc::CallbackServerContext* context, const DownloadRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* FederationService::DownloadModel(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
   absl::StatusOr<PeerIdentity> peer =
       auth_->Authenticate(*context, {Role::kSite}, "DownloadModel");
   if (!peer.ok()) {
     return new ModelStreamer(context, nullptr, nullptr,
                              &coordinator_->telemetry(), "", peer.status());
+  }
+  absl::StatusOr<DownloadRequest> request = ParseRequest<DownloadRequest>(*raw);
+  if (!request.ok()) {
+    return new ModelStreamer(context, nullptr, nullptr,
+                             &coordinator_->telemetry(), "", request.status());
   }
   Coordinator* coordinator = coordinator_;
   return new ModelStreamer(
@@ -447,13 +462,19 @@ grpc::ServerUnaryReactor* AdminService::ListRuns(
   return FinishNow(context, absl::OkStatus());
 }
 
-grpc::ServerWriteReactor<ModelChunk>* AdminService::DownloadModel(
-    grpc::CallbackServerContext* context, const AdminDownloadRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* AdminService::DownloadModel(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
   absl::StatusOr<PeerIdentity> peer =
       auth_->Authenticate(*context, {Role::kOperator}, "DownloadModel");
   if (!peer.ok()) {
     return new ModelStreamer(context, nullptr, nullptr,
                              &coordinator_->telemetry(), "", peer.status());
+  }
+  absl::StatusOr<AdminDownloadRequest> request =
+      ParseRequest<AdminDownloadRequest>(*raw);
+  if (!request.ok()) {
+    return new ModelStreamer(context, nullptr, nullptr,
+                             &coordinator_->telemetry(), "", request.status());
   }
   LogInfo("operator ", peer->identity, " downloads run ", request->run_id(),
           " round ", request->round());

@@ -39,43 +39,52 @@ TEST(TensorBundleTest, ChunkedRoundTripKeepsEveryByte) {
   EXPECT_EQ(ModelDigest(received->manifest), ModelDigest(bundle.manifest));
 }
 
-// The coordinator serves a round's model from one in-memory copy: every
-// download must see exactly the chunks a chunker cuts from the source.
-TEST(TensorBundleTest, SharedChunkedModelServesTheChunkerSlices) {
+std::string Bytes(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(buffer.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return bytes;
+}
+
+// The coordinator serves a round's model from one mapping of its file:
+// every download must get exactly the bytes of the chunks a ModelChunker
+// cuts, serialized (the agent parses them as ModelChunk).
+TEST(TensorBundleTest, MappedModelSendsTheChunkerBytes) {
+  // Odd sizes and an int64 tensor: slices of several sizes and offsets,
+  // index 0 and offset 0 left out of the encoding as protobuf does.
   TensorBundle bundle = MakeBundle("m", 0.5f, 3, 1000);
   std::vector<ModelChunk> expected = Chunk(bundle, 1024);
-  BundleSource source(&bundle);
-  absl::StatusOr<std::shared_ptr<const ChunkedModel>> model =
-      ChunkedModel::Cut(source, 1024);
-  ASSERT_TRUE(model.ok()) << model.status();
-  uint64_t total = 0;
-  for (const std::string& data : bundle.data) total += data.size();
-  EXPECT_EQ((*model)->tensor_bytes(), total);
-  SharedChunkStream first(*model), second(*model);
-  for (const ModelChunk& want : expected) {
-    absl::StatusOr<const ModelChunk*> a = first.Next();
-    absl::StatusOr<const ModelChunk*> b = second.Next();
-    ASSERT_TRUE(a.ok() && *a != nullptr);
-    ASSERT_TRUE(b.ok() && *b != nullptr);
-    EXPECT_EQ((*a)->SerializeAsString(), want.SerializeAsString());
-    EXPECT_EQ(*a, *b);  // one copy, shared
-  }
-  EXPECT_EQ(*first.Next(), nullptr);
-  // A file-backed stream cuts the same chunks.
   TempDir dir;
   std::string path = dir.Join("shared.efm");
   ASSERT_TRUE(WriteModelFile(path, bundle).ok());
+  absl::StatusOr<std::shared_ptr<const MappedModel>> model =
+      MappedModel::Open(path, 1024);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_EQ((*model)->chunk_count(), expected.size());
+  MappedChunkStream first(*model), second(*model);
   SourceChunkStream from_file(*ModelFileReader::Open(path), 1024);
-  BundleAssembler assembler;
-  for (;;) {
-    absl::StatusOr<const ModelChunk*> chunk = from_file.Next();
-    ASSERT_TRUE(chunk.ok()) << chunk.status();
-    if (*chunk == nullptr) break;
-    ASSERT_TRUE(assembler.Accept(**chunk).ok());
+  // One buffer per stream, reused as a download reuses its chunk.
+  grpc::ByteBuffer a, b, c;
+  for (const ModelChunk& want : expected) {
+    ASSERT_TRUE(*first.Next(&a));
+    ASSERT_TRUE(*second.Next(&b));
+    ASSERT_TRUE(*from_file.Next(&c));
+    EXPECT_EQ(Bytes(a), want.SerializeAsString());
+    EXPECT_EQ(Bytes(b), want.SerializeAsString());
+    EXPECT_EQ(Bytes(c), want.SerializeAsString());
   }
-  absl::StatusOr<TensorBundle> received = assembler.Finish();
-  ASSERT_TRUE(received.ok()) << received.status();
-  EXPECT_EQ(received->data, bundle.data);
+  grpc::ByteBuffer end;
+  EXPECT_FALSE(*first.Next(&end));
+  EXPECT_FALSE(*from_file.Next(&end));
+  // A chunk in flight keeps the mapping alive after every owner let go.
+  grpc::ByteBuffer last = (*model)->Chunk((*model)->chunk_count() - 1);
+  model->reset();
+  first = MappedChunkStream(nullptr);
+  second = MappedChunkStream(nullptr);
+  EXPECT_EQ(Bytes(last), expected.back().SerializeAsString());
 }
 
 TEST(TensorBundleTest, SlicesStayWholeElements) {
