@@ -6,6 +6,10 @@
 //   federation_bench [--configs 1M:4:10,11M:4:10,11M:16:6,11M:64:3,100M:4:3]
 //                    [--secure-aggregation]
 //
+// After the summary table it prints each config's round timeline: the
+// medians of the coordinator's phases (RoundRecord.timeline, read from the
+// run status) and of the agents' steps (from their logs).
+//
 // Each config is PARAMETERS:SITES:ROUNDS. Run as root where possible: the
 // benchmark then re-runs itself in a private network namespace, so the
 // loopback byte counters in /proc/net/dev see only its own traffic.
