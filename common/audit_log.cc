@@ -202,6 +202,9 @@ absl::Status AuditLog::AppendLocked(const AuditEvent& event, absl::Time when) {
       "\t");
   std::string hash = ChainHash(last_hash_, body);
   std::string line = absl::StrCat(body, "\t", hash, "\n");
+  // fsync per line: a line is durable before the action it records goes
+  // on, so a crash cannot cut from the log what already happened (and a
+  // round record pins the head only of lines on disk).
   if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() ||
       std::fflush(file_) != 0 || fsync(fileno(file_)) != 0) {
     return absl::InternalError("cannot write the audit log");

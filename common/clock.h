@@ -1,6 +1,9 @@
 #ifndef ECHOFED_COMMON_CLOCK_H_
 #define ECHOFED_COMMON_CLOCK_H_
 
+#include <chrono>
+#include <cstdint>
+
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -12,12 +15,20 @@ class Clock {
  public:
   virtual ~Clock() = default;
   virtual absl::Time Now() = 0;
+  // Microseconds on a clock that never steps back (phase timings); only
+  // differences mean anything.
+  virtual int64_t MonotonicMicros() = 0;
   static Clock* Real();
 };
 
 class RealClock : public Clock {
  public:
   absl::Time Now() override { return absl::Now(); }
+  int64_t MonotonicMicros() override {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
 };
 
 inline Clock* Clock::Real() {
@@ -34,6 +45,7 @@ class FakeClock : public Clock {
     absl::MutexLock lock(&mu_);
     return now_;
   }
+  int64_t MonotonicMicros() override { return absl::ToUnixMicros(Now()); }
   void Advance(absl::Duration by) {
     absl::MutexLock lock(&mu_);
     now_ += by;

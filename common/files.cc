@@ -107,12 +107,16 @@ absl::Status WriteFileAtomically(const std::string& path,
 }
 
 absl::Status SyncAndRename(const std::string& from, const std::string& to) {
+  // fsync 1: the bytes are on disk before any name points at them, so a
+  // crash never leaves `to` naming a file with holes.
   if (absl::Status status = FsyncPath(from, O_RDONLY); !status.ok()) {
     return status;
   }
   if (::rename(from.c_str(), to.c_str()) != 0) {
     return ErrnoStatus("cannot rename to", to);
   }
+  // fsync 2: the rename itself (a directory entry) is durable before the
+  // caller records that `to` exists (a round record naming its model).
   return FsyncPath(ParentOf(to), O_RDONLY | O_DIRECTORY);
 }
 

@@ -322,6 +322,8 @@ absl::StatusOr<std::string> ModelFileWriter::Commit() {
         "cannot write model file ", temp_path_, ": ", std::strerror(errno)));
   }
   if (durable_) {
+    // Two fsyncs (the bytes, then the rename): a committed round's model is
+    // durable before the round record that names it is saved.
     if (absl::Status status = SyncAndRename(temp_path_, path_); !status.ok()) {
       return status;
     }

@@ -293,7 +293,7 @@ void Coordinator::WakeWaitersLocked(absl::Time now, Delivery* delivery) {
   }
 }
 
-absl::StatusOr<std::unique_ptr<ModelFileReader>> Coordinator::OpenModelForSite(
+absl::StatusOr<std::unique_ptr<ChunkStream>> Coordinator::OpenModelForSite(
     const std::string& site, const DownloadRequest& request) {
   std::string path;
   {
@@ -314,9 +314,18 @@ absl::StatusOr<std::unique_ptr<ModelFileReader>> Coordinator::OpenModelForSite(
                        " has no committed model for round ", request.round()));
     }
     sites_[site].last_seen = options_.clock->Now();
+    if (served_.model != nullptr && served_.run_id == run->run_id &&
+        served_.round == request.round()) {
+      return std::unique_ptr<ChunkStream>(
+          std::make_unique<MappedChunkStream>(served_.model));
+    }
     path = ModelPath(run->run_id, request.round());
   }
-  return ModelFileReader::Open(path);
+  absl::StatusOr<std::unique_ptr<ModelFileReader>> reader =
+      ModelFileReader::Open(path);
+  if (!reader.ok()) return reader.status();
+  return std::unique_ptr<ChunkStream>(
+      std::make_unique<SourceChunkStream>(std::move(*reader)));
 }
 
 absl::Status Coordinator::Heartbeat(const std::string& site,
@@ -437,6 +446,8 @@ void Coordinator::FinishRunLocked(Run& run, RunStatus::State state,
   run.done.clear();
   run.aggregator.reset();
   run.masking = Run::Masking();
+  // No more site downloads of this run: its model leaves memory.
+  if (served_.run_id == run.run_id) served_ = ServedModel();
   if (absl::Status status = store_->UpdateRunState(run.run_id, state, message);
       !status.ok()) {
     LogError("cannot record the end of run ", run.run_id, ": ",

@@ -30,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/audit_log.h"
+#include "common/chunk_stream.h"
 #include "common/clock.h"
 #include "common/tensor_bundle.h"
 #include "coordinator/masked_sum.h"
@@ -93,8 +94,13 @@ class Coordinator {
   // of the coordinator): the agent joins again.
   void NextTask(const std::string& site, absl::Duration wait,
                 TaskCallback done);
-  absl::StatusOr<std::unique_ptr<ModelFileReader>> OpenModelForSite(
+  // The latest committed model comes from one mapping of its file, shared
+  // by every download and sent without copies; older ones are read.
+  absl::StatusOr<std::unique_ptr<ChunkStream>> OpenModelForSite(
       const std::string& site, const DownloadRequest& request);
+  // A download of `round`'s model in `run_id` sent its first byte (or, with
+  // `finished`, its last): the round timeline's download phases.
+  void NoteDownload(const std::string& run_id, int round, bool finished);
   absl::StatusOr<std::unique_ptr<UploadSession>> BeginUpload(
       const std::string& site, const UploadHeader& header);
   absl::Status ReportEvaluation(const std::string& site,
@@ -160,8 +166,12 @@ class Coordinator {
     std::string message;
     int64_t created_unix_ms = 0;
     int round = 0;
-    // When the current training round opened (round durations).
+    // When the current training round opened (round durations), and the
+    // same on the monotonic clock with the previous round's audited point
+    // (the round timeline, pending.timeline()).
     absl::Time round_opened;
+    int64_t round_opened_us = 0;
+    int64_t previous_audited_us = 0;
     absl::Time deadline;
     std::set<std::string> selected;
     std::set<std::string> done;
@@ -210,7 +220,9 @@ class Coordinator {
               std::unique_ptr<AuditLog> audit);
   absl::Status Restore();
 
-  absl::StatusOr<UploadReceipt> CompleteUpload(UploadSession& session);
+  // `received_us`: when the update's last chunk arrived (monotonic).
+  absl::StatusOr<UploadReceipt> CompleteUpload(UploadSession& session,
+                                               int64_t received_us);
 
   Run* FindRunLocked(const std::string& run_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -256,6 +268,13 @@ class Coordinator {
                        const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   RunStatus StatusOfLocked(const Run& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Maps the model just committed for `round` for the downloads of it; on
+  // failure they read its file.
+  void ServeCommittedLocked(const Run& run, int round)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Microseconds since the current round opened, for its timeline.
+  int64_t SinceOpenedLocked(const Run& run) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::string ModelPath(const std::string& run_id, int round) const;
   static void Deliver(Delivery& delivery);
@@ -275,6 +294,15 @@ class Coordinator {
   std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t spool_counter_ ABSL_GUARDED_BY(mu_) = 0;
+  // The latest committed model of the active run, mapped once (its pages
+  // count once however many sites download it); downloads in flight keep
+  // the one they started with mapped.
+  struct ServedModel {
+    std::string run_id;
+    int round = -1;
+    std::shared_ptr<const MappedModel> model;
+  };
+  ServedModel served_ ABSL_GUARDED_BY(mu_);
 };
 
 // One update streaming in. Chunks are checked as they arrive (order, layout

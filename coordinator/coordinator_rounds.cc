@@ -122,6 +122,11 @@ absl::StatusOr<std::unique_ptr<UploadSession>> Coordinator::BeginUpload(
     }
     duplicate = true;
   }
+  if (run->state == RunStatus::TRAINING &&
+      run->pending.timeline().first_upload_us() == 0) {
+    run->pending.mutable_timeline()->set_first_upload_us(
+        SinceOpenedLocked(*run));
+  }
   std::string spool = absl::StrFormat(
       "%s/incoming/%s-r%d-%s-%d-%d.part", options_.state_dir, run->run_id,
       header.round(), site, ::getpid(), ++spool_counter_);
@@ -132,7 +137,7 @@ absl::StatusOr<std::unique_ptr<UploadSession>> Coordinator::BeginUpload(
 }
 
 absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
-    UploadSession& session) {
+    UploadSession& session, int64_t received_us) {
   const std::string& site = session.site_;
   const UploadHeader& header = session.header_;
   Delivery delivery;
@@ -191,6 +196,7 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
       }
       run->global_layout = (*update)->manifest();
       run->rounds.push_back(record);
+      ServeCommittedLocked(*run, 0);
       run->done.insert(site);
       run->upload_ids[site] = header.upload_id();
       LogInfo("run ", run->run_id, ": initial model from ", site, " (",
@@ -212,6 +218,10 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
         if (run->plan.secure_aggregation()) RedoMaskingLocked(*run, now);
         return status;
       }
+      RoundTimeline* timeline = run->pending.mutable_timeline();
+      timeline->set_last_upload_us(std::max(
+          timeline->last_upload_us(), received_us - run->round_opened_us));
+      timeline->set_last_fold_us(SinceOpenedLocked(*run));
       run->done.insert(site);
       run->upload_ids[site] = header.upload_id();
       run->pending.add_contributors(site);
@@ -241,6 +251,41 @@ absl::StatusOr<UploadReceipt> Coordinator::CompleteUpload(
 // ---------------------------------------------------------------------------
 // Opening and closing a training round.
 
+void Coordinator::ServeCommittedLocked(const Run& run, int round) {
+  // Mapping costs no read: the pages are in the page cache from the write.
+  absl::StatusOr<std::shared_ptr<const MappedModel>> model =
+      MappedModel::Open(ModelPath(run.run_id, round));
+  if (!model.ok()) {
+    served_ = ServedModel();
+    LogWarning("run ", run.run_id, " round ", round,
+               ": downloads read the model file (", model.status().message(),
+               ")");
+    return;
+  }
+  served_ = ServedModel{run.run_id, round, std::move(*model)};
+}
+
+int64_t Coordinator::SinceOpenedLocked(const Run& run) const {
+  return options_.clock->MonotonicMicros() - run.round_opened_us;
+}
+
+void Coordinator::NoteDownload(const std::string& run_id, int round,
+                               bool finished) {
+  absl::MutexLock lock(&mu_);
+  Run* run = active_;
+  // Only the downloads of a training round's base model are its phases.
+  if (run == nullptr || run->run_id != run_id ||
+      run->state != RunStatus::TRAINING || round != run->round - 1) {
+    return;
+  }
+  RoundTimeline* timeline = run->pending.mutable_timeline();
+  if (finished) {
+    timeline->set_last_download_us(SinceOpenedLocked(*run));
+  } else if (timeline->first_download_us() == 0) {
+    timeline->set_first_download_us(SinceOpenedLocked(*run));
+  }
+}
+
 void Coordinator::OpenTrainingLocked(Run& run, int round, absl::Time now) {
   run.state = RunStatus::TRAINING;
   run.round = round;
@@ -262,6 +307,11 @@ void Coordinator::OpenTrainingLocked(Run& run, int round, absl::Time now) {
     run.masking.sum = std::make_unique<MaskedSum>(run.global_layout);
   }
   run.round_opened = now;
+  run.round_opened_us = options_.clock->MonotonicMicros();
+  if (run.previous_audited_us != 0) {
+    run.pending.mutable_timeline()->set_since_previous_us(
+        run.round_opened_us - run.previous_audited_us);
+  }
   run.deadline = now + absl::Seconds(run.plan.round_deadline_seconds());
   LogInfo("run ", run.run_id, " round ", round, "/", run.plan.rounds(),
           ": training at ", absl::StrJoin(live, ", "));
@@ -283,6 +333,7 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
           ? run.aggregator->WriteModel(ModelPath(run.run_id, run.round))
           : absl::StatusOr<std::string>(
                 absl::InternalError(absl::StrCat("cannot create ", dir)));
+  run.pending.mutable_timeline()->set_model_written_us(SinceOpenedLocked(run));
   RoundRecord record = run.pending;
   if (run.plan.secure_aggregation()) {
     record.set_masking_attempts(run.masking.attempt);
@@ -316,8 +367,11 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
                                                   : RunStatus::DONE);
     absl::Status saved = store_->SaveRound(run.run_id, record, next);
     if (saved.ok()) {
+      // Saved again with the audit head (PinAuditHeadLocked).
+      record.mutable_timeline()->set_committed_us(SinceOpenedLocked(run));
       run.rounds.push_back(record);
       run.aggregator.reset();
+      ServeCommittedLocked(run, run.round);
       run.message.clear();
       telemetry_.ObserveRoundCommitted(now - run.round_opened);
       LogInfo("run ", run.run_id, " round ", run.round, ": committed model ",
@@ -334,6 +388,9 @@ void Coordinator::CloseTrainingLocked(Run& run, absl::Time now) {
         Audit({site, "update-excluded", run.run_id, run.round, "",
                "update norm beyond the round's bound"});
       }
+      run.rounds.back().mutable_timeline()->set_audited_us(
+          SinceOpenedLocked(run));
+      run.previous_audited_us = options_.clock->MonotonicMicros();
       PinAuditHeadLocked(run, next);
       if (evaluate) {
         OpenEvaluationLocked(run, now);
@@ -364,7 +421,12 @@ void Coordinator::PinAuditHeadLocked(Run& run, RunStatus::State run_state) {
   AuditLogHead* pinned = record.mutable_audit_head();
   pinned->set_records(head.records);
   pinned->set_hash(head.hash);
-  if (absl::Status status = store_->SaveRound(run.run_id, record, run_state);
+  // Unsynced: the round is already durable (committed with a synced save)
+  // and its audit lines fsynced; a power cut may lose only the pinned head,
+  // which the next synced save of the store (the next round's commit, an
+  // evaluation report) makes durable. Saves an fsync per round.
+  if (absl::Status status = store_->SaveRound(run.run_id, record, run_state,
+                                              /*synced=*/false);
       !status.ok()) {
     LogError("run ", run.run_id, " round ", record.round(),
              ": cannot save the audit log head: ", status.message());
@@ -426,6 +488,7 @@ absl::Status UploadSession::Accept(const ModelChunk& chunk) {
 
 absl::StatusOr<UploadReceipt> UploadSession::Finish() {
   finished_ = true;
+  const int64_t received_us = coordinator_->options_.clock->MonotonicMicros();
   absl::StatusOr<std::string> digest = assembler_->Finish();
   if (!digest.ok()) return digest.status();
   if (duplicate_) {
@@ -437,7 +500,7 @@ absl::StatusOr<UploadReceipt> UploadSession::Finish() {
   }
   absl::StatusOr<std::string> committed = spool_->Commit();
   if (!committed.ok()) return committed.status();
-  return coordinator_->CompleteUpload(*this);
+  return coordinator_->CompleteUpload(*this, received_us);
 }
 
 }  // namespace echofed

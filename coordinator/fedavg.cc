@@ -19,14 +19,8 @@ FedAvgAggregator::FedAvgAggregator(ModelManifest layout)
     : layout_(std::move(layout)) {
   float_sums_.resize(layout_.tensors_size());
   double_sums_.resize(layout_.tensors_size());
-  for (int i = 0; i < layout_.tensors_size(); ++i) {
-    const TensorSpec& spec = layout_.tensors(i);
-    uint64_t elements = *TensorByteSize(spec) / *DTypeSize(spec.dtype());
-    if (UsesDoubleSum(spec.dtype())) {
-      double_sums_[i].assign(elements, 0.0);
-    } else {
-      float_sums_[i].assign(elements, 0.0f);
-    }
+  for (const TensorSpec& spec : layout_.tensors()) {
+    elements_.push_back(*TensorByteSize(spec) / *DTypeSize(spec.dtype()));
   }
 }
 
@@ -40,8 +34,19 @@ absl::Status FedAvgAggregator::Fold(TensorSource& update, double weight) {
   }
   std::vector<char> block(kBlockBytes);
   const float w = static_cast<float>(weight);
+  // The first update writes the sum; later ones add to it.
+  const bool first_update = contributions_ == 0;
   for (int i = 0; i < layout_.tensors_size(); ++i) {
     const DType dtype = layout_.tensors(i).dtype();
+    if (first_update) {
+      // new T[n]: not value-initialised, so no page is touched before the
+      // update's values land in it.
+      if (UsesDoubleSum(dtype)) {
+        if (!double_sums_[i]) double_sums_[i].reset(new double[elements_[i]]);
+      } else if (!float_sums_[i]) {
+        float_sums_[i].reset(new float[elements_[i]]);
+      }
+    }
     const size_t element = *DTypeSize(dtype);
     const uint64_t size = *TensorByteSize(layout_.tensors(i));
     for (uint64_t offset = 0; offset < size; offset += kBlockBytes) {
@@ -56,37 +61,44 @@ absl::Status FedAvgAggregator::Fold(TensorSource& update, double weight) {
       const char* bytes = block.data();
       switch (dtype) {
         case FLOAT32: {
-          float* sum = float_sums_[i].data() + first;
+          float* sum = float_sums_[i].get() + first;
           const float* values = reinterpret_cast<const float*>(bytes);
-          for (size_t k = 0; k < count; ++k) sum[k] += w * values[k];
+          // 0 + x, not x: the same bits as adding to a zeroed sum (-0 too).
+          if (first_update) {
+            for (size_t k = 0; k < count; ++k) sum[k] = 0.0f + w * values[k];
+          } else {
+            for (size_t k = 0; k < count; ++k) sum[k] += w * values[k];
+          }
           break;
         }
         case FLOAT16:
         case BFLOAT16: {
-          float* sum = float_sums_[i].data() + first;
+          float* sum = float_sums_[i].get() + first;
           for (size_t k = 0; k < count; ++k) {
             uint16_t bits;
             std::memcpy(&bits, bytes + 2 * k, 2);
-            sum[k] +=
+            const float value =
                 w * (dtype == FLOAT16 ? HalfToFloat(bits) : Bf16ToFloat(bits));
+            sum[k] = (first_update ? 0.0f : sum[k]) + value;
           }
           break;
         }
         case FLOAT64: {
-          double* sum = double_sums_[i].data() + first;
+          double* sum = double_sums_[i].get() + first;
           for (size_t k = 0; k < count; ++k) {
             double value;
             std::memcpy(&value, bytes + 8 * k, 8);
-            sum[k] += weight * value;
+            sum[k] = (first_update ? 0.0 : sum[k]) + weight * value;
           }
           break;
         }
         case INT64: {
-          double* sum = double_sums_[i].data() + first;
+          double* sum = double_sums_[i].get() + first;
           for (size_t k = 0; k < count; ++k) {
             int64_t value;
             std::memcpy(&value, bytes + 8 * k, 8);
-            sum[k] += weight * static_cast<double>(value);
+            const double weighted = weight * static_cast<double>(value);
+            sum[k] = (first_update ? 0.0 : sum[k]) + weighted;
           }
           break;
         }
@@ -109,8 +121,7 @@ absl::Status FedAvgAggregator::EmitAverage(const BlockSink& sink) const {
   for (int i = 0; i < layout_.tensors_size(); ++i) {
     const DType dtype = layout_.tensors(i).dtype();
     const size_t element = *DTypeSize(dtype);
-    const size_t elements =
-        UsesDoubleSum(dtype) ? double_sums_[i].size() : float_sums_[i].size();
+    const size_t elements = elements_[i];
     const size_t per_block = kBlockBytes / element;
     for (size_t first = 0; first < elements; first += per_block) {
       size_t count = std::min(per_block, elements - first);

@@ -1,6 +1,7 @@
 #ifndef ECHOFED_COORDINATOR_FEDAVG_H_
 #define ECHOFED_COORDINATOR_FEDAVG_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -15,7 +16,11 @@ namespace echofed {
 // Federated averaging, folded in as updates arrive: memory is one running
 // weighted sum (float32 for float tensors, float64 for integer buffers such
 // as BatchNorm's step counter), never one model per site. Updates are read
-// from a TensorSource block by block. Not thread-safe: the caller serialises.
+// from a TensorSource block by block. The sum is allocated by the first
+// update, which writes it instead of adding to zeros: no zero-filling pass
+// when a round opens (20 ms of page faults at 11M parameters, on the path
+// from one round's commit to the next one's opening). Not thread-safe: the
+// caller serialises.
 class FedAvgAggregator {
  public:
   // `layout` is the global model every update must match.
@@ -42,9 +47,12 @@ class FedAvgAggregator {
 
  private:
   ModelManifest layout_;
-  // One of the two is used per tensor, by dtype.
-  std::vector<std::vector<float>> float_sums_;
-  std::vector<std::vector<double>> double_sums_;
+  // Elements per tensor.
+  std::vector<uint64_t> elements_;
+  // One of the two is used per tensor, by dtype; uninitialised until the
+  // first update is folded (contributions_ == 0).
+  std::vector<std::unique_ptr<float[]>> float_sums_;
+  std::vector<std::unique_ptr<double[]>> double_sums_;
   double total_weight_ = 0;
   int contributions_ = 0;
 };

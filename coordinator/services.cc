@@ -1,5 +1,7 @@
 #include "coordinator/services.h"
 
+#include <functional>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_util.h"
@@ -15,25 +17,39 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// The request of a raw method.
+template <typename Message>
+absl::StatusOr<Message> ParseRequest(const grpc::ByteBuffer& request) {
+  grpc::ByteBuffer copy = request;  // shares the slices
+  Message message;
+  if (!grpc::SerializationTraits<Message>::Deserialize(&copy, &message).ok()) {
+    return absl::InvalidArgumentError("unparsable request");
+  }
+  return message;
+}
+
 // Streams a model file to the caller, one slice per write, once the gate
 // lets it move. A caller that stops reading is cancelled by the stream watch.
-// Bytes sent are counted in `telemetry`.
-class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
+// Bytes sent are counted in `telemetry`; `on_progress` (if set) hears of the
+// first byte (false) and of a whole model sent (true), for round timelines.
+class ModelStreamer final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
+  using Progress = std::function<void(bool finished)>;
   ModelStreamer(grpc::CallbackServerContext* context, StreamWatch* watch,
                 StreamGate* gate, Telemetry* telemetry, std::string description,
-                absl::StatusOr<std::unique_ptr<ModelFileReader>> model)
+                absl::StatusOr<std::unique_ptr<ChunkStream>> model,
+                Progress on_progress = nullptr)
       : context_(context),
         watch_(watch),
         gate_(gate),
         telemetry_(telemetry),
         description_(std::move(description)),
+        on_progress_(std::move(on_progress)),
         model_(std::move(model)) {
     if (!model_.ok()) {
       FinishOnce(ToGrpcStatus(model_.status()));
       return;
     }
-    chunker_ = std::make_unique<ModelChunker>(model_->get());
     if (gate_ == nullptr) {
       Start();
     } else {
@@ -46,7 +62,7 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
           grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
       return;
     }
-    telemetry_->AddBytesSent(static_cast<int64_t>(chunk_.ByteSizeLong()));
+    telemetry_->AddBytesSent(static_cast<int64_t>(chunk_.Length()));
     if (watch_ != nullptr) watch_->Touch(token_, absl::Now());
     WriteNext();
   }
@@ -81,14 +97,16 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
       token_ = watch_->Register(description_, absl::Now(),
                                 [context] { context->TryCancel(); });
     }
+    if (on_progress_) on_progress_(false);
     WriteNext();
   }
 
   void WriteNext() {
-    absl::StatusOr<bool> more = chunker_->Next(&chunk_);
+    absl::StatusOr<bool> more = (*model_)->Next(&chunk_);
     if (!more.ok()) {
       FinishOnce(ToGrpcStatus(more.status()));
     } else if (!*more) {
+      if (on_progress_) on_progress_(true);
       FinishOnce(grpc::Status::OK);
     } else {
       StartWrite(&chunk_);
@@ -109,14 +127,15 @@ class ModelStreamer final : public grpc::ServerWriteReactor<ModelChunk> {
   StreamGate* gate_;
   Telemetry* telemetry_;
   std::string description_;
+  Progress on_progress_;
   StreamWatch::Token token_ = 0;
   StreamGate::Ticket ticket_ = 0;
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  absl::StatusOr<std::unique_ptr<ModelFileReader>> model_;
-  std::unique_ptr<ModelChunker> chunker_;
-  ModelChunk chunk_;
+  absl::StatusOr<std::unique_ptr<ChunkStream>> model_;
+  // The serialized chunk being written.
+  grpc::ByteBuffer chunk_;
 };
 
 // Receives an update: header first, then model chunks, each checked as it
@@ -136,9 +155,9 @@ class UpdateReceiver final : public grpc::ServerReadReactor<UploadChunk> {
     }
     site_ = peer->identity;
     if (watch_ != nullptr) {
-      token_ = watch_->Register(absl::StrCat("upload from ", site_),
-                                absl::Now(),
-                                [context] { context->TryCancel(); });
+      token_ =
+          watch_->Register(absl::StrCat("upload from ", site_), absl::Now(),
+                           [context] { context->TryCancel(); });
     }
     StartRead(&chunk_);
   }
@@ -210,11 +229,10 @@ class UpdateReceiver final : public grpc::ServerReadReactor<UploadChunk> {
     coordinator_->telemetry().CountUploadRefusal(status.code());
     // Refused content is audited like refused connections: a hostile or
     // broken site leaves a trace beyond the log.
-    coordinator_->Audit(
-        {site_, "update-refused", header_.run_id(),
-         header_.run_id().empty() ? -1 : header_.round(), "",
-         absl::StrCat(absl::StatusCodeToString(status.code()), ": ",
-                      status.message())});
+    coordinator_->Audit({site_, "update-refused", header_.run_id(),
+                         header_.run_id().empty() ? -1 : header_.round(), "",
+                         absl::StrCat(absl::StatusCodeToString(status.code()),
+                                      ": ", status.message())});
     session_.reset();
     Finish(ToGrpcStatus(status));
   }
@@ -307,18 +325,28 @@ grpc::ServerUnaryReactor* FederationService::NextTask(
   return reactor;
 }
 
-grpc::ServerWriteReactor<ModelChunk>* FederationService::DownloadModel(
-    grpc::CallbackServerContext* context, const DownloadRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* FederationService::DownloadModel(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
   absl::StatusOr<PeerIdentity> peer =
       auth_->Authenticate(*context, {Role::kSite}, "DownloadModel");
   if (!peer.ok()) {
-    return new ModelStreamer(context, nullptr, nullptr, &coordinator_->telemetry(), "",
-                             peer.status());
+    return new ModelStreamer(context, nullptr, nullptr,
+                             &coordinator_->telemetry(), "", peer.status());
   }
+  absl::StatusOr<DownloadRequest> request = ParseRequest<DownloadRequest>(*raw);
+  if (!request.ok()) {
+    return new ModelStreamer(context, nullptr, nullptr,
+                             &coordinator_->telemetry(), "", request.status());
+  }
+  Coordinator* coordinator = coordinator_;
   return new ModelStreamer(
       context, watch_, gate_, &coordinator_->telemetry(),
       absl::StrCat("download by ", peer->identity),
-      coordinator_->OpenModelForSite(peer->identity, *request));
+      coordinator_->OpenModelForSite(peer->identity, *request),
+      [coordinator, run_id = request->run_id(),
+       round = request->round()](bool finished) {
+        coordinator->NoteDownload(run_id, round, finished);
+      });
 }
 
 grpc::ServerReadReactor<UploadChunk>* FederationService::UploadUpdate(
@@ -434,22 +462,33 @@ grpc::ServerUnaryReactor* AdminService::ListRuns(
   return FinishNow(context, absl::OkStatus());
 }
 
-grpc::ServerWriteReactor<ModelChunk>* AdminService::DownloadModel(
-    grpc::CallbackServerContext* context, const AdminDownloadRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* AdminService::DownloadModel(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
   absl::StatusOr<PeerIdentity> peer =
       auth_->Authenticate(*context, {Role::kOperator}, "DownloadModel");
   if (!peer.ok()) {
-    return new ModelStreamer(context, nullptr, nullptr, &coordinator_->telemetry(), "",
-                             peer.status());
+    return new ModelStreamer(context, nullptr, nullptr,
+                             &coordinator_->telemetry(), "", peer.status());
+  }
+  absl::StatusOr<AdminDownloadRequest> request =
+      ParseRequest<AdminDownloadRequest>(*raw);
+  if (!request.ok()) {
+    return new ModelStreamer(context, nullptr, nullptr,
+                             &coordinator_->telemetry(), "", request.status());
   }
   LogInfo("operator ", peer->identity, " downloads run ", request->run_id(),
           " round ", request->round());
   coordinator_->Audit({peer->identity, "model-download", request->run_id(),
                        request->round(), "", ""});
-  return new ModelStreamer(
-      context, watch_, gate_, &coordinator_->telemetry(),
-      absl::StrCat("download by ", peer->identity),
-      coordinator_->OpenModel(request->run_id(), request->round()));
+  absl::StatusOr<std::unique_ptr<ModelFileReader>> reader =
+      coordinator_->OpenModel(request->run_id(), request->round());
+  absl::StatusOr<std::unique_ptr<ChunkStream>> stream =
+      reader.ok() ? absl::StatusOr<std::unique_ptr<ChunkStream>>(
+                        std::make_unique<SourceChunkStream>(std::move(*reader)))
+                  : reader.status();
+  return new ModelStreamer(context, watch_, gate_, &coordinator_->telemetry(),
+                           absl::StrCat("download by ", peer->identity),
+                           std::move(stream));
 }
 
 }  // namespace echofed

@@ -51,7 +51,12 @@ class Authenticator {
   Coordinator* coordinator_;
 };
 
-class FederationService final : public Federation::CallbackService {
+// DownloadModel is a raw method (its messages are bytes to us): a
+// committed model's chunks go out as slices of its mapped file, with no
+// serialization copy (common/chunk_stream.h). The agent's side is typed.
+class FederationService final
+    : public Federation::WithRawCallbackMethod_DownloadModel<
+          Federation::CallbackService> {
  public:
   // `watch` (optional) cancels model streams that stop moving; `gate`
   // (optional) bounds how many downloads move at once.
@@ -65,9 +70,10 @@ class FederationService final : public Federation::CallbackService {
   grpc::ServerUnaryReactor* NextTask(grpc::CallbackServerContext* context,
                                      const NextTaskRequest* request,
                                      Task* response) override;
-  grpc::ServerWriteReactor<ModelChunk>* DownloadModel(
+  // The request is a serialized DownloadRequest; chunks go out serialized.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* DownloadModel(
       grpc::CallbackServerContext* context,
-      const DownloadRequest* request) override;
+      const grpc::ByteBuffer* request) override;
   grpc::ServerReadReactor<UploadChunk>* UploadUpdate(
       grpc::CallbackServerContext* context, UploadReceipt* receipt) override;
   grpc::ServerUnaryReactor* ReportEvaluation(
@@ -93,7 +99,9 @@ class FederationService final : public Federation::CallbackService {
   StreamGate* gate_;
 };
 
-class AdminService final : public Admin::CallbackService {
+// DownloadModel is raw like the federation's (the same model streamer).
+class AdminService final : public Admin::WithRawCallbackMethod_DownloadModel<
+                               Admin::CallbackService> {
  public:
   AdminService(Coordinator* coordinator, const Authenticator* auth,
                StreamWatch* watch = nullptr, StreamGate* gate = nullptr)
@@ -111,9 +119,10 @@ class AdminService final : public Admin::CallbackService {
   grpc::ServerUnaryReactor* ListRuns(grpc::CallbackServerContext* context,
                                      const ListRunsRequest* request,
                                      ListRunsResponse* response) override;
-  grpc::ServerWriteReactor<ModelChunk>* DownloadModel(
+  // The request is a serialized AdminDownloadRequest.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* DownloadModel(
       grpc::CallbackServerContext* context,
-      const AdminDownloadRequest* request) override;
+      const grpc::ByteBuffer* request) override;
 
  private:
   Coordinator* coordinator_;

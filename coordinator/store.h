@@ -38,14 +38,21 @@ class Store {
   absl::Status UpdateRunState(const std::string& run_id, RunStatus::State state,
                               const std::string& message);
   // Inserts or replaces a round, and sets the run's state, in one
-  // transaction.
+  // transaction. `synced` (the default): durable when it returns (the WAL
+  // is fsynced). Unsynced: consistent but may be lost in a power cut until
+  // the next synced save, whose fsync of the WAL covers it; for saves that
+  // only add to a record already committed (its audit head).
   absl::Status SaveRound(const std::string& run_id, const RoundRecord& round,
-                         RunStatus::State run_state);
+                         RunStatus::State run_state, bool synced = true);
   absl::StatusOr<std::vector<StoredRun>> LoadRuns();
 
  private:
   explicit Store(sqlite3* db) : db_(db) {}
   absl::Status Exec(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SaveRoundLocked(const std::string& run_id,
+                               const RoundRecord& round,
+                               RunStatus::State run_state)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);

@@ -725,13 +725,17 @@ absl::Status Agent::Upload(const UploadHeader& header,
                            const TensorBundle& model) {
   // The same upload_id on every attempt: the coordinator counts it once.
   for (int attempt = 0;; ++attempt) {
+    const absl::Time start = absl::Now();
     absl::StatusOr<UploadReceipt> receipt =
         coordinator_->UploadUpdate(header, model);
     absl::Status status = receipt.status();
     if (status.ok()) {
+      // federation_bench reads the time from this line.
       LogInfo("uploaded round ", header.round(), " (",
               HexDigest(receipt->digest()).substr(0, 16),
-              receipt->duplicate() ? ", already counted)" : ")");
+              receipt->duplicate() ? ", already counted)" : ")",
+              absl::StrFormat(" in %.3f s",
+                              absl::ToDoubleSeconds(absl::Now() - start)));
       return absl::OkStatus();
     }
     if (!IsTransient(status) || attempt >= 4 || stopping_) return status;

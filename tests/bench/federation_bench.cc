@@ -6,6 +6,10 @@
 //   federation_bench [--configs 1M:4:10,11M:4:10,11M:16:6,11M:64:3,100M:4:3]
 //                    [--secure-aggregation]
 //
+// After the summary table it prints each config's round timeline: the
+// medians of the coordinator's phases (RoundRecord.timeline, read from the
+// run status) and of the agents' steps (from their logs).
+//
 // Each config is PARAMETERS:SITES:ROUNDS. Run as root where possible: the
 // benchmark then re-runs itself in a private network namespace, so the
 // loopback byte counters in /proc/net/dev see only its own traffic.
@@ -43,8 +47,20 @@ struct Config {
   bool secure_aggregation = false;
 };
 
+// Medians over the measured rounds, in milliseconds: coordinator phases
+// since the round opened (RoundRecord.timeline), then agent-side steps
+// from the agents' logs.
+struct Timeline {
+  double first_download = 0, last_download = 0, first_upload = 0,
+         last_upload = 0, last_fold = 0, model_written = 0, committed = 0,
+         audited = 0, since_previous = 0;
+  double agent_download = 0, agent_train = 0, agent_export = 0,
+         agent_upload = 0;
+};
+
 struct Result {
   Config config;
+  Timeline timeline;
   double median_round_seconds = 0;
   double max_round_seconds = 0;
   int64_t wire_bytes = 0;
@@ -92,6 +108,67 @@ int64_t LoopbackBytes() {
     return rx_bytes;
   }
   return 0;
+}
+
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+// Rounds from the second on: the first also holds each agent building its
+// model and reading its data.
+void FillTimeline(const RunStatus& status, int sites, const std::string& work,
+                  Timeline* out) {
+  std::vector<std::vector<double>> phases(9);
+  for (int r = 1; r < status.rounds_size(); ++r) {
+    if (r == 1 && status.rounds_size() > 2) continue;
+    const RoundTimeline& t = status.rounds(r).timeline();
+    int64_t values[] = {
+        t.first_download_us(), t.last_download_us(), t.first_upload_us(),
+        t.last_upload_us(),    t.last_fold_us(),     t.model_written_us(),
+        t.committed_us(),      t.audited_us(),       t.since_previous_us()};
+    for (int i = 0; i < 9; ++i) phases[i].push_back(values[i] / 1000.0);
+  }
+  double* fields[] = {
+      &out->first_download, &out->last_download, &out->first_upload,
+      &out->last_upload,    &out->last_fold,     &out->model_written,
+      &out->committed,      &out->audited,       &out->since_previous};
+  for (int i = 0; i < 9; ++i) *fields[i] = Median(phases[i]);
+  // "round N timing: download+load A s, train B s, export C s" and
+  // "uploaded round N (digest) in D s" (site-agent/agent.cc).
+  std::vector<double> download, train, exported, upload;
+  for (int i = 1; i <= sites; ++i) {
+    std::ifstream in(absl::StrCat(work, "/site-", i, ".log"));
+    std::string line;
+    while (std::getline(in, line)) {
+      int round = 0;
+      double a = 0, b = 0, c = 0;
+      size_t at = line.find("] round ");
+      if (at != std::string::npos &&
+          std::sscanf(line.c_str() + at,
+                      "] round %d timing: download+load %lf s, train %lf s, "
+                      "export %lf s",
+                      &round, &a, &b, &c) == 4 &&
+          round >= 2) {
+        download.push_back(a * 1000);
+        train.push_back(b * 1000);
+        exported.push_back(c * 1000);
+      }
+      at = line.find("] uploaded round ");
+      size_t in_at = line.rfind(" in ");
+      if (at != std::string::npos && in_at != std::string::npos &&
+          std::sscanf(line.c_str() + at, "] uploaded round %d", &round) == 1 &&
+          round >= 2 &&
+          std::sscanf(line.c_str() + in_at, " in %lf s", &a) == 1) {
+        upload.push_back(a * 1000);
+      }
+    }
+  }
+  out->agent_download = Median(download);
+  out->agent_train = Median(train);
+  out->agent_export = Median(exported);
+  out->agent_upload = Median(upload);
 }
 
 std::string Bin(const std::string& name) {
@@ -218,6 +295,7 @@ Result RunConfig(const Config& config, const std::string& work) {
                      1000.0);
   }
   std::sort(rounds.begin(), rounds.end());
+  FillTimeline(*status, config.sites, work, &result.timeline);
   result.median_round_seconds = rounds[rounds.size() / 2];
   result.max_round_seconds = rounds.back();
   // Ideal: the initial model up once, each round every site down and up
@@ -322,6 +400,26 @@ int main(int argc, char** argv) {
         static_cast<double>(r.wire_bytes) / r.ideal_bytes,
         echofed::Mib(r.coordinator_rss).c_str(),
         echofed::Mib(r.agent_rss).c_str(), r.coordinator_cpu, r.agents_cpu);
+  }
+  // Coordinator phases are cumulative from the round's opening; the gap
+  // from the previous round's audit to this opening is its own column.
+  std::printf(
+      "\nRound timeline, ms (median over rounds 2..N; coordinator: since the "
+      "round opened; agents: per site)\n\n| params x sites | prev audit -> "
+      "open | first download byte | last download done | first upload | "
+      "last upload byte | last fold | model written | committed | audited | "
+      "agent download+load | agent train | agent export | agent upload "
+      "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const echofed::Result& r : results) {
+    if (!r.error.empty()) continue;
+    const echofed::Timeline& t = r.timeline;
+    std::printf(
+        "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f "
+        "| %.1f | %.1f | %.1f | %.1f |\n",
+        r.config.label.c_str(), t.since_previous, t.first_download,
+        t.last_download, t.first_upload, t.last_upload, t.last_fold,
+        t.model_written, t.committed, t.audited, t.agent_download,
+        t.agent_train, t.agent_export, t.agent_upload);
   }
   return ok ? 0 : 1;
 }

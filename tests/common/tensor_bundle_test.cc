@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "common/chunk_stream.h"
 #include "common/files.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
@@ -36,6 +37,54 @@ TEST(TensorBundleTest, ChunkedRoundTripKeepsEveryByte) {
   ASSERT_TRUE(received.ok()) << received.status();
   EXPECT_EQ(received->data, bundle.data);
   EXPECT_EQ(ModelDigest(received->manifest), ModelDigest(bundle.manifest));
+}
+
+std::string Bytes(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(buffer.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return bytes;
+}
+
+// The coordinator serves a round's model from one mapping of its file:
+// every download must get exactly the bytes of the chunks a ModelChunker
+// cuts, serialized (the agent parses them as ModelChunk).
+TEST(TensorBundleTest, MappedModelSendsTheChunkerBytes) {
+  // Odd sizes and an int64 tensor: slices of several sizes and offsets,
+  // index 0 and offset 0 left out of the encoding as protobuf does.
+  TensorBundle bundle = MakeBundle("m", 0.5f, 3, 1000);
+  std::vector<ModelChunk> expected = Chunk(bundle, 1024);
+  TempDir dir;
+  std::string path = dir.Join("shared.efm");
+  ASSERT_TRUE(WriteModelFile(path, bundle).ok());
+  absl::StatusOr<std::shared_ptr<const MappedModel>> model =
+      MappedModel::Open(path, 1024);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_EQ((*model)->chunk_count(), expected.size());
+  MappedChunkStream first(*model), second(*model);
+  SourceChunkStream from_file(*ModelFileReader::Open(path), 1024);
+  // One buffer per stream, reused as a download reuses its chunk.
+  grpc::ByteBuffer a, b, c;
+  for (const ModelChunk& want : expected) {
+    ASSERT_TRUE(*first.Next(&a));
+    ASSERT_TRUE(*second.Next(&b));
+    ASSERT_TRUE(*from_file.Next(&c));
+    EXPECT_EQ(Bytes(a), want.SerializeAsString());
+    EXPECT_EQ(Bytes(b), want.SerializeAsString());
+    EXPECT_EQ(Bytes(c), want.SerializeAsString());
+  }
+  grpc::ByteBuffer end;
+  EXPECT_FALSE(*first.Next(&end));
+  EXPECT_FALSE(*from_file.Next(&end));
+  // A chunk in flight keeps the mapping alive after every owner let go.
+  grpc::ByteBuffer last = (*model)->Chunk((*model)->chunk_count() - 1);
+  model->reset();
+  first = MappedChunkStream(nullptr);
+  second = MappedChunkStream(nullptr);
+  EXPECT_EQ(Bytes(last), expected.back().SerializeAsString());
 }
 
 TEST(TensorBundleTest, SlicesStayWholeElements) {

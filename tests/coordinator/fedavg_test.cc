@@ -1,5 +1,6 @@
 #include "coordinator/fedavg.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "gtest/gtest.h"
@@ -38,6 +39,25 @@ TEST(FedAvgTest, WeightedByUpdateWeight) {
   EXPECT_EQ(IntAt(*average, 3), 2);
   EXPECT_EQ(aggregator.contributions(), 2);
   EXPECT_DOUBLE_EQ(aggregator.total_weight(), 40);
+}
+
+// The first update writes the (never zero-filled) sum: the result has the
+// bits of adding it to zeros, negative zero included (0 + -0 = +0).
+TEST(FedAvgTest, FirstUpdateLandsAsIfAddedToZeros) {
+  TensorBundle layout = MakeBundle("m", 0.0f);
+  FedAvgAggregator aggregator(layout.manifest);
+  TensorBundle update = MakeBundle("m", -0.0f);
+  BundleSource source(&update);
+  ASSERT_TRUE(aggregator.Fold(source, 3).ok());
+  absl::StatusOr<TensorBundle> average = aggregator.Average();
+  ASSERT_TRUE(average.ok()) << average.status();
+  EXPECT_FALSE(std::signbit(FloatAt(*average, 0, 0)));
+  // A second aggregator, a second round: fresh sums again.
+  FedAvgAggregator next(layout.manifest);
+  TensorBundle half = MakeBundle("m", 0.5f);
+  BundleSource half_source(&half);
+  ASSERT_TRUE(next.Fold(half_source, 2).ok());
+  EXPECT_FLOAT_EQ(FloatAt(*next.Average(), 2, 5), 0.5f);
 }
 
 TEST(FedAvgTest, AverageOfLargeTensorsSpansBlocks) {

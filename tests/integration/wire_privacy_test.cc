@@ -64,7 +64,19 @@ std::string Serialize(const std::string& method, void* message) {
     return static_cast<NextTaskRequest*>(message)->SerializeAsString();
   }
   if (name == "DownloadModel") {
-    return static_cast<DownloadRequest*>(message)->SerializeAsString();
+    // A raw method at the coordinator (zero-copy model chunks): its request
+    // is the serialized DownloadRequest itself.
+    std::vector<grpc::Slice> slices;
+    if (!static_cast<grpc::ByteBuffer*>(message)->Dump(&slices).ok()) {
+      ADD_FAILURE() << "cannot read a DownloadModel request";
+    }
+    std::string bytes;
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+    DownloadRequest request;
+    EXPECT_TRUE(request.ParseFromString(bytes));
+    return bytes;
   }
   if (name == "UploadUpdate") {
     return static_cast<UploadChunk*>(message)->SerializeAsString();
