@@ -196,8 +196,8 @@ class AutocastScope {
   bool previous_ = false;
 };
 
-// The model's 4-D floating tensors (convolution weights) in `format`,
-// in place: the optimiser and the caller keep the same tensors.
+}  // namespace
+
 void SetConvMemoryFormat(ImageClassifierImpl& model,
                          torch::MemoryFormat format) {
   torch::NoGradGuard no_grad;
@@ -210,6 +210,8 @@ void SetConvMemoryFormat(ImageClassifierImpl& model,
   for (torch::Tensor& parameter : model.parameters()) convert(parameter);
   for (torch::Tensor& buffer : model.buffers()) convert(buffer);
 }
+
+namespace {
 
 // Training's memory format for the duration of TrainLocal; the default
 // (contiguous) format again on every exit, as the exchanged state expects.
@@ -562,56 +564,60 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
   };
   std::map<std::string, PatientScores> patient_scores;
   std::map<int, std::vector<torch::Tensor>> head_outputs;
+  // Batches run back to back on the device; only the outputs (a few
+  // numbers per image) come back, once, at the end: no synchronisation per
+  // batch.
   const int64_t batch = 64;
+  std::vector<torch::Tensor> logit_pieces;
   for (int64_t start = 0; start < data.size(); start += batch) {
     int64_t end = std::min(data.size(), start + batch);
     torch::Tensor images = data.images.slice(0, start, end).to(options.device);
-    torch::Tensor labels = data.labels.slice(0, start, end).to(options.device);
     torch::Tensor clinical =
         data.clinical.defined()
             ? data.clinical.slice(0, start, end).to(options.device)
             : torch::Tensor();
     ModelOutputs outputs = model.Predict(images, clinical);
-    torch::Tensor logits = outputs.subtype.to(torch::kFloat32);
+    logit_pieces.push_back(outputs.subtype.to(torch::kFloat32));
     for (const auto& [head, output] : outputs.heads) {
-      head_outputs[head].push_back(output.to(torch::kCPU, torch::kFloat64));
+      head_outputs[head].push_back(output.to(torch::kFloat64));
     }
-    // Per image, so that withheld classes stay out of the loss as well.
-    torch::Tensor losses =
-        torch::nn::functional::cross_entropy(
-            logits, labels,
-            torch::nn::functional::CrossEntropyFuncOptions().reduction(
-                torch::kNone))
-            .to(torch::kCPU, torch::kFloat64);
-    auto loss = losses.accessor<double, 1>();
-    for (int64_t i = 0; i < loss.size(0); ++i) {
-      if (released[start + i]) loss_sum += loss[i];
+  }
+  torch::Tensor logits = torch::cat(logit_pieces).to(torch::kCPU);
+  for (auto& [head, pieces] : head_outputs) {
+    pieces = {torch::cat(pieces).to(torch::kCPU)};
+  }
+  torch::Tensor truth = data.labels.to(torch::kCPU);
+  // Per image, so that withheld classes stay out of the loss as well.
+  torch::Tensor losses =
+      torch::nn::functional::cross_entropy(
+          logits, truth,
+          torch::nn::functional::CrossEntropyFuncOptions().reduction(
+              torch::kNone))
+          .to(torch::kFloat64);
+  auto loss = losses.accessor<double, 1>();
+  // Softmax in double so that each image's probabilities sum to 1 well
+  // within AddCase's tolerance and the argmax matches the logits'.
+  torch::Tensor probabilities = torch::softmax(logits.to(torch::kFloat64), 1);
+  auto p = probabilities.accessor<double, 2>();
+  auto t = truth.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < p.size(0); ++i) {
+    if (!released[i]) continue;
+    loss_sum += loss[i];
+    for (int c = 0; c < class_count; ++c) row[c] = p[i][c];
+    PatientScores& patient = patient_scores[patient_of(i)];
+    if (patient.images == 0) {
+      patient.probability_sum.assign(class_count, 0.0);
+      patient.truth = static_cast<int>(t[i]);
     }
-    // Softmax in double so that each image's probabilities sum to 1 well
-    // within AddCase's tolerance and the argmax matches the logits'.
-    torch::Tensor probabilities =
-        torch::softmax(logits.to(torch::kFloat64), 1).to(torch::kCPU);
-    torch::Tensor truth = labels.to(torch::kCPU);
-    auto p = probabilities.accessor<double, 2>();
-    auto t = truth.accessor<int64_t, 1>();
-    for (int64_t i = 0; i < p.size(0); ++i) {
-      if (!released[start + i]) continue;
-      for (int c = 0; c < class_count; ++c) row[c] = p[i][c];
-      PatientScores& patient = patient_scores[patient_of(start + i)];
-      if (patient.images == 0) {
-        patient.probability_sum.assign(class_count, 0.0);
-        patient.truth = static_cast<int>(t[i]);
-      }
-      for (int c = 0; c < class_count; ++c) {
-        patient.probability_sum[c] += row[c];
-      }
-      ++patient.images;
-      if (!AddCase(&aggregate, static_cast<int>(t[i]), row).ok()) {
-        // Only non-finite model outputs get here. Their loss is not finite
-        // either, which is how the coordinator tells the site why it
-        // refuses the report.
-        loss_sum = std::numeric_limits<double>::quiet_NaN();
-      }
+    for (int c = 0; c < class_count; ++c) {
+      patient.probability_sum[c] += row[c];
+    }
+    ++patient.images;
+    if (!AddCase(&aggregate, static_cast<int>(t[i]), row).ok()) {
+      // Only non-finite model outputs get here. Their loss is not finite
+      // either, which is how the coordinator tells the site why it refuses
+      // the report.
+      loss_sum = std::numeric_limits<double>::quiet_NaN();
     }
   }
   model.to(torch::kCPU);

@@ -68,6 +68,13 @@ struct TrainOptions {
   std::function<void(const TrainProgress&)> on_progress;
 };
 
+// The model's 4-D floating parameters and buffers (convolution weights) in
+// `format`, in place (the same tensors, so an optimiser keeps them).
+// TrainLocal uses ChannelsLast while it trains on CUDA and puts the
+// default (Contiguous) format back.
+void SetConvMemoryFormat(ImageClassifierImpl& model,
+                         torch::MemoryFormat format);
+
 // The learning rate of a round under the plan's schedule (COSINE_OVER_RUN:
 // the base rate, which the trainer decays batch by batch).
 double ScheduledLearningRate(const Plan& plan, int round);
