@@ -39,10 +39,11 @@
 // would need a synchronisation each and show "-".
 //
 // --trainer times site-agent's TrainLocal itself (augmentation STRONG, the
-// batch pipeline of batch_pipeline.h) with its pipeline on (one loader
-// thread, two batches ahead) and off (batches assembled on the training
-// thread): per step the time the step waited for its batch and the rest.
-// No reference there.
+// batch pipeline of batch_pipeline.h) over --steps batches with its
+// pipeline on (--loader-workers threads, two batches ahead) and off
+// (batches assembled on the training thread; --pipeline picks): per step
+// the time the step waited for its batch and the rest. The images are
+// random, at most 16 batches of them, repeated as epochs. No reference.
 
 #include <unistd.h>
 
@@ -96,6 +97,8 @@ struct Options {
   bool amp = false;
   std::string channels_last = "auto";
   bool trainer = false;
+  std::string pipeline = "both";
+  int loader_workers = 1;
   std::string python = "/usr/bin/python3";
   std::string reference =
       ECHOFED_SOURCE_DIR "/tests/bench/train_speed_reference.py";
@@ -499,20 +502,26 @@ void PrintRow(const Result& result, const std::string& ratio) {
 int RunTrainer(const Options& options, const torch::Device& device) {
   torch::manual_seed(1);
   echofed::ImageSet data;
-  const int64_t n = int64_t(options.batch) * options.steps;
+  // At most 16 batches of images (memory), repeated over epochs.
+  const int per_epoch = std::min(options.steps, 16);
+  const int64_t n = int64_t(options.batch) * per_epoch;
   data.images = torch::randn({n, 1, options.size, options.size});
   data.labels = torch::arange(n, torch::kInt64).remainder(kClasses);
   echofed::TrainOptions train;
   train.class_count = kClasses;
   train.batch_size = options.batch;
+  train.epochs = (options.steps + per_epoch - 1) / per_epoch;
   train.device = device;
   train.mixed_precision = options.amp;
   train.channels_last = UseChannelsLast(options, device);
-  std::printf("\n%-22s %6s %10s %16s %16s %12s\n", "TrainLocal pipeline",
+  std::printf("\n%-24s %6s %10s %16s %16s %12s\n", "TrainLocal pipeline",
               "steps", "images/s", "wait ms/step", "compute ms/step",
               "wait share");
   for (int round = 0; round < options.rounds; ++round) {
-    for (int workers : {1, 0}) {
+    std::vector<int> settings;
+    if (options.pipeline != "off") settings.push_back(options.loader_workers);
+    if (options.pipeline != "on") settings.push_back(0);
+    for (int workers : settings) {
       torch::manual_seed(1);
       absl::StatusOr<std::shared_ptr<echofed::ImageClassifierImpl>> model =
           echofed::CreateClassifier({options.model, kClasses});
@@ -526,8 +535,10 @@ int RunTrainer(const Options& options, const torch::Device& device) {
       const int64_t w = std::min<int64_t>(n, int64_t(options.batch) * 2);
       warmup.images = data.images.slice(0, 0, w);
       warmup.labels = data.labels.slice(0, 0, w);
+      echofed::TrainOptions first = train;
+      first.epochs = 1;
       absl::StatusOr<echofed::TrainResult> result =
-          echofed::TrainLocal(**model, warmup, train);
+          echofed::TrainLocal(**model, warmup, first);
       if (result.ok()) result = echofed::TrainLocal(**model, data, train);
       if (!result.ok()) {
         std::fprintf(stderr, "%s\n", result.status().ToString().c_str());
@@ -535,8 +546,11 @@ int RunTrainer(const Options& options, const torch::Device& device) {
       }
       const double steps = std::max<int64_t>(1, result->steps);
       const double wait = result->data_wait_seconds;
-      std::printf("%-22s %6lld %10.1f %16.1f %16.1f %11.0f%%\n",
-                  workers > 0 ? "on (1 loader thread)" : "off (inline)",
+      std::printf("%-24s %6lld %10.1f %16.1f %16.1f %11.0f%%\n",
+                  workers > 0 ? absl::StrFormat("on (%d loader thread%s)",
+                                                workers, workers > 1 ? "s" : "")
+                                    .c_str()
+                              : "off (inline)",
                   static_cast<long long>(result->steps),
                   result->steps * options.batch / result->train_seconds,
                   1000 * wait / steps,
@@ -588,6 +602,14 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "true", "false"}));
   app.add_flag("--trainer", options.trainer,
                "time TrainLocal with its batch pipeline on and off");
+  app.add_option("--pipeline", options.pipeline,
+                 "with --trainer: on, off or both")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"both", "on", "off"}));
+  app.add_option("--loader-workers", options.loader_workers,
+                 "with --trainer: loader threads when the pipeline is on")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--python", options.python,
                  "interpreter with torch (Debian's python3-torch)")
       ->capture_default_str();
