@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 16's GPU measurements in one run: the EXTRA of ../shared/gpu's
 # run.sh on the GPU machine (the device tool; command, carry [".gpu"],
-# timeout_s 540):
+# timeout_s 540). Usage (no options; settings in the environment):
 #
 #   STAGES=env,unpack,configure,build TARGETS=train_speed_bench \
 #     EXTRA_MIN=200 EXTRA='bash tests/bench/gpu_issue16.sh' bash .gpu/run.sh
