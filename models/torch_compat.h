@@ -14,6 +14,7 @@
 
 #include <variant>
 
+#include "ATen/Context.h"
 #include "ATen/autocast_mode.h"
 #include "c10/core/ScalarType.h"
 #include "torch/version.h"
@@ -85,6 +86,60 @@ inline void SetCudaAutocastDtype(at::ScalarType dtype) {
 
 // Drops the casts autocast cached for the current thread (same in both).
 inline void ClearAutocastCache() { at::autocast::clear_cache(); }
+
+// The global switches that make training reproducible, as one value to
+// save, set and restore. cuDNN: deterministic kernels, no benchmarking
+// (benchmarking picks the fastest kernel by timing, which can differ from
+// run to run). Deterministic algorithms: ops without a deterministic
+// implementation warn (warn_only, so that a plan never fails on an op
+// LibTorch has no deterministic version of). From 2.6 oneDNN (mkldnn) has
+// its own switch; 1.13 has none. CUDA's cuBLAS also needs
+// CUBLAS_WORKSPACE_CONFIG set before its first handle (the trainer sets it).
+struct DeterminismState {
+  bool deterministic_cudnn = false;
+  bool benchmark_cudnn = false;
+  bool deterministic_algorithms = false;
+  bool warn_only = false;
+  bool deterministic_mkldnn = false;
+};
+
+inline DeterminismState CurrentDeterminism() {
+  at::Context& context = at::globalContext();
+  DeterminismState state;
+  state.deterministic_cudnn = context.deterministicCuDNN();
+  state.benchmark_cudnn = context.benchmarkCuDNN();
+  state.deterministic_algorithms = context.deterministicAlgorithms();
+  state.warn_only = context.deterministicAlgorithmsWarnOnly();
+#if ECHOFED_TORCH_AT_LEAST(2, 6)
+  state.deterministic_mkldnn = context.deterministicMkldnn();
+#endif
+  return state;
+}
+
+inline void SetDeterminism(const DeterminismState& state) {
+  at::Context& context = at::globalContext();
+  context.setDeterministicCuDNN(state.deterministic_cudnn);
+  context.setBenchmarkCuDNN(state.benchmark_cudnn);
+  context.setDeterministicAlgorithms(state.deterministic_algorithms,
+                                     state.warn_only);
+#if ECHOFED_TORCH_AT_LEAST(2, 6)
+  context.setDeterministicMkldnn(state.deterministic_mkldnn);
+#endif
+}
+
+// What deterministic training sets (everything on, benchmarking off), and
+// what fast training sets (cuDNN benchmarking on: input sizes are fixed
+// within a run, so the timed search pays off after the first batches).
+inline DeterminismState DeterministicTraining() {
+  return {/*deterministic_cudnn=*/true, /*benchmark_cudnn=*/false,
+          /*deterministic_algorithms=*/true, /*warn_only=*/true,
+          /*deterministic_mkldnn=*/true};
+}
+inline DeterminismState FastTraining() {
+  return {/*deterministic_cudnn=*/false, /*benchmark_cudnn=*/true,
+          /*deterministic_algorithms=*/false, /*warn_only=*/false,
+          /*deterministic_mkldnn=*/false};
+}
 
 }  // namespace torch_compat
 }  // namespace echofed

@@ -1,6 +1,9 @@
 #include "site-agent/training/trainer.h"
 
+#include <stdlib.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -12,6 +15,7 @@
 #include "common/metrics.h"
 #include "common/plan_util.h"
 #include "models/torch_compat.h"
+#include "site-agent/training/batch_pipeline.h"
 
 namespace echofed {
 
@@ -68,6 +72,7 @@ TrainOptions TrainOptionsFromPlan(const Plan& plan, int round) {
   options.proximal_mu =
       plan.strategy() == Plan::FEDPROX ? plan.proximal_mu() : 0.0;
   options.seed = plan.seed() * 1000003 + static_cast<uint64_t>(round);
+  options.deterministic = plan.deterministic();
   if (plan.schedule() == Plan::COSINE_OVER_RUN && plan.rounds() > 0) {
     options.cosine_over_run = true;
     options.run_progress_begin =
@@ -92,57 +97,6 @@ torch::Tensor CoxLoss(torch::Tensor risk, torch::Tensor months,
 }
 
 namespace {
-
-// Augmentation fit for B-mode ultrasound: horizontal flips (probe
-// orientation), rotation within 10 degrees and scale within 10%, gamma and
-// gain jitter (time-gain compensation and display settings differ between
-// scanners). Intensities are handled relative to each image's black level
-// and range, so this works under every normalisation. STRONG adds a 5%
-// shift, multiplicative speckle-like noise and border replication.
-torch::Tensor Augment(torch::Tensor images, Plan::Augmentation kind) {
-  const bool strong = kind == Plan::STRONG;
-  const int64_t n = images.size(0);
-  torch::Tensor flip = torch::rand({n}) < 0.5;
-  images = torch::where(flip.view({-1, 1, 1, 1}), images.flip({3}), images);
-  torch::Tensor angle = (torch::rand({n}) - 0.5) * 2 * (10 * M_PI / 180);
-  torch::Tensor scale = 1 + (torch::rand({n}) - 0.5) * 0.2;
-  torch::Tensor shift =
-      strong ? (torch::rand({n, 2}) - 0.5) * 0.1 : torch::zeros({n, 2});
-  torch::Tensor cos = torch::cos(angle) / scale,
-                sin = torch::sin(angle) / scale;
-  torch::Tensor theta =
-      torch::stack({torch::stack({cos, -sin, shift.select(1, 0)}, 1),
-                    torch::stack({sin, cos, shift.select(1, 1)}, 1)},
-                   1);
-  namespace F = torch::nn::functional;
-  torch::Tensor grid = F::affine_grid(theta, images.sizes(), false);
-  if (strong) {
-    images = F::grid_sample(images, grid,
-                            F::GridSampleFuncOptions()
-                                .mode(torch::kBilinear)
-                                .padding_mode(torch::kBorder)
-                                .align_corners(false));
-  } else {
-    // What rotates in from outside the sector is black, as it would be.
-    torch::Tensor black = images.amin({1, 2, 3}, true);
-    images = F::grid_sample(images - black, grid,
-                            F::GridSampleFuncOptions()
-                                .mode(torch::kBilinear)
-                                .padding_mode(torch::kZeros)
-                                .align_corners(false)) +
-             black;
-  }
-  torch::Tensor low = images.amin({1, 2, 3}, true);
-  torch::Tensor high = images.amax({1, 2, 3}, true);
-  torch::Tensor range = (high - low).clamp_min(1e-6);
-  torch::Tensor unit = (images - low) / range;
-  torch::Tensor gamma = torch::exp((torch::rand({n, 1, 1, 1}) - 0.5) * 0.4);
-  unit = unit.clamp_min(0).pow(gamma);
-  if (strong) unit = unit * (1 + 0.1 * torch::randn_like(unit)).clamp_min(0);
-  torch::Tensor gain =
-      1 + (strong ? 0.2 : 0.3) * (torch::rand({n, 1, 1, 1}) - 0.5);
-  return (unit * range + low) * gain;
-}
 
 // The optimiser of the plan, with the given rate and weight decay.
 std::unique_ptr<torch::optim::Optimizer> NewOptimizer(
@@ -242,10 +196,69 @@ class AutocastScope {
   bool previous_ = false;
 };
 
-torch::Tensor SelectOrUndefined(const torch::Tensor& tensor,
-                                const torch::Tensor& index) {
-  return tensor.defined() ? tensor.index_select(0, index) : torch::Tensor();
+}  // namespace
+
+void SetConvMemoryFormat(ImageClassifierImpl& model,
+                         torch::MemoryFormat format) {
+  torch::NoGradGuard no_grad;
+  auto convert = [format](torch::Tensor tensor) {
+    if (tensor.defined() && tensor.dim() == 4 && tensor.is_floating_point() &&
+        !tensor.is_contiguous(format)) {
+      tensor.set_data(tensor.contiguous(format));
+    }
+  };
+  for (torch::Tensor& parameter : model.parameters()) convert(parameter);
+  for (torch::Tensor& buffer : model.buffers()) convert(buffer);
 }
+
+namespace {
+
+// Training's memory format for the duration of TrainLocal; the default
+// (contiguous) format again on every exit, as the exchanged state expects.
+class MemoryFormatScope {
+ public:
+  MemoryFormatScope(ImageClassifierImpl& model, bool channels_last)
+      : model_(model), channels_last_(channels_last) {
+    if (channels_last_) {
+      SetConvMemoryFormat(model_, torch::MemoryFormat::ChannelsLast);
+    }
+  }
+  ~MemoryFormatScope() {
+    if (channels_last_) {
+      SetConvMemoryFormat(model_, torch::MemoryFormat::Contiguous);
+    }
+  }
+
+ private:
+  ImageClassifierImpl& model_;
+  bool channels_last_;
+};
+
+// The determinism switches for one call; the previous ones on exit. The
+// CPU path without `deterministic` leaves them alone.
+class DeterminismScope {
+ public:
+  DeterminismScope(bool deterministic, torch::Device device)
+      : active_(deterministic || device.is_cuda()),
+        previous_(torch_compat::CurrentDeterminism()) {
+    if (!active_) return;
+    if (deterministic && device.is_cuda()) {
+      // cuBLAS reads it when it makes a handle; a handle made earlier in
+      // the process keeps its workspace (README, "GPU and performance").
+      ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+    }
+    torch_compat::SetDeterminism(deterministic
+                                     ? torch_compat::DeterministicTraining()
+                                     : torch_compat::FastTraining());
+  }
+  ~DeterminismScope() {
+    if (active_) torch_compat::SetDeterminism(previous_);
+  }
+
+ private:
+  bool active_;
+  torch_compat::DeterminismState previous_;
+};
 
 }  // namespace
 
@@ -266,9 +279,15 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
     return absl::FailedPreconditionError(
         "the plan's model reads clinical data, and none was loaded");
   }
+  // The model's own randomness (dropout) draws from the global generator on
+  // this thread; the batches draw from their own (batch_pipeline.h).
   torch::manual_seed(options.seed);
+  DeterminismScope determinism(options.deterministic, options.device);
   model.to(options.device);
   model.train();
+  const bool channels_last =
+      options.channels_last.value_or(options.device.is_cuda());
+  MemoryFormatScope memory_format(model, channels_last);
 
   // Inverse-frequency class weights; classes absent here get weight 0 so
   // they neither help nor hurt.
@@ -286,6 +305,7 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
     if (absl::Status status = RestoreOptimizerState(*options.optimizer_state,
                                                     options.device, *optimizer);
         !status.ok()) {
+      model.to(torch::kCPU);
       return status;
     }
   }
@@ -297,90 +317,140 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
   }
   const bool autocast = options.mixed_precision && options.device.is_cuda();
 
-  const int64_t n = data.size();
-  const int64_t batch = std::max<int64_t>(1, options.batch_size);
-  const int batches = static_cast<int>((n + batch - 1) / batch);
-  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
-    torch::Tensor order = torch::randperm(n, torch::kInt64);
-    double loss_sum = 0;
-    int64_t seen = 0;
-    for (int b = 0; b < batches; ++b) {
-      torch::Tensor index =
-          order.slice(0, b * batch, std::min(n, (b + 1) * batch));
-      // BatchNorm needs two samples; a lone trailing image is skipped.
-      if (index.size(0) < 2) continue;
-      if (options.cosine_over_run) {
-        const double within = ((epoch - 1) * batches + b) /
-                              static_cast<double>(options.epochs * batches);
-        const double progress = std::clamp(
-            options.run_progress_begin +
-                (options.run_progress_end - options.run_progress_begin) *
-                    within,
-            0.0, 1.0);
-        SetLearningRate(*optimizer,
-                        0.5 * options.learning_rate *
-                            (1 + std::cos(3.14159265358979323846 * progress)));
-      }
-      torch::Tensor images = data.images.index_select(0, index);
-      if (options.augment) images = Augment(images, options.augmentation);
-      auto to_device = [&](const torch::Tensor& tensor) {
-        return tensor.defined() ? tensor.to(options.device) : tensor;
-      };
-      images = to_device(images);
-      torch::Tensor labels = to_device(data.labels.index_select(0, index));
-      torch::Tensor clinical =
-          to_device(SelectOrUndefined(data.clinical, index));
-      optimizer->zero_grad();
-      ModelOutputs outputs;
-      {
-        AutocastScope scope(autocast);
-        outputs = model.Predict(images, clinical);
-      }
-      torch::Tensor loss =
-          SubtypeLoss(outputs.subtype.to(torch::kFloat32), labels, weights,
-                      options.loss, options.focal_gamma);
-      for (const auto& [head, output] : outputs.heads) {
-        torch::Tensor prediction = output.to(torch::kFloat32);
-        if (head == Plan::PROGNOSIS) {
-          torch::Tensor months =
-              to_device(data.survival_months.index_select(0, index));
-          torch::Tensor event =
-              to_device(data.survival_event.index_select(0, index));
-          torch::Tensor known = ~torch::isnan(months) & ~torch::isnan(event);
-          loss = loss + CoxLoss(prediction.index({known}),
-                                months.index({known}), event.index({known}));
-        } else {
-          auto targets = data.binary_targets.find(head);
-          if (targets == data.binary_targets.end()) continue;
-          loss = loss + MaskedBinaryLoss(
-                            prediction,
-                            to_device(targets->second.index_select(0, index)));
-        }
-      }
-      if (!start.empty()) {
-        torch::Tensor proximal = torch::zeros({}, loss.options());
-        std::vector<torch::Tensor> parameters = model.parameters();
-        for (size_t p = 0; p < parameters.size(); ++p) {
-          proximal = proximal + (parameters[p] - start[p]).pow(2).sum();
-        }
-        loss = loss + 0.5 * options.proximal_mu * proximal;
-      }
-      loss.backward();
-      optimizer->step();
-      double value = loss.item<double>();
-      if (!std::isfinite(value)) {
-        return absl::InternalError(
-            "training diverged (loss is not finite); lower the learning rate");
-      }
-      loss_sum += value * images.size(0);
-      seen += images.size(0);
-      if (options.on_progress) {
-        options.on_progress(TrainProgress{epoch, options.epochs, b + 1, batches,
-                                          loss_sum / seen, seen});
+  int batches = 0;
+  std::vector<BatchSpec> specs = PlanBatches(
+      data.size(), options.batch_size, options.epochs, options.seed, &batches);
+  BatchAssembly assembly;
+  assembly.augment = options.augment;
+  assembly.augmentation = options.augmentation;
+  assembly.pin_memory = options.device.is_cuda();
+  BatchPipelineOptions pipeline_options;
+  pipeline_options.workers = options.loader_workers;
+  pipeline_options.depth = options.loader_depth;
+  BatchPipeline pipeline(
+      std::move(specs),
+      [&data, assembly](const BatchSpec& spec) {
+        return AssembleBatch(data, spec, assembly);
+      },
+      pipeline_options);
+
+  // A step's loss is read (a device synchronisation on CUDA) only after
+  // the next step has been queued, so that the device always has work.
+  struct PendingLoss {
+    torch::Tensor loss;
+    int epoch = 0;
+    int index = 0;
+    int64_t size = 0;
+  };
+  std::optional<PendingLoss> pending;
+  int accounted_epoch = 0;
+  double loss_sum = 0;
+  int64_t seen = 0;
+  auto account = [&](const PendingLoss& step) -> absl::Status {
+    const double value = step.loss.item<double>();
+    if (!std::isfinite(value)) {
+      return absl::InternalError(
+          "training diverged (loss is not finite); lower the learning rate");
+    }
+    if (step.epoch != accounted_epoch) {
+      accounted_epoch = step.epoch;
+      loss_sum = 0;
+      seen = 0;
+    }
+    loss_sum += value * step.size;
+    seen += step.size;
+    result.mean_loss = loss_sum / seen;
+    if (options.on_progress) {
+      options.on_progress(TrainProgress{step.epoch, options.epochs,
+                                        step.index + 1, batches,
+                                        loss_sum / seen, seen});
+    }
+    return absl::OkStatus();
+  };
+  auto to_device = [&](const torch::Tensor& tensor) {
+    return tensor.defined() ? tensor.to(options.device, /*non_blocking=*/true)
+                            : tensor;
+  };
+
+  const auto loop_start = std::chrono::steady_clock::now();
+  for (;;) {
+    absl::StatusOr<std::optional<TrainBatch>> next = pipeline.Next();
+    if (!next.ok()) {
+      model.to(torch::kCPU);
+      return next.status();
+    }
+    if (!next->has_value()) break;
+    TrainBatch& batch = **next;
+    if (options.cosine_over_run) {
+      const double within = ((batch.epoch - 1) * batches + batch.index) /
+                            static_cast<double>(options.epochs * batches);
+      const double progress = std::clamp(
+          options.run_progress_begin +
+              (options.run_progress_end - options.run_progress_begin) * within,
+          0.0, 1.0);
+      SetLearningRate(*optimizer,
+                      0.5 * options.learning_rate *
+                          (1 + std::cos(3.14159265358979323846 * progress)));
+    }
+    torch::Tensor images = to_device(batch.images);
+    if (channels_last) {
+      images = images.contiguous(torch::MemoryFormat::ChannelsLast);
+    }
+    torch::Tensor labels = to_device(batch.labels);
+    torch::Tensor clinical = to_device(batch.clinical);
+    optimizer->zero_grad();
+    ModelOutputs outputs;
+    {
+      AutocastScope scope(autocast);
+      outputs = model.Predict(images, clinical);
+    }
+    torch::Tensor loss =
+        SubtypeLoss(outputs.subtype.to(torch::kFloat32), labels, weights,
+                    options.loss, options.focal_gamma);
+    for (const auto& [head, output] : outputs.heads) {
+      torch::Tensor prediction = output.to(torch::kFloat32);
+      if (head == Plan::PROGNOSIS) {
+        torch::Tensor months = to_device(batch.survival_months);
+        torch::Tensor event = to_device(batch.survival_event);
+        torch::Tensor known = ~torch::isnan(months) & ~torch::isnan(event);
+        loss = loss + CoxLoss(prediction.index({known}), months.index({known}),
+                              event.index({known}));
+      } else {
+        auto targets = batch.binary_targets.find(head);
+        if (targets == batch.binary_targets.end()) continue;
+        loss = loss + MaskedBinaryLoss(prediction, to_device(targets->second));
       }
     }
-    result.mean_loss = seen > 0 ? loss_sum / seen : 0;
+    if (!start.empty()) {
+      torch::Tensor proximal = torch::zeros({}, loss.options());
+      std::vector<torch::Tensor> parameters = model.parameters();
+      for (size_t p = 0; p < parameters.size(); ++p) {
+        proximal = proximal + (parameters[p] - start[p]).pow(2).sum();
+      }
+      loss = loss + 0.5 * options.proximal_mu * proximal;
+    }
+    loss.backward();
+    optimizer->step();
+    ++result.steps;
+    if (pending) {
+      if (absl::Status status = account(*pending); !status.ok()) {
+        model.to(torch::kCPU);
+        return status;
+      }
+    }
+    pending =
+        PendingLoss{loss.detach(), batch.epoch, batch.index, batch.size()};
   }
+  if (pending) {
+    if (absl::Status status = account(*pending); !status.ok()) {
+      model.to(torch::kCPU);
+      return status;
+    }
+  }
+  result.train_seconds = std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - loop_start)
+                             .count();
+  result.data_wait_seconds = pipeline.wait_seconds();
   if (options.optimizer_state != nullptr) {
     *options.optimizer_state = SaveOptimizerState(*optimizer);
   }
@@ -494,56 +564,60 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
   };
   std::map<std::string, PatientScores> patient_scores;
   std::map<int, std::vector<torch::Tensor>> head_outputs;
+  // Batches run back to back on the device; only the outputs (a few
+  // numbers per image) come back, once, at the end: no synchronisation per
+  // batch.
   const int64_t batch = 64;
+  std::vector<torch::Tensor> logit_pieces;
   for (int64_t start = 0; start < data.size(); start += batch) {
     int64_t end = std::min(data.size(), start + batch);
     torch::Tensor images = data.images.slice(0, start, end).to(options.device);
-    torch::Tensor labels = data.labels.slice(0, start, end).to(options.device);
     torch::Tensor clinical =
         data.clinical.defined()
             ? data.clinical.slice(0, start, end).to(options.device)
             : torch::Tensor();
     ModelOutputs outputs = model.Predict(images, clinical);
-    torch::Tensor logits = outputs.subtype.to(torch::kFloat32);
+    logit_pieces.push_back(outputs.subtype.to(torch::kFloat32));
     for (const auto& [head, output] : outputs.heads) {
-      head_outputs[head].push_back(output.to(torch::kCPU, torch::kFloat64));
+      head_outputs[head].push_back(output.to(torch::kFloat64));
     }
-    // Per image, so that withheld classes stay out of the loss as well.
-    torch::Tensor losses =
-        torch::nn::functional::cross_entropy(
-            logits, labels,
-            torch::nn::functional::CrossEntropyFuncOptions().reduction(
-                torch::kNone))
-            .to(torch::kCPU, torch::kFloat64);
-    auto loss = losses.accessor<double, 1>();
-    for (int64_t i = 0; i < loss.size(0); ++i) {
-      if (released[start + i]) loss_sum += loss[i];
+  }
+  torch::Tensor logits = torch::cat(logit_pieces).to(torch::kCPU);
+  for (auto& [head, pieces] : head_outputs) {
+    pieces = {torch::cat(pieces).to(torch::kCPU)};
+  }
+  torch::Tensor truth = data.labels.to(torch::kCPU);
+  // Per image, so that withheld classes stay out of the loss as well.
+  torch::Tensor losses =
+      torch::nn::functional::cross_entropy(
+          logits, truth,
+          torch::nn::functional::CrossEntropyFuncOptions().reduction(
+              torch::kNone))
+          .to(torch::kFloat64);
+  auto loss = losses.accessor<double, 1>();
+  // Softmax in double so that each image's probabilities sum to 1 well
+  // within AddCase's tolerance and the argmax matches the logits'.
+  torch::Tensor probabilities = torch::softmax(logits.to(torch::kFloat64), 1);
+  auto p = probabilities.accessor<double, 2>();
+  auto t = truth.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < p.size(0); ++i) {
+    if (!released[i]) continue;
+    loss_sum += loss[i];
+    for (int c = 0; c < class_count; ++c) row[c] = p[i][c];
+    PatientScores& patient = patient_scores[patient_of(i)];
+    if (patient.images == 0) {
+      patient.probability_sum.assign(class_count, 0.0);
+      patient.truth = static_cast<int>(t[i]);
     }
-    // Softmax in double so that each image's probabilities sum to 1 well
-    // within AddCase's tolerance and the argmax matches the logits'.
-    torch::Tensor probabilities =
-        torch::softmax(logits.to(torch::kFloat64), 1).to(torch::kCPU);
-    torch::Tensor truth = labels.to(torch::kCPU);
-    auto p = probabilities.accessor<double, 2>();
-    auto t = truth.accessor<int64_t, 1>();
-    for (int64_t i = 0; i < p.size(0); ++i) {
-      if (!released[start + i]) continue;
-      for (int c = 0; c < class_count; ++c) row[c] = p[i][c];
-      PatientScores& patient = patient_scores[patient_of(start + i)];
-      if (patient.images == 0) {
-        patient.probability_sum.assign(class_count, 0.0);
-        patient.truth = static_cast<int>(t[i]);
-      }
-      for (int c = 0; c < class_count; ++c) {
-        patient.probability_sum[c] += row[c];
-      }
-      ++patient.images;
-      if (!AddCase(&aggregate, static_cast<int>(t[i]), row).ok()) {
-        // Only non-finite model outputs get here. Their loss is not finite
-        // either, which is how the coordinator tells the site why it
-        // refuses the report.
-        loss_sum = std::numeric_limits<double>::quiet_NaN();
-      }
+    for (int c = 0; c < class_count; ++c) {
+      patient.probability_sum[c] += row[c];
+    }
+    ++patient.images;
+    if (!AddCase(&aggregate, static_cast<int>(t[i]), row).ok()) {
+      // Only non-finite model outputs get here. Their loss is not finite
+      // either, which is how the coordinator tells the site why it refuses
+      // the report.
+      loss_sum = std::numeric_limits<double>::quiet_NaN();
     }
   }
   model.to(torch::kCPU);

@@ -2,6 +2,7 @@
 #define ECHOFED_SITE_AGENT_TRAINING_TRAINER_H_
 
 #include <functional>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "models/classifier.h"
@@ -47,8 +48,32 @@ struct TrainOptions {
   double proximal_mu = 0;
   // bfloat16 autocast on CUDA (no effect on CPU).
   bool mixed_precision = true;
+  // Batch assembly (index gather, augmentation, collation, pinned memory
+  // for CUDA) on this many worker threads, at most loader_depth batches
+  // ahead of the training step; 0: on the training thread, in turn. The
+  // batches are the same either way (batch_pipeline.h).
+  int loader_workers = 1;
+  int loader_depth = 2;
+  // The channels_last memory format for the model's 4-D weights and the
+  // images during training (the weights are back in the default format
+  // when TrainLocal returns). Unset: on for CUDA (cuDNN's NHWC kernels),
+  // off for CPU, where it was measured not to help (README, "GPU and
+  // performance").
+  std::optional<bool> channels_last;
+  // Reproducible training (plan.deterministic): cuDNN's deterministic
+  // kernels without benchmarking, deterministic algorithms (warn-only) and
+  // cuBLAS's fixed workspace; off: cuDNN benchmarking on CUDA. The global
+  // switches are restored when TrainLocal returns.
+  bool deterministic = false;
   std::function<void(const TrainProgress&)> on_progress;
 };
+
+// The model's 4-D floating parameters and buffers (convolution weights) in
+// `format`, in place (the same tensors, so an optimiser keeps them).
+// TrainLocal uses ChannelsLast while it trains on CUDA and puts the
+// default (Contiguous) format back.
+void SetConvMemoryFormat(ImageClassifierImpl& model,
+                         torch::MemoryFormat format);
 
 // The learning rate of a round under the plan's schedule (COSINE_OVER_RUN:
 // the base rate, which the trainer decays batch by batch).
@@ -62,6 +87,12 @@ TrainOptions TrainOptionsFromPlan(const Plan& plan, int round);
 struct TrainResult {
   double mean_loss = 0;     // over the last epoch
   int64_t num_samples = 0;  // training images (the FedAvg weight)
+  // Where the time went: training steps taken, the wall time of the
+  // training loop, and the part of it the training thread waited for its
+  // next batch (with loader_workers 0: the time it spent assembling them).
+  int64_t steps = 0;
+  double train_seconds = 0;
+  double data_wait_seconds = 0;
 };
 
 // Trains `model` in place on `data`. The subtype loss is cross-entropy (or

@@ -19,6 +19,8 @@
 //   ./build/bin/train_speed_bench [--model resnet18] [--size 224]
 //       [--batch 16] [--steps 8] [--warmup 2] [--threads 0] [--rounds 1]
 //       [--prefetch true] [--python /usr/bin/python3] [--reference PATH]
+//       [--device cpu|cuda|cuda:N|auto] [--amp] [--channels-last auto]
+//       [--trainer]
 //
 // --rounds N alternates the two sides N times and reports medians, for a
 // machine shared with other work (the load then hits both alike).
@@ -26,6 +28,22 @@
 // included); step ms is the median compute time of one step, and fwd / bwd
 // / opt ms the medians of its phases (forward + loss, backward, optimizer).
 // Exit status: 0, or 1 when a side fails or the thread counts differ.
+//
+// --device cuda[:N] runs both sides on that GPU (the reference with the
+// --python given: the GPU machine's own PyTorch), as the trainer does:
+// batches pinned by the loader thread and copied with non_blocking, the
+// model in channels_last (--channels-last auto: on CUDA only), cuDNN
+// benchmarking on, and with --amp bfloat16 autocast (ignored on CPU). The
+// device is synchronised only at the ends of the timed steps, so on CUDA
+// images/s is the measure and step ms is wall time / steps; the phases
+// would need a synchronisation each and show "-".
+//
+// --trainer times site-agent's TrainLocal itself (augmentation STRONG, the
+// batch pipeline of batch_pipeline.h) over --steps batches with its
+// pipeline on (--loader-workers threads, two batches ahead) and off
+// (batches assembled on the training thread; --pipeline picks): per step
+// the time the step waited for its batch and the rest. The images are
+// random, at most 16 batches of them, repeated as epochs. No reference.
 
 #include <unistd.h>
 
@@ -54,6 +72,8 @@
 #include "common/files.h"
 #include "common/subprocess.h"
 #include "models/classifier.h"
+#include "models/torch_compat.h"
+#include "site-agent/training/trainer.h"
 #include "torch/torch.h"
 
 #ifndef ECHOFED_SOURCE_DIR
@@ -73,6 +93,12 @@ struct Options {
   int threads = 0;  // 0: LibTorch's default
   int rounds = 1;
   bool prefetch = true;
+  std::string device = "cpu";
+  bool amp = false;
+  std::string channels_last = "auto";
+  bool trainer = false;
+  std::string pipeline = "both";
+  int loader_workers = 1;
   std::string python = "/usr/bin/python3";
   std::string reference =
       ECHOFED_SOURCE_DIR "/tests/bench/train_speed_reference.py";
@@ -105,8 +131,9 @@ double Seconds(Clock::duration duration) {
 // the same arithmetic with numpy.
 class BatchMaker {
  public:
-  BatchMaker(int size, int batch)
-      : size_(size),
+  BatchMaker(int size, int batch, bool pin = false)
+      : pin_(pin),
+        size_(size),
         batch_(batch),
         source_(static_cast<int>(std::lround(size * 1.15))) {
     std::mt19937 rng(1);
@@ -165,10 +192,17 @@ class BatchMaker {
         out[i] = (out[i] - static_cast<float>(mean)) * inverse;
       }
     }
+    // For an asynchronous copy to the GPU (a CPU-only LibTorch has no
+    // pinned memory; pin_ is only set with a CUDA device).
+    if (pin_) {
+      batch.images = batch.images.pin_memory();
+      batch.labels = batch.labels.pin_memory();
+    }
     return batch;
   }
 
  private:
+  bool pin_;
   int size_, batch_, source_;
   std::vector<std::vector<uint8_t>> pool_;
   std::vector<int> i0_, i1_;
@@ -227,7 +261,32 @@ double Median(std::vector<double> values) {
   return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
-std::optional<Result> RunEchofed(const Options& options, int64_t* parameters) {
+// bfloat16 autocast on CUDA for its scope (as trainer.cc's AutocastScope).
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(bool enable) : enabled_(enable) {
+    if (!enabled_) return;
+    echofed::torch_compat::SetCudaAutocastDtype(at::kBFloat16);
+    echofed::torch_compat::SetCudaAutocastEnabled(true);
+  }
+  ~CudaAutocast() {
+    if (!enabled_) return;
+    echofed::torch_compat::SetCudaAutocastEnabled(false);
+    echofed::torch_compat::ClearAutocastCache();
+  }
+
+ private:
+  bool enabled_;
+};
+
+bool UseChannelsLast(const Options& options, const torch::Device& device) {
+  return options.channels_last == "auto" ? device.is_cuda()
+                                         : options.channels_last == "true";
+}
+
+std::optional<Result> RunEchofed(const Options& options,
+                                 const torch::Device& device,
+                                 int64_t* parameters) {
   torch::manual_seed(1);
   absl::StatusOr<std::shared_ptr<echofed::ImageClassifierImpl>> created =
       echofed::CreateClassifier({options.model, kClasses});
@@ -240,11 +299,17 @@ std::optional<Result> RunEchofed(const Options& options, int64_t* parameters) {
   for (const torch::Tensor& parameter : model.parameters()) {
     *parameters += parameter.numel();
   }
+  const bool cuda = device.is_cuda();
+  const bool channels_last = UseChannelsLast(options, device);
+  model.to(device);
+  if (channels_last) {
+    echofed::SetConvMemoryFormat(model, torch::MemoryFormat::ChannelsLast);
+  }
   model.train();
   torch::optim::SGD optimizer(
       model.parameters(),
       torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
-  BatchMaker maker(options.size, options.batch);
+  BatchMaker maker(options.size, options.batch, /*pin=*/cuda);
   const int total = options.warmup + options.steps;
   std::optional<Prefetcher> prefetcher;
   if (options.prefetch) prefetcher.emplace(&maker, total, /*depth=*/2);
@@ -254,13 +319,26 @@ std::optional<Result> RunEchofed(const Options& options, int64_t* parameters) {
   double data_wait = 0;
   Clock::time_point timed_start;
   for (int step = 0; step < total; ++step) {
-    if (step == options.warmup) timed_start = Clock::now();
+    if (step == options.warmup) {
+      if (cuda) torch::cuda::synchronize();
+      timed_start = Clock::now();
+    }
     const Clock::time_point start = Clock::now();
     Batch batch = prefetcher ? prefetcher->Next() : maker.Make();
     const Clock::time_point fetched = Clock::now();
+    torch::Tensor images = batch.images.to(device, /*non_blocking=*/true);
+    if (channels_last) {
+      images = images.contiguous(torch::MemoryFormat::ChannelsLast);
+    }
+    torch::Tensor labels = batch.labels.to(device, /*non_blocking=*/true);
     optimizer.zero_grad();
+    torch::Tensor logits;
+    {
+      CudaAutocast autocast(cuda && options.amp);
+      logits = model.forward(images);
+    }
     torch::Tensor loss = torch::nn::functional::cross_entropy(
-        model.forward(batch.images), batch.labels);
+        logits.to(torch::kFloat32), labels);
     const Clock::time_point forwarded = Clock::now();
     loss.backward();
     const Clock::time_point backwarded = Clock::now();
@@ -274,6 +352,7 @@ std::optional<Result> RunEchofed(const Options& options, int64_t* parameters) {
       optimizer_seconds.push_back(Seconds(done - backwarded));
     }
   }
+  if (cuda) torch::cuda::synchronize();
   const double wall = Seconds(Clock::now() - timed_start);
   Result result;
   result.implementation = "echofed (LibTorch " TORCH_VERSION ")";
@@ -284,6 +363,11 @@ std::optional<Result> RunEchofed(const Options& options, int64_t* parameters) {
   result.forward_ms = 1000 * Median(forward_seconds);
   result.backward_ms = 1000 * Median(backward_seconds);
   result.optimizer_ms = 1000 * Median(optimizer_seconds);
+  if (cuda) {
+    // Without a synchronisation per phase these would be launch times.
+    result.step_ms_median = 1000 * wall / options.steps;
+    result.forward_ms = result.backward_ms = result.optimizer_ms = 0;
+  }
   return result;
 }
 
@@ -314,7 +398,8 @@ std::string JsonString(const std::string& json, const std::string& key) {
 
 enum class ReferenceOutcome { kRan, kSkipped, kFailed };
 
-ReferenceOutcome RunReference(const Options& options, int threads,
+ReferenceOutcome RunReference(const Options& options,
+                              const torch::Device& device, int threads,
                               int64_t parameters, Result* result) {
   if (::access(options.python.c_str(), X_OK) != 0) {
     std::printf("PyTorch reference skipped: no %s\n", options.python.c_str());
@@ -338,6 +423,10 @@ ReferenceOutcome RunReference(const Options& options, int threads,
       "--threads",       std::to_string(threads),
       "--expect-params", std::to_string(parameters)};
   if (!options.prefetch) argv.push_back("--no-prefetch");
+  argv.insert(argv.end(),
+              {"--device", device.str(), "--channels-last",
+               UseChannelsLast(options, device) ? "true" : "false"});
+  if (options.amp && device.is_cuda()) argv.push_back("--amp");
   absl::StatusOr<echofed::Subprocess> child =
       echofed::Subprocess::Start(argv, log);
   std::optional<int> exit_code;
@@ -395,11 +484,82 @@ Result MedianResult(const std::vector<Result>& runs) {
 }
 
 void PrintRow(const Result& result, const std::string& ratio) {
-  std::printf("%-30s %8d %10.1f %14.1f %14.3f %8s   %7.1f %7.1f %7.1f\n",
+  auto phase = [&result](double ms) {
+    return result.forward_ms + result.backward_ms + result.optimizer_ms > 0
+               ? absl::StrFormat("%7.1f", ms)
+               : absl::StrFormat("%7s", "-");
+  };
+  std::printf("%-30s %8d %10.1f %14.1f %14.3f %8s   %s %s %s\n",
               result.implementation.c_str(), result.threads,
               result.images_per_s, result.step_ms_median, result.data_wait_s,
-              ratio.c_str(), result.forward_ms, result.backward_ms,
-              result.optimizer_ms);
+              ratio.c_str(), phase(result.forward_ms).c_str(),
+              phase(result.backward_ms).c_str(),
+              phase(result.optimizer_ms).c_str());
+}
+
+// TrainLocal on `steps` batches of random images, with the batch pipeline
+// on (one loader thread) and off; --rounds alternates them.
+int RunTrainer(const Options& options, const torch::Device& device) {
+  torch::manual_seed(1);
+  echofed::ImageSet data;
+  // At most 16 batches of images (memory), repeated over epochs.
+  const int per_epoch = std::min(options.steps, 16);
+  const int64_t n = int64_t(options.batch) * per_epoch;
+  data.images = torch::randn({n, 1, options.size, options.size});
+  data.labels = torch::arange(n, torch::kInt64).remainder(kClasses);
+  echofed::TrainOptions train;
+  train.class_count = kClasses;
+  train.batch_size = options.batch;
+  train.epochs = (options.steps + per_epoch - 1) / per_epoch;
+  train.device = device;
+  train.mixed_precision = options.amp;
+  train.channels_last = UseChannelsLast(options, device);
+  std::printf("\n%-24s %6s %10s %16s %16s %12s\n", "TrainLocal pipeline",
+              "steps", "images/s", "wait ms/step", "compute ms/step",
+              "wait share");
+  for (int round = 0; round < options.rounds; ++round) {
+    std::vector<int> settings;
+    if (options.pipeline != "off") settings.push_back(options.loader_workers);
+    if (options.pipeline != "on") settings.push_back(0);
+    for (int workers : settings) {
+      torch::manual_seed(1);
+      absl::StatusOr<std::shared_ptr<echofed::ImageClassifierImpl>> model =
+          echofed::CreateClassifier({options.model, kClasses});
+      if (!model.ok()) {
+        std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
+        return 1;
+      }
+      train.loader_workers = workers;
+      // The first batches (allocator, cuDNN's search) on a small warm-up.
+      echofed::ImageSet warmup;
+      const int64_t w = std::min<int64_t>(n, int64_t(options.batch) * 2);
+      warmup.images = data.images.slice(0, 0, w);
+      warmup.labels = data.labels.slice(0, 0, w);
+      echofed::TrainOptions first = train;
+      first.epochs = 1;
+      absl::StatusOr<echofed::TrainResult> result =
+          echofed::TrainLocal(**model, warmup, first);
+      if (result.ok()) result = echofed::TrainLocal(**model, data, train);
+      if (!result.ok()) {
+        std::fprintf(stderr, "%s\n", result.status().ToString().c_str());
+        return 1;
+      }
+      const double steps = std::max<int64_t>(1, result->steps);
+      const double wait = result->data_wait_seconds;
+      std::printf("%-24s %6lld %10.1f %16.1f %16.1f %11.0f%%\n",
+                  workers > 0 ? absl::StrFormat("on (%d loader thread%s)",
+                                                workers, workers > 1 ? "s" : "")
+                                    .c_str()
+                              : "off (inline)",
+                  static_cast<long long>(result->steps),
+                  result->steps * options.batch / result->train_seconds,
+                  1000 * wait / steps,
+                  1000 * (result->train_seconds - wait) / steps,
+                  100 * wait / result->train_seconds);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
 }
 
 }  // namespace
@@ -432,6 +592,24 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch", options.prefetch,
                  "prepare batches on a background thread")
       ->capture_default_str();
+  app.add_option("--device", options.device, "cpu, cuda, cuda:N or auto")
+      ->capture_default_str();
+  app.add_flag("--amp", options.amp,
+               "bfloat16 autocast on CUDA (ignored on CPU)");
+  app.add_option("--channels-last", options.channels_last,
+                 "channels_last model and images (auto: on CUDA only)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "true", "false"}));
+  app.add_flag("--trainer", options.trainer,
+               "time TrainLocal with its batch pipeline on and off");
+  app.add_option("--pipeline", options.pipeline,
+                 "with --trainer: on, off or both")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"both", "on", "off"}));
+  app.add_option("--loader-workers", options.loader_workers,
+                 "with --trainer: loader threads when the pipeline is on")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--python", options.python,
                  "interpreter with torch (Debian's python3-torch)")
       ->capture_default_str();
@@ -441,13 +619,29 @@ int main(int argc, char** argv) {
 
   if (options.threads > 0) at::set_num_threads(options.threads);
   const int threads = at::get_num_threads();
+  absl::StatusOr<torch::Device> device = echofed::ResolveDevice(options.device);
+  if (!device.ok()) {
+    std::fprintf(stderr, "%s\n", device.status().ToString().c_str());
+    return 1;
+  }
+  if (device->is_cuda()) {
+    echofed::torch_compat::SetDeterminism(
+        echofed::torch_compat::FastTraining());
+  }
   std::printf(
       "model %s, %dx%d, 1 channel, batch %d, %d warm-up + %d timed steps, "
-      "%d intra-op thread(s), data %s\n",
+      "%d intra-op thread(s), data %s\n"
+      "device %s, %s, channels_last %s\n",
       options.model.c_str(), options.size, options.size, options.batch,
       options.warmup, options.steps, threads,
-      options.prefetch ? "prefetched on a background thread" : "inline");
+      options.prefetch ? "prefetched on a background thread" : "inline",
+      device->str().c_str(),
+      device->is_cuda()
+          ? (options.amp ? "bfloat16 autocast" : "float32")
+          : (options.amp ? "float32 (--amp is ignored on CPU)" : "float32"),
+      UseChannelsLast(options, *device) ? "on" : "off");
   std::fflush(stdout);
+  if (options.trainer) return RunTrainer(options, *device);
 
   // Sides alternate, so that a load that comes and goes on a shared machine
   // hits both alike; each figure is the median over the rounds.
@@ -455,12 +649,12 @@ int main(int argc, char** argv) {
   int64_t parameters = 0;
   ReferenceOutcome outcome = ReferenceOutcome::kRan;
   for (int round = 0; round < options.rounds; ++round) {
-    std::optional<Result> result = RunEchofed(options, &parameters);
+    std::optional<Result> result = RunEchofed(options, *device, &parameters);
     if (!result) return 1;
     echofed_runs.push_back(*result);
     if (outcome != ReferenceOutcome::kRan) continue;
     Result reference;
-    outcome = RunReference(options, threads, parameters, &reference);
+    outcome = RunReference(options, *device, threads, parameters, &reference);
     if (outcome == ReferenceOutcome::kFailed) return 1;
     if (outcome == ReferenceOutcome::kRan) reference_runs.push_back(reference);
   }

@@ -3,7 +3,8 @@
 
 Usage (train_speed_bench runs it; by hand for a look):
   train_speed_reference.py --model resnet18 --size 224 --batch 16 \
-      --steps 8 --warmup 2 --threads 1 [--expect-params N] [--no-prefetch]
+      --steps 8 --warmup 2 --threads 1 [--expect-params N] [--no-prefetch] \
+      [--device cuda] [--amp] [--channels-last true|false]
 
 The model is echofed's ResNet classifier (models/resnet.h, classifier.cc)
 written in plain PyTorch with echofed's attribute names, so that an echofed
@@ -18,11 +19,20 @@ resizes bilinearly (numpy, one thread), standardises each image and queues
 the batch (two batches ahead). The step: forward, cross-entropy, backward,
 SGD (lr 0.01, momentum 0.9, weight decay 1e-4, as site-agent/training/trainer.cc).
 
+On CUDA (--device cuda[:N]) as echofed's side: batches pinned by the loader
+thread and copied with non_blocking=True, the model in channels_last unless
+--channels-last false, torch.backends.cudnn.benchmark on, and with --amp
+torch.autocast(device_type="cuda", dtype=torch.bfloat16) around the forward
+pass (--amp is ignored on CPU). The device is synchronised only at the ends
+of the timed steps; step_ms_median is then wall time / steps and the phases
+are 0 (not measured).
+
 The last line of output is "RESULT " + JSON. Exit 77 when torch cannot be
 imported (Debian: apt-get install python3-torch; run with /usr/bin/python3).
 """
 
 import argparse
+import contextlib
 import json
 import queue
 import sys
@@ -60,6 +70,14 @@ def parse_args():
                         "parameters (0: no check)")
     parser.add_argument("--no-prefetch", action="store_true",
                         help="prepare batches inline, not on a thread")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda or cuda:N (default %(default)s)")
+    parser.add_argument("--amp", action="store_true",
+                        help="bfloat16 autocast on CUDA (ignored on CPU)")
+    parser.add_argument("--channels-last", default="auto",
+                        choices=["auto", "true", "false"],
+                        help="channels_last model and images (auto: on "
+                        "CUDA only)")
     return parser.parse_args()
 
 
@@ -154,7 +172,8 @@ class ResNetClassifier(nn.Module):
 class BatchMaker:
     """Synthetic decode + preprocess, as train_speed_bench.cc does it."""
 
-    def __init__(self, size, batch, seed=1):
+    def __init__(self, size, batch, seed=1, pin=False):
+        self.pin = pin
         self.size = size
         self.batch = batch
         self.source = int(round(size * 1.15))
@@ -184,7 +203,10 @@ class BatchMaker:
             std = resized.std()
             out[b, 0] = (resized - resized.mean()) / max(std, 1e-6)
             labels[b] = index % NUM_CLASSES
-        return torch.from_numpy(out), torch.from_numpy(labels)
+        images, labels = torch.from_numpy(out), torch.from_numpy(labels)
+        if self.pin:
+            images, labels = images.pin_memory(), labels.pin_memory()
+        return images, labels
 
 
 def prefetching(maker, count, depth=2):
@@ -207,16 +229,30 @@ def inline(maker, count):
 def main(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print("ERROR: --device cuda, and this torch sees no GPU")
+        return 1
+    channels_last = (cuda if args.channels_last == "auto"
+                     else args.channels_last == "true")
+    memory_format = (torch.channels_last if channels_last
+                     else torch.contiguous_format)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
     model = ResNetClassifier(args.model)
     params = sum(p.numel() for p in model.parameters())
     if args.expect_params and params != args.expect_params:
         print(f"ERROR: reference {args.model} has {params} parameters, "
               f"echofed's {args.expect_params}: not the same architecture")
         return 1
+    model.to(device, memory_format=memory_format)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                                 weight_decay=1e-4)
-    maker = BatchMaker(args.size, args.batch)
+    maker = BatchMaker(args.size, args.batch, pin=cuda)
+    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                if cuda and args.amp else contextlib.nullcontext())
     total = args.warmup + args.steps
     source = (inline if args.no_prefetch else prefetching)(maker, total)
 
@@ -226,12 +262,19 @@ def main(args):
     timed_start = None
     for step in range(total):
         if step == args.warmup:
+            if cuda:
+                torch.cuda.synchronize(device)
             timed_start = time.perf_counter()
         start = time.perf_counter()
         images, labels = next(source)
         fetched = time.perf_counter()
+        images = images.to(device, non_blocking=True,
+                           memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(images), labels)
+        with autocast:
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
         forwarded = time.perf_counter()
         loss.backward()
         backwarded = time.perf_counter()
@@ -243,6 +286,8 @@ def main(args):
             phases["forward_ms"].append(forwarded - fetched)
             phases["backward_ms"].append(backwarded - forwarded)
             phases["optimizer_ms"].append(done - backwarded)
+    if cuda:
+        torch.cuda.synchronize(device)
     wall = time.perf_counter() - timed_start
     result = {
         "implementation": f"PyTorch {torch.__version__} (Python)",
@@ -254,7 +299,10 @@ def main(args):
         "final_loss": float(loss),
     }
     for phase, seconds in phases.items():
-        result[phase] = 1000 * float(np.median(seconds))
+        result[phase] = 0.0 if cuda else 1000 * float(np.median(seconds))
+    if cuda:
+        # Without a synchronisation per step, these are launch times.
+        result["step_ms_median"] = 1000 * wall / args.steps
     print("RESULT " + json.dumps(result))
     return 0
 

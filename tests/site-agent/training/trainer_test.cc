@@ -36,6 +36,10 @@ TEST(TrainerTest, LearnsTheSyntheticSubtypes) {
   options.epochs = 8;
   options.batch_size = 16;
   options.learning_rate = 0.02;
+  // The rate decayed to 0 by the end: at a constant rate the last batches'
+  // augmentation swings the final weights, and the loss on the plain images
+  // ranged from 29 to 165 over 14 seeds (from 53 to 67 decayed).
+  options.cosine_over_run = true;
   int progress_calls = 0;
   options.on_progress = [&](const TrainProgress&) { ++progress_calls; };
   absl::StatusOr<TrainResult> result = TrainLocal(*model, data, options);
