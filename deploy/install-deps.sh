@@ -85,5 +85,13 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Orthanc is for the tests only, which start their own on free loopback
+# ports: its package must not leave a system PACS service running (nor fail
+# the install where no init system can start one). A temporary policy-rc.d
+# tells the package scripts not to start services during this install.
+if printf '%s\n' "${missing[@]}" | grep -qx orthanc && [ ! -e /usr/sbin/policy-rc.d ]; then
+  run_as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d'
+  trap 'run_as_root rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 run_as_root apt-get update -qq
 run_as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
