@@ -280,13 +280,7 @@ absl::StatusOr<std::string> MoveDestination::Move(
         "\"c-get\")"));
   }
   DcmDataset keys;
-  keys.putAndInsertString(DCM_QueryRetrieveLevel, "IMAGE");
-  keys.putAndInsertString(DCM_StudyInstanceUID,
-                          instance.study_instance_uid.c_str());
-  keys.putAndInsertString(DCM_SeriesInstanceUID,
-                          instance.series_instance_uid.c_str());
-  keys.putAndInsertString(DCM_SOPInstanceUID,
-                          instance.sop_instance_uid.c_str());
+  SetInstanceKeys(instance, keys);
 
   T_DIMSE_Message message;
   std::memset(&message, 0, sizeof(message));

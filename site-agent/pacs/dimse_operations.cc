@@ -369,6 +369,16 @@ absl::StatusOr<std::vector<std::unique_ptr<DcmDataset>>> Find(
   return absl::FailedPreconditionError(message);
 }
 
+void SetInstanceKeys(const PacsInstance& instance, DcmDataset& keys) {
+  keys.putAndInsertString(DCM_QueryRetrieveLevel, "IMAGE");
+  keys.putAndInsertString(DCM_StudyInstanceUID,
+                          instance.study_instance_uid.c_str());
+  keys.putAndInsertString(DCM_SeriesInstanceUID,
+                          instance.series_instance_uid.c_str());
+  keys.putAndInsertString(DCM_SOPInstanceUID,
+                          instance.sop_instance_uid.c_str());
+}
+
 absl::StatusOr<std::string> Get(Association& association,
                                 const PacsInstance& instance) {
   const T_ASC_PresentationContextID context =
@@ -391,13 +401,7 @@ absl::StatusOr<std::string> Get(Association& association,
                      instance.sop_instance_uid, " by C-GET"));
   }
   DcmDataset keys;
-  keys.putAndInsertString(DCM_QueryRetrieveLevel, "IMAGE");
-  keys.putAndInsertString(DCM_StudyInstanceUID,
-                          instance.study_instance_uid.c_str());
-  keys.putAndInsertString(DCM_SeriesInstanceUID,
-                          instance.series_instance_uid.c_str());
-  keys.putAndInsertString(DCM_SOPInstanceUID,
-                          instance.sop_instance_uid.c_str());
+  SetInstanceKeys(instance, keys);
 
   T_DIMSE_Message message;
   std::memset(&message, 0, sizeof(message));

@@ -65,6 +65,9 @@ absl::Status Echo(Association& association);
 absl::StatusOr<std::vector<std::unique_ptr<DcmDataset>>> Find(
     Association& association, DcmDataset& keys, absl::string_view level);
 
+// The image-level identifier of one instance, for C-GET and C-MOVE.
+void SetInstanceKeys(const PacsInstance& instance, DcmDataset& keys);
+
 // C-GET of one instance at image level, received in memory and returned
 // as Part 10 bytes. NOT_FOUND when the PACS matched nothing, DATA_LOSS when
 // it failed to send the instance.
