@@ -40,6 +40,7 @@
 #include "site-agent/pacs/pacs_commands.h"
 #include "site-agent/pacs/pseudonym.h"
 #include "site-agent/training/dataset.h"
+#include "site-agent/training/host_allocator.h"
 #include "site-agent/training/trainer.h"
 #include "torch/torch.h"
 
@@ -498,6 +499,8 @@ int Doctor(const DoctorFlags& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before LibTorch allocates anything (host_allocator.h says why).
+  echofed::TuneHostAllocatorForTraining();
   CLI::App app{"echofed site agent"};
   app.require_subcommand(1);
 

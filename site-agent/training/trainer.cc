@@ -19,6 +19,14 @@
 
 namespace echofed {
 
+void ReleaseGradients(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (torch::Tensor& parameter : group.params()) {
+      parameter.mutable_grad().reset();
+    }
+  }
+}
+
 absl::StatusOr<torch::Device> ResolveDevice(const std::string& requested) {
   if (requested.empty() || requested == "auto") {
     return torch::cuda::is_available() ? torch::Device(torch::kCUDA)
@@ -398,7 +406,7 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
     }
     torch::Tensor labels = to_device(batch.labels);
     torch::Tensor clinical = to_device(batch.clinical);
-    optimizer->zero_grad();
+    ReleaseGradients(*optimizer);
     ModelOutputs outputs;
     {
       AutocastScope scope(autocast);
@@ -577,7 +585,21 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
             ? data.clinical.slice(0, start, end).to(options.device)
             : torch::Tensor();
     ModelOutputs outputs = model.Predict(images, clinical);
-    logit_pieces.push_back(outputs.subtype.to(torch::kFloat32));
+    if (options.test_time_flip) {
+      ModelOutputs mirrored = model.Predict(images.flip({3}), clinical);
+      // The mean of the two views' probabilities, carried on as log
+      // probabilities: softmax and cross-entropy below give that mean back.
+      outputs.subtype =
+          torch::log((torch::softmax(outputs.subtype.to(torch::kFloat64), 1) +
+                      torch::softmax(mirrored.subtype.to(torch::kFloat64), 1)) /
+                     2);
+      for (auto& [head, output] : outputs.heads) {
+        output = (output.to(torch::kFloat64) +
+                  mirrored.heads.at(head).to(torch::kFloat64)) /
+                 2;
+      }
+    }
+    logit_pieces.push_back(outputs.subtype.to(torch::kFloat64));
     for (const auto& [head, output] : outputs.heads) {
       head_outputs[head].push_back(output.to(torch::kFloat64));
     }

@@ -75,6 +75,13 @@ struct TrainOptions {
 void SetConvMemoryFormat(ImageClassifierImpl& model,
                          torch::MemoryFormat format);
 
+// Drops every parameter's gradient instead of zeroing it, before a step:
+// backward then stores fresh gradients rather than adding them to zeroed
+// buffers, one fill and one read of every gradient less per step (the
+// default of PyTorch 2.x's zero_grad; LibTorch 1.13's only zeroes).
+// Optimisers skip parameters without a gradient.
+void ReleaseGradients(torch::optim::Optimizer& optimizer);
+
 // The learning rate of a round under the plan's schedule (COSINE_OVER_RUN:
 // the base rate, which the trainer decays batch by batch).
 double ScheduledLearningRate(const Plan& plan, int round);
@@ -124,6 +131,13 @@ struct EvaluationOptions {
   // negative patients, or a survival head with fewer patients, events or
   // censored patients, is suppressed.
   int min_cell_count = 1;
+  // Test-time horizontal flip (plan.test_time_flip): each image is scored
+  // with the mean of its own and its mirror image's class probabilities
+  // (the extra heads: the mean of their two outputs). A mirrored B-mode
+  // image is as plausible as the original (training flips it too), and the
+  // mean is less sensitive to one view's noise; it costs a second forward
+  // pass.
+  bool test_time_flip = false;
 };
 struct LocalEvaluation {
   EvalAggregate subtype;

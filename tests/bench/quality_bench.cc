@@ -42,6 +42,7 @@
 #include "models/state_exchange.h"
 #include "site-agent/data/cohort.h"
 #include "site-agent/training/dataset.h"
+#include "site-agent/training/host_allocator.h"
 #include "site-agent/training/trainer.h"
 
 namespace echofed {
@@ -83,6 +84,9 @@ struct Settings {
   int threads = 0;
   std::string label;
   std::string device = "cpu";
+  // Test-time horizontal flip at evaluation: "off", "on", or "both" (each
+  // trained model evaluated both ways: paired rows, "<config> +flip").
+  std::string test_time_flip = "off";
 };
 
 const std::vector<std::string> kClasses = {"benign", "malignant", "normal"};
@@ -218,30 +222,44 @@ struct SetScores {
   EvalAggregate images, patients;
 };
 
+// One trained model's scores, per way of evaluating it (index: test-time
+// flip off, on).
 struct Scores {
-  SetScores internal, external;
+  SetScores internal[2], external[2];
   double seconds = 0;
 };
 
+// The evaluations --test-time-flip asks for: {false}, {true} or both.
+std::vector<bool> FlipModes(const Settings& settings) {
+  if (settings.test_time_flip == "both") return {false, true};
+  return {settings.test_time_flip == "on"};
+}
+
 void Evaluate(ImageClassifierImpl& model, const ImageSet& data, EvalSplit split,
-              torch::Device device, SetScores* into) {
-  EvaluationOptions options;
-  options.class_count = 3;
-  options.split = split;
-  options.device = device;
-  LocalEvaluation evaluation = EvaluateModel(model, data, options);
-  if (into->images.class_count() == 0) {
-    into->images = evaluation.subtype;
-    into->patients = evaluation.patient_subtype;
-    return;
+              torch::Device device, const std::vector<bool>& flip_modes,
+              SetScores* into) {
+  for (bool flip : flip_modes) {
+    EvaluationOptions options;
+    options.class_count = 3;
+    options.split = split;
+    options.device = device;
+    options.test_time_flip = flip;
+    LocalEvaluation evaluation = EvaluateModel(model, data, options);
+    SetScores& set = into[flip ? 1 : 0];
+    if (set.images.class_count() == 0) {
+      set.images = evaluation.subtype;
+      set.patients = evaluation.patient_subtype;
+      continue;
+    }
+    AddAggregate(evaluation.subtype, &set.images).IgnoreError();
+    AddAggregate(evaluation.patient_subtype, &set.patients).IgnoreError();
   }
-  AddAggregate(evaluation.subtype, &into->images).IgnoreError();
-  AddAggregate(evaluation.patient_subtype, &into->patients).IgnoreError();
 }
 
 // A model trained on `train` alone for rounds x epochs, with the same
 // schedule (and optimiser kept across rounds as the plan says).
 absl::StatusOr<Scores> TrainAlone(const Plan& plan, torch::Device device,
+                                  const std::vector<bool>& flip_modes,
                                   const ImageSet& train,
                                   const std::vector<SiteData>& sites,
                                   const SiteData& external) {
@@ -257,17 +275,18 @@ absl::StatusOr<Scores> TrainAlone(const Plan& plan, torch::Device device,
   }
   Scores scores;
   for (const SiteData& site : sites) {
-    Evaluate(*model, site.validation, INTERNAL_VALIDATION, device,
-             &scores.internal);
+    Evaluate(*model, site.validation, INTERNAL_VALIDATION, device, flip_modes,
+             scores.internal);
   }
-  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, device,
-           &scores.external);
+  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, device, flip_modes,
+           scores.external);
   scores.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return scores;
 }
 
 absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
                                 torch::Device device,
+                                const std::vector<bool>& flip_modes,
                                 const std::vector<SiteData>& sites,
                                 const SiteData& external) {
   absl::Time start = absl::Now();
@@ -349,11 +368,11 @@ absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
       return status;
     }
     Evaluate(*model, sites[s].validation, INTERNAL_VALIDATION, device,
-             &scores.internal);
+             flip_modes, scores.internal);
   }
   if (absl::Status status = load_global(0, false); !status.ok()) return status;
-  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, device,
-           &scores.external);
+  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, device, flip_modes,
+           scores.external);
   std::filesystem::remove_all(dir);
   scores.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return scores;
@@ -363,13 +382,15 @@ absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
 constexpr int kColumns = 7;
 using Values = std::array<double, kColumns>;
 
-Values Columns(const Scores& scores) {
-  return {Summarize(scores.internal.images).macro_auc,
-          Summarize(scores.internal.patients).macro_auc,
-          Summarize(scores.external.images).macro_auc,
-          Summarize(scores.external.patients).macro_auc,
-          100 * Accuracy(scores.external.images),
-          MacroF1(scores.external.images),
+Values Columns(const Scores& scores, bool flip) {
+  const SetScores& internal = scores.internal[flip ? 1 : 0];
+  const SetScores& external = scores.external[flip ? 1 : 0];
+  return {Summarize(internal.images).macro_auc,
+          Summarize(internal.patients).macro_auc,
+          Summarize(external.images).macro_auc,
+          Summarize(external.patients).macro_auc,
+          100 * Accuracy(external.images),
+          MacroF1(external.images),
           scores.seconds};
 }
 
@@ -501,7 +522,13 @@ int Main(int argc, char** argv) {
                  "intra-op threads (default: every core)");
   app.add_option("--device", settings.device,
                  "cpu (default), cuda, cuda:N or auto");
+  app.add_option("--test-time-flip", settings.test_time_flip,
+                 "score each image with the mean of it and its mirror: on, "
+                 "off, or both (every model evaluated both ways, paired "
+                 "rows '<config> +flip')")
+      ->check(CLI::IsMember({"on", "off", "both"}));
   CLI11_PARSE(app, argc, argv);
+  TuneHostAllocatorForTraining();  // as the agent does
   absl::StatusOr<torch::Device> device = ResolveDevice(settings.device);
   if (!device.ok()) {
     std::fprintf(stderr, "%s\n",
@@ -559,12 +586,13 @@ int Main(int argc, char** argv) {
   std::printf(
       "model %s, %dx%d, %d rounds x %d local epochs, batch %d, AdamW lr %g "
       "wd %g, schedule %s, normalisation %s, augmentation %s, optimiser "
-      "state %s, %d threads, %s\n\n",
+      "state %s, test-time flip %s, %d threads, %s\n\n",
       settings.model.c_str(), settings.size, settings.size, settings.rounds,
       settings.epochs, settings.batch, settings.learning_rate,
       settings.weight_decay, settings.schedule.c_str(),
       settings.normalization.c_str(), settings.augmentation.c_str(),
-      settings.keep_optimizer ? "kept" : "reset", at::get_num_threads(),
+      settings.keep_optimizer ? "kept" : "reset",
+      settings.test_time_flip.c_str(), at::get_num_threads(),
       device->str().c_str());
   std::printf(
       "| training | seeds | internal AUC | internal patient AUC | site-d AUC "
@@ -578,13 +606,15 @@ int Main(int argc, char** argv) {
       settings.label.empty() ? "" : absl::StrCat(settings.label, " ");
   for (absl::string_view config : absl::StrSplit(settings.configs, ',')) {
     std::string name(config);
-    std::vector<Values> per_seed;
+    const std::vector<bool> flip_modes = FlipModes(settings);
+    // Per evaluation mode (flip_modes), one row of values per seed.
+    std::vector<std::vector<Values>> per_seed(flip_modes.size());
     for (int k = 0; k < settings.seeds; ++k) {
       const uint64_t seed = settings.seed + static_cast<uint64_t>(k);
       absl::StatusOr<Scores> scores;
       if (name == "central") {
         scores = TrainAlone(RecipePlan(settings, Plan::FEDAVG, seed), *device,
-                            central, sites, *external);
+                            flip_modes, central, sites, *external);
       } else if (name.rfind("site-", 0) == 0) {
         auto site =
             std::find_if(sites.begin(), sites.end(),
@@ -594,7 +624,7 @@ int Main(int argc, char** argv) {
           return 2;
         }
         scores = TrainAlone(RecipePlan(settings, Plan::FEDAVG, seed), *device,
-                            site->train, sites, *external);
+                            flip_modes, site->train, sites, *external);
       } else {
         Plan::Strategy strategy;
         // "<strategy>+half": float16 on the wire (plan wire_precision HALF).
@@ -611,18 +641,28 @@ int Main(int argc, char** argv) {
           return 2;
         }
         scores = Federate(RecipePlan(settings, strategy, seed), wire, *device,
-                          sites, *external);
+                          flip_modes, sites, *external);
       }
       if (!scores.ok()) {
         std::fprintf(stderr, "%s: %s\n", name.c_str(),
                      std::string(scores.status().message()).c_str());
         return 1;
       }
-      per_seed.push_back(Columns(*scores));
-      std::fprintf(stderr, "  %s seed %llu: site-d AUC %.3f\n", name.c_str(),
-                   static_cast<unsigned long long>(seed), per_seed.back()[2]);
+      for (size_t m = 0; m < flip_modes.size(); ++m) {
+        per_seed[m].push_back(Columns(*scores, flip_modes[m]));
+        std::fprintf(stderr, "  %s%s seed %llu: site-d AUC %.3f\n",
+                     name.c_str(), flip_modes[m] ? " +flip" : "",
+                     static_cast<unsigned long long>(seed),
+                     per_seed[m].back()[2]);
+      }
     }
-    std::printf("%s\n", Row(prefix + name, per_seed).c_str());
+    for (size_t m = 0; m < flip_modes.size(); ++m) {
+      // Only "both" names the mode: its rows are otherwise alike.
+      const char* suffix =
+          flip_modes.size() > 1 && flip_modes[m] ? " +flip" : "";
+      std::printf("%s\n",
+                  Row(absl::StrCat(prefix, name, suffix), per_seed[m]).c_str());
+    }
     std::fflush(stdout);
   }
   // The reference beside it, from its own results (never re-implemented).

@@ -73,6 +73,7 @@
 #include "common/subprocess.h"
 #include "models/classifier.h"
 #include "models/torch_compat.h"
+#include "site-agent/training/host_allocator.h"
 #include "site-agent/training/trainer.h"
 #include "torch/torch.h"
 
@@ -99,6 +100,8 @@ struct Options {
   bool trainer = false;
   std::string pipeline = "both";
   int loader_workers = 1;
+  // echofed's side with the agent's allocator settings (host_allocator.h).
+  bool tune_allocator = true;
   std::string python = "/usr/bin/python3";
   std::string reference =
       ECHOFED_SOURCE_DIR "/tests/bench/train_speed_reference.py";
@@ -331,7 +334,7 @@ std::optional<Result> RunEchofed(const Options& options,
       images = images.contiguous(torch::MemoryFormat::ChannelsLast);
     }
     torch::Tensor labels = batch.labels.to(device, /*non_blocking=*/true);
-    optimizer.zero_grad();
+    echofed::ReleaseGradients(optimizer);
     torch::Tensor logits;
     {
       CudaAutocast autocast(cuda && options.amp);
@@ -610,6 +613,10 @@ int main(int argc, char** argv) {
                  "with --trainer: loader threads when the pipeline is on")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
+  app.add_option("--tune-allocator", options.tune_allocator,
+                 "echofed's side with the agent's glibc allocator settings "
+                 "(1/0; the PyTorch side keeps Python's)")
+      ->capture_default_str();
   app.add_option("--python", options.python,
                  "interpreter with torch (Debian's python3-torch)")
       ->capture_default_str();
@@ -617,6 +624,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
+  // As the agent does at start; the reference runs in its own process.
+  const bool tuned =
+      options.tune_allocator && echofed::TuneHostAllocatorForTraining();
   if (options.threads > 0) at::set_num_threads(options.threads);
   const int threads = at::get_num_threads();
   absl::StatusOr<torch::Device> device = echofed::ResolveDevice(options.device);
@@ -631,7 +641,7 @@ int main(int argc, char** argv) {
   std::printf(
       "model %s, %dx%d, 1 channel, batch %d, %d warm-up + %d timed steps, "
       "%d intra-op thread(s), data %s\n"
-      "device %s, %s, channels_last %s\n",
+      "device %s, %s, channels_last %s, echofed allocator %s\n",
       options.model.c_str(), options.size, options.size, options.batch,
       options.warmup, options.steps, threads,
       options.prefetch ? "prefetched on a background thread" : "inline",
@@ -639,7 +649,8 @@ int main(int argc, char** argv) {
       device->is_cuda()
           ? (options.amp ? "bfloat16 autocast" : "float32")
           : (options.amp ? "float32 (--amp is ignored on CPU)" : "float32"),
-      UseChannelsLast(options, *device) ? "on" : "off");
+      UseChannelsLast(options, *device) ? "on" : "off",
+      tuned ? "tuned (host_allocator.h)" : "glibc defaults");
   std::fflush(stdout);
   if (options.trainer) return RunTrainer(options, *device);
 

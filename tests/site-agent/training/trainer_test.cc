@@ -1,5 +1,7 @@
 #include "site-agent/training/trainer.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "common/metrics.h"
 #include "common/plan_util.h"
@@ -475,6 +477,80 @@ TEST(TrainerTest, MildAugmentationKeepsShapeAndFiniteValues) {
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_TRUE(std::isfinite(result->mean_loss));
   }
+}
+
+TEST(TrainerTest, TestTimeFlipScoresTheMeanOfImageAndMirror) {
+  auto model = LinearProblem::NewModel();
+  ImageSet data;
+  torch::manual_seed(5);
+  data.images = torch::randn({6, 1, 8, 8});
+  data.labels = torch::tensor({0, 1, 2, 0, 1, 2}, torch::kInt64);
+  data.patient_ids = {"a", "b", "c", "d", "e", "f"};
+  EvaluationOptions options;
+  options.test_time_flip = true;
+  LocalEvaluation flipped = EvaluateModel(*model, data, options);
+  options.test_time_flip = false;
+  LocalEvaluation plain = EvaluateModel(*model, data, options);
+
+  torch::NoGradGuard no_grad;
+  model->eval();
+  torch::Tensor direct = torch::softmax(model->forward(data.images), 1);
+  torch::Tensor mirror =
+      torch::softmax(model->forward(data.images.flip({3})), 1);
+  torch::Tensor mean = ((direct + mirror) / 2).to(torch::kFloat64);
+  double expected_loss = 0;
+  std::vector<int64_t> expected_confusion(9, 0);
+  for (int64_t i = 0; i < 6; ++i) {
+    const int64_t truth = data.labels[i].item<int64_t>();
+    expected_loss -= std::log(mean[i][truth].item<double>());
+    ++expected_confusion[truth * 3 + mean[i].argmax().item<int64_t>()];
+  }
+  EXPECT_NEAR(flipped.subtype.loss_sum(), expected_loss, 1e-5);
+  for (int cell = 0; cell < 9; ++cell) {
+    EXPECT_EQ(flipped.subtype.confusion(cell), expected_confusion[cell])
+        << cell;
+  }
+  // The mirror changes this model's scores (the check above is not the
+  // plain evaluation again).
+  EXPECT_GT(std::abs(flipped.subtype.loss_sum() - plain.subtype.loss_sum()),
+            1e-4);
+
+  // An image that is its own mirror scores as without the flip.
+  data.images = (data.images + data.images.flip({3})) / 2;
+  options.test_time_flip = true;
+  flipped = EvaluateModel(*model, data, options);
+  options.test_time_flip = false;
+  plain = EvaluateModel(*model, data, options);
+  EXPECT_NEAR(flipped.subtype.loss_sum(), plain.subtype.loss_sum(), 1e-5);
+}
+
+TEST(TrainerTest, ReleasedGradientsTakeTheSameStepsAsZeroedOnes) {
+  // SGD with momentum and weight decay over three steps: gradients dropped
+  // before each step (ReleaseGradients) or zeroed (zero_grad) give the
+  // same weights, and none are kept after release.
+  LinearProblem problem;
+  auto zeroed = LinearProblem::NewModel();
+  auto released = LinearProblem::NewModel();
+  auto options =
+      torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(1e-4);
+  torch::optim::SGD zeroed_optimizer(zeroed->parameters(), options);
+  torch::optim::SGD released_optimizer(released->parameters(), options);
+  for (int step = 0; step < 3; ++step) {
+    zeroed_optimizer.zero_grad();
+    torch::nn::functional::cross_entropy(zeroed->forward(problem.data.images),
+                                         problem.data.labels)
+        .backward();
+    zeroed_optimizer.step();
+    ReleaseGradients(released_optimizer);
+    for (const torch::Tensor& parameter : released->parameters()) {
+      EXPECT_FALSE(parameter.grad().defined());
+    }
+    torch::nn::functional::cross_entropy(released->forward(problem.data.images),
+                                         problem.data.labels)
+        .backward();
+    released_optimizer.step();
+  }
+  EXPECT_TRUE(torch::equal(Flat(*zeroed), Flat(*released)));
 }
 
 TEST(TrainerTest, PatientLevelAggregateScoresThePatientsMeanProbability) {
