@@ -9,6 +9,11 @@ namespace echofed {
 // Fills unset fields with the documented defaults (see deploy/plans/).
 void ApplyPlanDefaults(Plan* plan);
 
+// Whether validation and diagnosis score images with the test-time flip:
+// the plan's test_time_flip, by default on exactly when training augments
+// (and so flips) images.
+bool UsesTestTimeFlip(const Plan& plan);
+
 // The weight decay of a trainer when the plan names none: 1e-2 for AdamW
 // (decoupled), 1e-4 for SGD and Adam (L2).
 double DefaultWeightDecay(Plan::Trainer trainer);

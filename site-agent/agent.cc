@@ -623,6 +623,7 @@ absl::Status Agent::Evaluate(const Task& task) {
   evaluation_options.class_count = run.plan.class_names_size();
   evaluation_options.split = split;
   evaluation_options.device = device_;
+  evaluation_options.test_time_flip = UsesTestTimeFlip(run.plan);
   // The site's floor holds whatever the plan says.
   const int min_cell_count =
       std::max(options_.min_cell_count, run.plan.min_cell_count());

@@ -365,8 +365,10 @@ DoctorCheck EstimateRoundTime(const Plan& given_plan,
     double forward_seconds = absl::ToDoubleSeconds(absl::Now() - eval_start);
     int64_t train_batches = (data.train_images + batch - 1) / batch;
     int64_t eval_batches = (data.validation_images + batch - 1) / batch;
+    // The test-time flip scores every validation batch twice.
+    const int eval_passes = UsesTestTimeFlip(plan) ? 2 : 1;
     double round_seconds = plan.local_epochs() * train_batches * step_seconds +
-                           eval_batches * forward_seconds;
+                           eval_passes * eval_batches * forward_seconds;
     std::string detail = absl::StrFormat(
         "about %s per round (estimate: %d epoch(s) x %d batches at %.2f s "
         "plus %d evaluation batches; %s, %d px, batch %d on %s, timed over %d "

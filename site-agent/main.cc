@@ -499,7 +499,8 @@ int Doctor(const DoctorFlags& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Before LibTorch allocates anything (host_allocator.h says why).
+  // First thing: the settings hold for every allocation after this call
+  // (host_allocator.h says why).
   echofed::TuneHostAllocatorForTraining();
   CLI::App app{"echofed site agent"};
   app.require_subcommand(1);

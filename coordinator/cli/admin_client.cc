@@ -229,9 +229,24 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
                                         "site", "set", "images", "accuracy",
                                         "macro-F1", "loss", "AUC (95% CI)"));
   EvalAggregate internal, external;
+  // The study's unit of analysis: one case per patient (a patient's mean
+  // image probability), pooled the same way; sites whose agents report no
+  // patient-level aggregate are left out of it and counted.
+  EvalAggregate internal_patients, external_patients;
+  int without_patient_level = 0;
   for (const SiteEvaluation& evaluation : round.evaluations()) {
     const EvalAggregate& a = evaluation.aggregate();
     bool is_internal = a.split() == INTERNAL_VALIDATION;
+    if (!a.suppressed()) {
+      if (evaluation.has_patient_aggregate() &&
+          !evaluation.patient_aggregate().suppressed()) {
+        AddAggregate(evaluation.patient_aggregate(),
+                     is_internal ? &internal_patients : &external_patients)
+            .IgnoreError();
+      } else if (!evaluation.has_patient_aggregate()) {
+        ++without_patient_level;
+      }
+    }
     if (a.suppressed()) {
       absl::StrAppend(
           &out, absl::StrFormat("  %-16s %-9s  suppressed: fewer patients than "
@@ -258,6 +273,23 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
                         pooled->num_images(), Percent(Accuracy(*pooled)),
                         Percent(MacroF1(*pooled)), MeanLoss(*pooled),
                         MacroAuc(*pooled)));
+  }
+  for (const auto& [name, pooled] :
+       {std::pair<const char*, EvalAggregate*>{"internal", &internal_patients},
+        {"external", &external_patients}}) {
+    if (pooled->num_images() == 0) continue;
+    absl::StrAppend(
+        &out,
+        absl::StrFormat("  %-16s %-9s %7d %9s %9s %8s  %s\n", "POOLED patients",
+                        name, pooled->num_images(), Percent(Accuracy(*pooled)),
+                        Percent(MacroF1(*pooled)), "", MacroAuc(*pooled)));
+  }
+  if (without_patient_level > 0 &&
+      internal_patients.num_images() + external_patients.num_images() > 0) {
+    absl::StrAppend(&out,
+                    absl::StrFormat("  (patient rows leave out %d site set(s) "
+                                    "whose agents report images only)\n",
+                                    without_patient_level));
   }
   absl::StrAppend(&out, FormatHeads(plan, round));
   return out;

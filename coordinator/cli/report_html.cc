@@ -21,6 +21,7 @@
 #include "common/dp_accountant.h"
 #include "common/html.h"
 #include "common/metrics.h"
+#include "common/plan_util.h"
 #include "coordinator/cli/report_format.h"
 #include "coordinator/cli/report_html_results.h"
 #include "coordinator/cli/report_model.h"
@@ -415,7 +416,13 @@ std::string RenderHtml(const Report& report) {
       "metrics are those of the pooled cases (counts exactly; score-based "
       "metrics to the 1/1000 binning), not an average of site metrics. The "
       "model outputs class probabilities; the predicted class is the most "
-      "probable. Subtype metrics are given at two units of analysis: "
+      "probable. ",
+      UsesTestTimeFlip(report.status->plan())
+          ? "Each image's probabilities are the mean of the model's "
+            "probabilities for the image and for its mirror image (the "
+            "plan's test-time flip). "
+          : "",
+      "Subtype metrics are given at two units of analysis: "
       "image-level, each image one case (patients are counted beside "
       "them), and, where the sites sent it, patient-level (mean probability "
       "over a patient's images), each patient one case scored with the mean "

@@ -412,6 +412,23 @@ absl::StatusOr<DiagnosticReport> DiagnosticModel::Diagnose(
   try {
     torch::Tensor images = set.images.to(device_);
     torch::Tensor clinical_input = clinical.to(device_);
+    // The plan's test-time flip, as validation scored the model: the mean
+    // of each image's and its mirror's probabilities (heads: outputs).
+    auto average_with_mirror = [&] {
+      if (!UsesTestTimeFlip(plan_)) return;
+      torch::NoGradGuard no_grad;
+      ModelOutputs mirrored = model_->Predict(images.flip({3}), clinical_input);
+      probabilities =
+          (probabilities +
+           torch::softmax(mirrored.subtype.to(torch::kCPU, torch::kFloat64),
+                          1)) /
+          2;
+      for (auto& [head, value] : heads) {
+        value =
+            (value + mirrored.heads.at(head).to(torch::kCPU, torch::kFloat64)) /
+            2;
+      }
+    };
     if (options.saliency) {
       torch::AutoGradMode enable_grad(true);
       auto [map, outputs] =
@@ -421,7 +438,10 @@ absl::StatusOr<DiagnosticReport> DiagnosticModel::Diagnose(
       for (auto& [head, value] : outputs.heads) {
         heads[head] = value.detach().to(torch::kCPU, torch::kFloat64);
       }
+      average_with_mirror();
       if (map.defined() && map.requires_grad()) {
+        // The class the report predicts; the map itself is of the image as
+        // shown, not of its mirror.
         const int64_t predicted =
             probabilities.mean(0).argmax().item<int64_t>();
         // Each image's logit depends only on its own feature map (eval
@@ -440,6 +460,7 @@ absl::StatusOr<DiagnosticReport> DiagnosticModel::Diagnose(
       for (auto& [head, value] : outputs.heads) {
         heads[head] = value.to(torch::kCPU, torch::kFloat64);
       }
+      average_with_mirror();
     }
   } catch (const c10::Error& error) {
     return absl::InternalError(

@@ -588,11 +588,17 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
     if (options.test_time_flip) {
       ModelOutputs mirrored = model.Predict(images.flip({3}), clinical);
       // The mean of the two views' probabilities, carried on as log
-      // probabilities: softmax and cross-entropy below give that mean back.
+      // probabilities (softmax and cross-entropy below give that mean
+      // back); log-sum-exp so that a probability below double's range in
+      // both views stays finite.
       outputs.subtype =
-          torch::log((torch::softmax(outputs.subtype.to(torch::kFloat64), 1) +
-                      torch::softmax(mirrored.subtype.to(torch::kFloat64), 1)) /
-                     2);
+          torch::logsumexp(
+              torch::stack(
+                  {torch::log_softmax(outputs.subtype.to(torch::kFloat64), 1),
+                   torch::log_softmax(mirrored.subtype.to(torch::kFloat64),
+                                      1)}),
+              0) -
+          std::log(2.0);
       for (auto& [head, output] : outputs.heads) {
         output = (output.to(torch::kFloat64) +
                   mirrored.heads.at(head).to(torch::kFloat64)) /

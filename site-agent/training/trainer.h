@@ -79,7 +79,8 @@ void SetConvMemoryFormat(ImageClassifierImpl& model,
 // backward then stores fresh gradients rather than adding them to zeroed
 // buffers, one fill and one read of every gradient less per step (the
 // default of PyTorch 2.x's zero_grad; LibTorch 1.13's only zeroes).
-// Optimisers skip parameters without a gradient.
+// Optimisers skip parameters without a gradient, weight decay and momentum
+// included: a parameter the loss does not reach no longer decays.
 void ReleaseGradients(torch::optim::Optimizer& optimizer);
 
 // The learning rate of a round under the plan's schedule (COSINE_OVER_RUN:

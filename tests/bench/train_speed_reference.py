@@ -17,7 +17,9 @@ The data pipeline is the bench's: a background thread cuts each batch from a
 pool of synthetic 8-bit "decoded" images 15% larger than the model input,
 resizes bilinearly (numpy, one thread), standardises each image and queues
 the batch (two batches ahead). The step: forward, cross-entropy, backward,
-SGD (lr 0.01, momentum 0.9, weight decay 1e-4, as site-agent/training/trainer.cc).
+SGD (lr 0.01, momentum 0.9, weight decay 1e-4, as site-agent/training/trainer.cc),
+gradients released before each step (set_to_none, as echofed's
+ReleaseGradients; PyTorch 2.x's default).
 
 On CUDA (--device cuda[:N]) as echofed's side: batches pinned by the loader
 thread and copied with non_blocking=True, the model in channels_last unless
@@ -271,7 +273,7 @@ def main(args):
         images = images.to(device, non_blocking=True,
                            memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
-        optimizer.zero_grad()
+        optimizer.zero_grad(set_to_none=True)
         with autocast:
             logits = model(images)
         loss = F.cross_entropy(logits.float(), labels)

@@ -132,6 +132,29 @@ TEST(StatusViewTest, LastCommittedRoundWithItsMetrics) {
   EXPECT_TRUE(absl::StrContains(LineOf(table, "POOLED"), "85.0%")) << table;
 }
 
+TEST(StatusViewTest, PatientLevelRowsBesideTheImageRows) {
+  RunStatus run = MakeRun();
+  RoundRecord* round = run.mutable_rounds(run.rounds_size() - 1);
+  ASSERT_GT(round->evaluations_size(), 0);
+  // hospital-a's 20 images are 8 patients, 7 of them right.
+  EvalAggregate* patients =
+      round->mutable_evaluations(0)->mutable_patient_aggregate();
+  patients->set_split(INTERNAL_VALIDATION);
+  patients->set_class_count(2);
+  patients->set_num_images(8);
+  patients->set_num_patients(8);
+  for (int count : {4, 0, 1, 3}) patients->add_confusion(count);
+  const std::string table = FormatLiveStatus(run, kNow);
+  const std::string line = LineOf(table, "POOLED patients");
+  EXPECT_TRUE(absl::StrContains(line, "internal")) << table;
+  EXPECT_TRUE(absl::StrContains(line, " 8 ")) << table;
+  EXPECT_TRUE(absl::StrContains(line, "87.5%")) << table;
+  // Without it (an older agent), no patient row.
+  round->mutable_evaluations(0)->clear_patient_aggregate();
+  EXPECT_FALSE(
+      absl::StrContains(FormatLiveStatus(run, kNow), "POOLED patients"));
+}
+
 TEST(StatusViewTest, FinishedRunHasNoDeadlineAndNoRoundYet) {
   RunStatus run = MakeRun();
   run.set_state(RunStatus::STOPPED);

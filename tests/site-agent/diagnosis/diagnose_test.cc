@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <numeric>
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/files.h"
+#include "common/plan_util.h"
 #include "common/sha256.h"
 #include "common/tensor_bundle.h"
 #include "google/protobuf/struct.pb.h"
@@ -179,6 +181,54 @@ TEST_F(DiagnoseTest, OnePatientGivesEverySection) {
   EXPECT_EQ(report->provenance.model_name, "resnet_small_fusion");
   EXPECT_EQ(report->provenance.plan_name, "diagnose test plan");
   EXPECT_FALSE(report->provenance.generated_at.empty());
+}
+
+TEST_F(DiagnoseTest, TestTimeFlipFollowsThePlanWithAndWithoutSaliency) {
+  // The plan's default flips (validation scored the model that way);
+  // test_time_flip: false scores the images as shown. Saliency maps do not
+  // change the scores.
+  PatientInput patient = Patient(1, "S1P0001");
+  auto diagnose = [&](bool flip, bool saliency) {
+    Plan plan = FusionPlan(true);
+    plan.set_test_time_flip(flip);
+    auto model = DiagnosticModel::Load(dir_->Join("model.efm"), plan, {});
+    EXPECT_TRUE(model.ok()) << model.status();
+    DiagnoseOptions options;
+    options.saliency = saliency;
+    auto report = (*model)->Diagnose(patient, options);
+    EXPECT_TRUE(report.ok()) << report.status();
+    return report->images;
+  };
+  auto flipped = diagnose(true, true);
+  auto flipped_plain = diagnose(true, false);
+  auto unflipped = diagnose(false, false);
+  auto unflipped_saliency = diagnose(false, true);
+  ASSERT_EQ(flipped.size(), patient.images.size());
+  double largest_change = 0;
+  for (size_t i = 0; i < flipped.size(); ++i) {
+    for (size_t c = 0; c < 3; ++c) {
+      EXPECT_NEAR(flipped[i].subtype_probabilities[c],
+                  flipped_plain[i].subtype_probabilities[c], 1e-9);
+      EXPECT_NEAR(unflipped[i].subtype_probabilities[c],
+                  unflipped_saliency[i].subtype_probabilities[c], 1e-9);
+      largest_change = std::max(
+          largest_change, std::abs(flipped[i].subtype_probabilities[c] -
+                                   unflipped[i].subtype_probabilities[c]));
+    }
+  }
+  EXPECT_GT(largest_change, 1e-6);
+  Plan defaults = FusionPlan(true);
+  ApplyPlanDefaults(&defaults);
+  EXPECT_TRUE(defaults.test_time_flip());
+  // Without augmentation the model never saw a mirror image: no flip
+  // unless the plan asks for it.
+  Plan unaugmented = FusionPlan(true);
+  unaugmented.set_augment(false);
+  EXPECT_FALSE(UsesTestTimeFlip(unaugmented));
+  ApplyPlanDefaults(&unaugmented);
+  EXPECT_FALSE(unaugmented.test_time_flip());
+  unaugmented.set_test_time_flip(true);
+  EXPECT_TRUE(UsesTestTimeFlip(unaugmented));
 }
 
 TEST_F(DiagnoseTest, WritesJsonAndSelfContainedHtml) {
