@@ -52,18 +52,38 @@ std::string Percent(double value) {
   return std::isnan(value) ? "n/a" : absl::StrFormat("%.1f%%", 100 * value);
 }
 
-// Pooled accuracy of a round's evaluations over one validation set; NaN
-// when no site reported (or all suppressed) for it.
+// Pooled accuracy of a round's evaluations over one validation set, image-
+// or patient-level (the sites' patient aggregates: one case per patient);
+// NaN when no site reported (or all suppressed) for it. `cases`: images or
+// patients pooled.
 double PooledAccuracy(const RoundRecord& round, EvalSplit split,
-                      int64_t* images) {
+                      bool patient_level, int64_t* cases) {
   EvalAggregate pooled;
   for (const SiteEvaluation& evaluation : round.evaluations()) {
-    const EvalAggregate& aggregate = evaluation.aggregate();
-    if (aggregate.split() != split || aggregate.suppressed()) continue;
+    if (patient_level && !evaluation.has_patient_aggregate()) continue;
+    const EvalAggregate& aggregate =
+        patient_level ? evaluation.patient_aggregate() : evaluation.aggregate();
+    if (evaluation.aggregate().split() != split || aggregate.suppressed()) {
+      continue;
+    }
     AddAggregate(aggregate, &pooled).IgnoreError();  // checked on arrival
   }
-  *images = pooled.num_images();
+  *cases = pooled.num_images();
   return pooled.num_images() == 0 ? NAN : Accuracy(pooled);
+}
+
+// "87.5% (32 images); patients 88.9% (27)", or "not evaluated".
+std::string AccuracyCell(const RoundRecord& round, EvalSplit split) {
+  int64_t images = 0, patients = 0;
+  const double by_image = PooledAccuracy(round, split, false, &images);
+  const double by_patient = PooledAccuracy(round, split, true, &patients);
+  if (images == 0) return "not evaluated";
+  std::string cell = absl::StrCat(Percent(by_image), " (", images, " images)");
+  if (patients > 0) {
+    absl::StrAppend(&cell, "; patients ", Percent(by_patient), " (", patients,
+                    ")");
+  }
+  return cell;
 }
 
 const char kStyle[] = R"css(
@@ -182,11 +202,6 @@ void AppendLatestRun(const RunStatus& run, absl::Time now, std::string* out) {
       "<th>internal accuracy</th><th>external accuracy</th></tr>\n");
   for (const RoundRecord& round : run.rounds()) {
     if (round.round() == 0) continue;  // the initial weights, not trained
-    int64_t internal_images = 0, external_images = 0;
-    double internal =
-        PooledAccuracy(round, INTERNAL_VALIDATION, &internal_images);
-    double external =
-        PooledAccuracy(round, EXTERNAL_VALIDATION, &external_images);
     absl::StrAppend(
         out, "<tr class=\"round\"><td class=\"num\">", round.round(),
         "</td><td>",
@@ -194,14 +209,8 @@ void AppendLatestRun(const RunStatus& run, absl::Time now, std::string* out) {
         "</td><td>", HtmlEscape(absl::StrJoin(round.contributors(), ", ")),
         "</td><td class=\"num\">",
         absl::StrFormat("%.4f", round.mean_train_loss()),
-        "</td><td class=\"num\">",
-        internal_images == 0 ? std::string("not evaluated")
-                             : absl::StrCat(Percent(internal), " (",
-                                            internal_images, " images)"),
-        "</td><td class=\"num\">",
-        external_images == 0 ? std::string("not evaluated")
-                             : absl::StrCat(Percent(external), " (",
-                                            external_images, " images)"),
+        "</td><td class=\"num\">", AccuracyCell(round, INTERNAL_VALIDATION),
+        "</td><td class=\"num\">", AccuracyCell(round, EXTERNAL_VALIDATION),
         "</td></tr>\n");
   }
   absl::StrAppend(out, "</table>\n");

@@ -91,6 +91,9 @@ StatusSnapshot MakeSnapshot(Telemetry& telemetry) {
   SiteEvaluation* evaluation = first->add_evaluations();
   evaluation->set_site("hospital-a");
   *evaluation->mutable_aggregate() = Evaluated(INTERNAL_VALIDATION, 30, 10);
+  // The same set as 16 patients, 14 of them right.
+  *evaluation->mutable_patient_aggregate() =
+      Evaluated(INTERNAL_VALIDATION, 14, 2);
   snapshot.latest = run;
 
   RunStatus older;
@@ -463,7 +466,8 @@ TEST(StatusPageTest, ShowsRunRoundAndSiteStates) {
       << page;
   EXPECT_TRUE(absl::StrContains(page, "not joined"));
   // Round 1: hospital-a's internal validation, 30 of 40 right.
-  EXPECT_TRUE(absl::StrContains(page, "75.0% (40 images)"));
+  EXPECT_TRUE(absl::StrContains(page, "75.0% (40 images); patients 87.5% (16)"))
+      << page;
   EXPECT_TRUE(absl::StrContains(page, "hospital-a, hospital-b"));
   EXPECT_TRUE(absl::StrContains(page, "updates refused: invalid_argument"));
   EXPECT_TRUE(absl::StrContains(
