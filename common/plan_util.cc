@@ -59,9 +59,7 @@ void ApplyPlanDefaults(Plan* plan) {
     plan->set_weight_decay(DefaultWeightDecay(plan->trainer()));
   }
   if (!plan->has_keep_optimizer_state()) plan->set_keep_optimizer_state(true);
-  if (!plan->has_test_time_flip()) {
-    plan->set_test_time_flip(UsesTestTimeFlip(*plan));
-  }
+  if (!plan->has_test_time_flip()) plan->set_test_time_flip(false);
   if (plan->frame_step() == 0) plan->set_frame_step(1);
   if (plan->heads_size() == 0) plan->add_heads(Plan::SUBTYPE);
   if (plan->wire_precision() == Plan::WIRE_PRECISION_UNSPECIFIED) {
@@ -73,10 +71,7 @@ void ApplyPlanDefaults(Plan* plan) {
   }
 }
 
-bool UsesTestTimeFlip(const Plan& plan) {
-  if (plan.has_test_time_flip()) return plan.test_time_flip();
-  return !plan.has_augment() || plan.augment();
-}
+bool UsesTestTimeFlip(const Plan& plan) { return plan.test_time_flip(); }
 
 absl::Status ValidatePlan(const Plan& plan) {
   auto bad = [](absl::string_view field, absl::string_view why) {

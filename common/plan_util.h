@@ -9,9 +9,8 @@ namespace echofed {
 // Fills unset fields with the documented defaults (see deploy/plans/).
 void ApplyPlanDefaults(Plan* plan);
 
-// Whether validation and diagnosis score images with the test-time flip:
-// the plan's test_time_flip, by default on exactly when training augments
-// (and so flips) images.
+// Whether validation and diagnosis score images with the test-time flip
+// (the plan's test_time_flip; default off).
 bool UsesTestTimeFlip(const Plan& plan);
 
 // The weight decay of a trainer when the plan names none: 1e-2 for AdamW

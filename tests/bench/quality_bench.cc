@@ -86,7 +86,7 @@ struct Settings {
   std::string device = "cpu";
   // Test-time horizontal flip at evaluation: "off", "on", or "both" (each
   // trained model evaluated both ways: paired rows, "<config> +flip").
-  std::string test_time_flip = "on";  // the plan's default
+  std::string test_time_flip = "off";  // the plan's default
 };
 
 const std::vector<std::string> kClasses = {"benign", "malignant", "normal"};
@@ -525,7 +525,7 @@ int Main(int argc, char** argv) {
   app.add_option("--test-time-flip", settings.test_time_flip,
                  "score each image with the mean of it and its mirror: on, "
                  "off, or both (every model evaluated both ways, paired "
-                 "rows '<config> +flip'); default on, as the plan's")
+                 "rows '<config> +flip'); default off, as the plan's")
       ->check(CLI::IsMember({"on", "off", "both"}));
   CLI11_PARSE(app, argc, argv);
   TuneHostAllocatorForTraining();  // as the agent does
