@@ -15,6 +15,8 @@
 //
 //   ./build/bin/quality_bench                      # README's table
 //   ./build/bin/quality_bench --rounds 2 --epochs 1  # quick look
+//   ./build/bin/quality_bench --test-time-flip both  # each model scored
+//       with and without the test-time flip: paired rows
 
 #include <array>
 #include <cmath>
