@@ -237,16 +237,6 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
   for (const SiteEvaluation& evaluation : round.evaluations()) {
     const EvalAggregate& a = evaluation.aggregate();
     bool is_internal = a.split() == INTERNAL_VALIDATION;
-    if (!a.suppressed()) {
-      if (evaluation.has_patient_aggregate() &&
-          !evaluation.patient_aggregate().suppressed()) {
-        AddAggregate(evaluation.patient_aggregate(),
-                     is_internal ? &internal_patients : &external_patients)
-            .IgnoreError();
-      } else if (!evaluation.has_patient_aggregate()) {
-        ++without_patient_level;
-      }
-    }
     if (a.suppressed()) {
       absl::StrAppend(
           &out, absl::StrFormat("  %-16s %-9s  suppressed: fewer patients than "
@@ -256,6 +246,13 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
       continue;
     }
     AddAggregate(a, is_internal ? &internal : &external).IgnoreError();
+    if (!evaluation.has_patient_aggregate()) {
+      ++without_patient_level;
+    } else if (!evaluation.patient_aggregate().suppressed()) {
+      AddAggregate(evaluation.patient_aggregate(),
+                   is_internal ? &internal_patients : &external_patients)
+          .IgnoreError();
+    }
     absl::StrAppend(
         &out, absl::StrFormat("  %-16s %-9s %7d %9s %9s %8.4f  %s\n",
                               evaluation.site(),
@@ -263,26 +260,28 @@ std::string FormatRound(const RunStatus& status, const RoundRecord& round) {
                               a.num_images(), Percent(Accuracy(a)),
                               Percent(MacroF1(a)), MeanLoss(a), MacroAuc(a)));
   }
-  for (const auto& [name, pooled] :
-       {std::pair<const char*, EvalAggregate*>{"internal", &internal},
-        {"external", &external}}) {
-    if (pooled->num_images() == 0) continue;
+  // Pooled rows: images, then patients (no loss: it is a per-image sum).
+  struct PooledRow {
+    const char* label;
+    const char* set;
+    const EvalAggregate* pooled;
+    bool with_loss;
+  };
+  for (const PooledRow& row :
+       {PooledRow{"POOLED", "internal", &internal, true},
+        PooledRow{"POOLED", "external", &external, true},
+        PooledRow{"POOLED patients", "internal", &internal_patients, false},
+        PooledRow{"POOLED patients", "external", &external_patients, false}}) {
+    const EvalAggregate& pooled = *row.pooled;
+    if (pooled.num_images() == 0) continue;
     absl::StrAppend(
         &out,
-        absl::StrFormat("  %-16s %-9s %7d %9s %9s %8.4f  %s\n", "POOLED", name,
-                        pooled->num_images(), Percent(Accuracy(*pooled)),
-                        Percent(MacroF1(*pooled)), MeanLoss(*pooled),
-                        MacroAuc(*pooled)));
-  }
-  for (const auto& [name, pooled] :
-       {std::pair<const char*, EvalAggregate*>{"internal", &internal_patients},
-        {"external", &external_patients}}) {
-    if (pooled->num_images() == 0) continue;
-    absl::StrAppend(
-        &out,
-        absl::StrFormat("  %-16s %-9s %7d %9s %9s %8s  %s\n", "POOLED patients",
-                        name, pooled->num_images(), Percent(Accuracy(*pooled)),
-                        Percent(MacroF1(*pooled)), "", MacroAuc(*pooled)));
+        absl::StrFormat(
+            "  %-16s %-9s %7d %9s %9s %8s  %s\n", row.label, row.set,
+            pooled.num_images(), Percent(Accuracy(pooled)),
+            Percent(MacroF1(pooled)),
+            row.with_loss ? absl::StrFormat("%.4f", MeanLoss(pooled)) : "",
+            MacroAuc(pooled)));
   }
   if (without_patient_level > 0 &&
       internal_patients.num_images() + external_patients.num_images() > 0) {

@@ -27,6 +27,7 @@
 #include "site-agent/data/image_io.h"
 #include "site-agent/diagnosis/inrg_risk.h"
 #include "site-agent/training/dataset.h"
+#include "site-agent/training/trainer.h"
 
 namespace echofed {
 namespace {
@@ -412,33 +413,24 @@ absl::StatusOr<DiagnosticReport> DiagnosticModel::Diagnose(
   try {
     torch::Tensor images = set.images.to(device_);
     torch::Tensor clinical_input = clinical.to(device_);
-    // The plan's test-time flip, as validation scored the model: the mean
-    // of each image's and its mirror's probabilities (heads: outputs).
-    auto average_with_mirror = [&] {
-      if (!UsesTestTimeFlip(plan_)) return;
-      torch::NoGradGuard no_grad;
-      ModelOutputs mirrored = model_->Predict(images.flip({3}), clinical_input);
-      probabilities =
-          (probabilities +
-           torch::softmax(mirrored.subtype.to(torch::kCPU, torch::kFloat64),
-                          1)) /
-          2;
-      for (auto& [head, value] : heads) {
-        value =
-            (value + mirrored.heads.at(head).to(torch::kCPU, torch::kFloat64)) /
-            2;
+    // Probabilities and head outputs on the CPU, with the plan's test-time
+    // flip as validation scored the model.
+    auto take_scores = [&](const ModelOutputs& outputs) {
+      const ModelOutputs scored =
+          UsesTestTimeFlip(plan_)
+              ? AverageWithMirror(*model_, outputs, images, clinical_input)
+              : outputs;
+      probabilities = torch::softmax(
+          scored.subtype.detach().to(torch::kCPU, torch::kFloat64), 1);
+      for (const auto& [head, value] : scored.heads) {
+        heads[head] = value.detach().to(torch::kCPU, torch::kFloat64);
       }
     };
     if (options.saliency) {
       torch::AutoGradMode enable_grad(true);
       auto [map, outputs] =
           model_->PredictWithFeatureMap(images, clinical_input);
-      probabilities = torch::softmax(
-          outputs.subtype.detach().to(torch::kCPU, torch::kFloat64), 1);
-      for (auto& [head, value] : outputs.heads) {
-        heads[head] = value.detach().to(torch::kCPU, torch::kFloat64);
-      }
-      average_with_mirror();
+      take_scores(outputs);
       if (map.defined() && map.requires_grad()) {
         // The class the report predicts; the map itself is of the image as
         // shown, not of its mirror.
@@ -454,13 +446,7 @@ absl::StatusOr<DiagnosticReport> DiagnosticModel::Diagnose(
       }
     } else {
       torch::NoGradGuard no_grad;
-      ModelOutputs outputs = model_->Predict(images, clinical_input);
-      probabilities =
-          torch::softmax(outputs.subtype.to(torch::kCPU, torch::kFloat64), 1);
-      for (auto& [head, value] : outputs.heads) {
-        heads[head] = value.to(torch::kCPU, torch::kFloat64);
-      }
-      average_with_mirror();
+      take_scores(model_->Predict(images, clinical_input));
     }
   } catch (const c10::Error& error) {
     return absl::InternalError(

@@ -498,6 +498,31 @@ EvalAggregate SuppressedAggregate(int class_count, EvalSplit split) {
 
 }  // namespace
 
+ModelOutputs AverageWithMirror(ImageClassifierImpl& model,
+                               const ModelOutputs& direct,
+                               const torch::Tensor& images,
+                               const torch::Tensor& clinical) {
+  torch::NoGradGuard no_grad;
+  ModelOutputs mirrored = model.Predict(images.flip({3}), clinical);
+  ModelOutputs mean;
+  // Log-sum-exp, so that a probability below double's range in both views
+  // stays finite.
+  mean.subtype =
+      torch::logsumexp(
+          torch::stack(
+              {torch::log_softmax(direct.subtype.detach().to(torch::kFloat64),
+                                  1),
+               torch::log_softmax(mirrored.subtype.to(torch::kFloat64), 1)}),
+          0) -
+      std::log(2.0);
+  for (const auto& [head, output] : direct.heads) {
+    mean.heads[head] = (output.detach().to(torch::kFloat64) +
+                        mirrored.heads.at(head).to(torch::kFloat64)) /
+                       2;
+  }
+  return mean;
+}
+
 LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
                               const EvaluationOptions& options) {
   LocalEvaluation evaluation;
@@ -585,25 +610,9 @@ LocalEvaluation EvaluateModel(ImageClassifierImpl& model, const ImageSet& data,
             ? data.clinical.slice(0, start, end).to(options.device)
             : torch::Tensor();
     ModelOutputs outputs = model.Predict(images, clinical);
+    // Softmax and cross-entropy below give the flip's mean back.
     if (options.test_time_flip) {
-      ModelOutputs mirrored = model.Predict(images.flip({3}), clinical);
-      // The mean of the two views' probabilities, carried on as log
-      // probabilities (softmax and cross-entropy below give that mean
-      // back); log-sum-exp so that a probability below double's range in
-      // both views stays finite.
-      outputs.subtype =
-          torch::logsumexp(
-              torch::stack(
-                  {torch::log_softmax(outputs.subtype.to(torch::kFloat64), 1),
-                   torch::log_softmax(mirrored.subtype.to(torch::kFloat64),
-                                      1)}),
-              0) -
-          std::log(2.0);
-      for (auto& [head, output] : outputs.heads) {
-        output = (output.to(torch::kFloat64) +
-                  mirrored.heads.at(head).to(torch::kFloat64)) /
-                 2;
-      }
+      outputs = AverageWithMirror(model, outputs, images, clinical);
     }
     logit_pieces.push_back(outputs.subtype.to(torch::kFloat64));
     for (const auto& [head, output] : outputs.heads) {

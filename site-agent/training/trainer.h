@@ -140,6 +140,16 @@ struct EvaluationOptions {
   // pass.
   bool test_time_flip = false;
 };
+// The test-time flip: `direct` (the model's outputs for `images`) combined
+// with the model's outputs for the mirrored images, computed here without
+// gradients. Subtype: log of the mean of the two views' probabilities
+// (float64; softmax gives the mean back); extra heads: the mean of the two
+// outputs (float64). On the images' device.
+ModelOutputs AverageWithMirror(ImageClassifierImpl& model,
+                               const ModelOutputs& direct,
+                               const torch::Tensor& images,
+                               const torch::Tensor& clinical);
+
 struct LocalEvaluation {
   EvalAggregate subtype;
   // One per extra head of a fusion model: binary heads as 2-class
