@@ -45,6 +45,9 @@ struct Config {
   std::string label;
   // Plan secure_aggregation: masked uploads of 8 bytes a value.
   bool secure_aggregation = false;
+  // Appended to the coordinator's config (textproto fields), to measure a
+  // setting's effect, e.g. "stream_window_kib: 8192".
+  std::string coordinator_config;
 };
 
 // Medians over the measured rounds, in milliseconds: coordinator phases
@@ -201,11 +204,13 @@ Result RunConfig(const Config& config, const std::string& work) {
   if (synth.Wait(absl::Minutes(5)).value_or(-1) != 0) return fail("synth");
   WriteFileAtomically(
       work + "/coordinator.textproto",
-      "listen_address: \"127.0.0.1:0\"\n"
-      "tls { ca_cert: \"pki/coordinator/ca.pem\" cert: "
-      "\"pki/coordinator/cert.pem\" key: \"pki/coordinator/key.pem\" }\n"
-      "state_dir: \"state\"\n"
-      "enrolment_file: \"pki/enrolment.textproto\"\n")
+      absl::StrCat(
+          "listen_address: \"127.0.0.1:0\"\n"
+          "tls { ca_cert: \"pki/coordinator/ca.pem\" cert: "
+          "\"pki/coordinator/cert.pem\" key: \"pki/coordinator/key.pem\" }\n"
+          "state_dir: \"state\"\n"
+          "enrolment_file: \"pki/enrolment.textproto\"\n",
+          config.coordinator_config, "\n"))
       .IgnoreError();
   absl::StatusOr<Subprocess> coordinator = Subprocess::Start(
       {Bin("echofed-coordinator"), "--config", work + "/coordinator.textproto",
@@ -324,6 +329,7 @@ int main(int argc, char** argv) {
   using echofed::Config;
   std::string configs = "1M:4:10,11M:4:10,11M:16:6,11M:64:3,100M:4:3";
   bool secure_aggregation = false;
+  std::string coordinator_config;
   CLI::App app{
       "Federation overhead: the real coordinator and N real agent processes "
       "over loopback mutual TLS, NOOP trainer; prints one table row per "
@@ -334,6 +340,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--secure-aggregation", secure_aggregation,
                "masked uploads (plan secure_aggregation)");
+  app.add_option("--coordinator-config", coordinator_config,
+                 "textproto fields appended to the coordinator's config, "
+                 "e.g. 'stream_window_kib: 8192'");
   app.footer(
       "Run as root where possible: the benchmark then re-runs itself in a "
       "private network namespace (unshare), so the loopback byte counts are "
@@ -376,6 +385,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     config->secure_aggregation = secure_aggregation;
+    config->coordinator_config = coordinator_config;
     if (secure_aggregation) config->label += " masked";
     std::cerr << "running " << config->label << " ...\n";
     results.push_back(echofed::RunConfig(*config, work));
