@@ -60,6 +60,7 @@ void ApplyPlanDefaults(Plan* plan) {
   }
   if (!plan->has_keep_optimizer_state()) plan->set_keep_optimizer_state(true);
   if (!plan->has_test_time_flip()) plan->set_test_time_flip(false);
+  if (!plan->has_mixup_alpha()) plan->set_mixup_alpha(0);
   if (plan->frame_step() == 0) plan->set_frame_step(1);
   if (plan->heads_size() == 0) plan->add_heads(Plan::SUBTYPE);
   if (plan->wire_precision() == Plan::WIRE_PRECISION_UNSPECIFIED) {
@@ -171,6 +172,9 @@ absl::Status ValidatePlan(const Plan& plan) {
   }
   if (!(plan.focal_gamma() >= 0 && plan.focal_gamma() <= 10)) {
     return bad("focal_gamma", "must be between 0 and 10");
+  }
+  if (!(plan.mixup_alpha() >= 0 && plan.mixup_alpha() <= 10)) {
+    return bad("mixup_alpha", "must be between 0 (off) and 10");
   }
   std::set<int> heads;
   for (int head : plan.heads()) {

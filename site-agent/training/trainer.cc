@@ -7,6 +7,8 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <numeric>
+#include <random>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -77,6 +79,7 @@ TrainOptions TrainOptionsFromPlan(const Plan& plan, int round) {
       plan.augmentation() == Plan::MILD ? Plan::MILD : Plan::STRONG;
   options.loss = plan.loss();
   options.focal_gamma = plan.has_focal_gamma() ? plan.focal_gamma() : 2.0;
+  options.mixup_alpha = plan.mixup_alpha();
   options.proximal_mu =
       plan.strategy() == Plan::FEDPROX ? plan.proximal_mu() : 0.0;
   options.seed = plan.seed() * 1000003 + static_cast<uint64_t>(round);
@@ -162,12 +165,14 @@ std::string SaveOptimizerState(torch::optim::Optimizer& optimizer) {
 // Cross-entropy, or focal loss (Lin et al. 2017), with per-class weights;
 // both normalised by the weights of the batch, as torch's weighted mean.
 torch::Tensor SubtypeLoss(torch::Tensor logits, torch::Tensor labels,
-                          torch::Tensor weights, Plan::Loss loss,
-                          double gamma) {
+                          torch::Tensor weights, Plan::Loss loss, double gamma,
+                          double label_smoothing = 0) {
   if (loss != Plan::FOCAL) {
     return torch::nn::functional::cross_entropy(
         logits, labels,
-        torch::nn::functional::CrossEntropyFuncOptions().weight(weights));
+        torch::nn::functional::CrossEntropyFuncOptions()
+            .weight(weights)
+            .label_smoothing(label_smoothing));
   }
   torch::Tensor log_p =
       torch::log_softmax(logits, 1).gather(1, labels.unsqueeze(1)).squeeze(1);
@@ -380,6 +385,10 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
                             : tensor;
   };
 
+  // Mixup's pairs and weights from their own stream: turning it on leaves
+  // torch's generator, and so the batches and their augmentation, as they
+  // were.
+  std::mt19937_64 mixup_random(options.seed * 0x9E3779B97F4A7C15ull + 1);
   const auto loop_start = std::chrono::steady_clock::now();
   for (;;) {
     absl::StatusOr<std::optional<TrainBatch>> next = pipeline.Next();
@@ -406,6 +415,20 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
     }
     torch::Tensor labels = to_device(batch.labels);
     torch::Tensor clinical = to_device(batch.clinical);
+    double mix = 1;
+    torch::Tensor mixed_labels;
+    if (options.mixup_alpha > 0 && !clinical.defined() && images.size(0) > 1) {
+      std::gamma_distribution<double> gamma(options.mixup_alpha, 1.0);
+      const double x = gamma(mixup_random), y = gamma(mixup_random);
+      mix = x + y > 0 ? x / (x + y) : 1.0;
+      std::vector<int64_t> order(images.size(0));
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(), mixup_random);
+      torch::Tensor permutation =
+          torch::tensor(order, torch::kLong).to(images.device());
+      images = mix * images + (1 - mix) * images.index_select(0, permutation);
+      mixed_labels = labels.index_select(0, permutation);
+    }
     ReleaseGradients(*optimizer);
     ModelOutputs outputs;
     {
@@ -414,7 +437,14 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
     }
     torch::Tensor loss =
         SubtypeLoss(outputs.subtype.to(torch::kFloat32), labels, weights,
-                    options.loss, options.focal_gamma);
+                    options.loss, options.focal_gamma, options.label_smoothing);
+    if (mixed_labels.defined()) {
+      loss =
+          mix * loss +
+          (1 - mix) * SubtypeLoss(outputs.subtype.to(torch::kFloat32),
+                                  mixed_labels, weights, options.loss,
+                                  options.focal_gamma, options.label_smoothing);
+    }
     for (const auto& [head, output] : outputs.heads) {
       torch::Tensor prediction = output.to(torch::kFloat32);
       if (head == Plan::PROGNOSIS) {

@@ -43,6 +43,14 @@ struct TrainOptions {
   std::string* optimizer_state = nullptr;
   Plan::Loss loss = Plan::WEIGHTED_CROSS_ENTROPY;
   double focal_gamma = 2.0;
+  // Cross-entropy against targets smoothed by this much: the true class
+  // gets 1 - s + s / classes, every other s / classes (0: off; focal loss
+  // ignores it).
+  double label_smoothing = 0;
+  // Mixup (Zhang et al. 2018, plan.mixup_alpha) of each batch with a
+  // permutation of itself, the mixing weight drawn from Beta(alpha, alpha);
+  // 0: off. Image models only (a fusion model's batches are not mixed).
+  double mixup_alpha = 0;
   // FedProx: adds (mu / 2) ||w - w_start||^2, w_start being the weights
   // the training started from (the global model). 0: off.
   double proximal_mu = 0;

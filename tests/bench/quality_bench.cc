@@ -17,6 +17,10 @@
 //   ./build/bin/quality_bench --rounds 2 --epochs 1  # quick look
 //   ./build/bin/quality_bench --test-time-flip both  # each model scored
 //       with and without the test-time flip: paired rows
+//   ./build/bin/quality_bench --average-last 10,20  # each model also scored
+//       as the mean of its last 10 and 20 end-of-round weights: paired rows
+//   ./build/bin/quality_bench --mixup 0.2  # the plan's mixup_alpha
+//   ./build/bin/quality_bench --label-smoothing 0.1  # not in the plan
 
 #include <array>
 #include <cmath>
@@ -24,6 +28,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -89,7 +94,24 @@ struct Settings {
   // Test-time horizontal flip at evaluation: "off", "on", or "both" (each
   // trained model evaluated both ways: paired rows, "<config> +flip").
   std::string test_time_flip = "off";  // the plan's default
+  // Weight averaging along the trajectory: besides the final model, each
+  // model is also scored as the mean of its end-of-round states over the
+  // last N rounds, for every N listed (paired rows "<config> +avgN").
+  std::vector<int> average_last;
+  // Label smoothing: a training regulariser not in the plan (TrainOptions),
+  // measured here.
+  double label_smoothing = 0;
+  double mixup_alpha = 0;  // the plan's mixup_alpha
 };
+
+// The plan's training options for `round`, with the bench's label
+// smoothing.
+TrainOptions RecipeTrainOptions(const Settings& settings, const Plan& plan,
+                                int round) {
+  TrainOptions options = TrainOptionsFromPlan(plan, round);
+  options.label_smoothing = settings.label_smoothing;
+  return options;
+}
 
 const std::vector<std::string> kClasses = {"benign", "malignant", "normal"};
 
@@ -116,6 +138,7 @@ Plan RecipePlan(const Settings& settings, Plan::Strategy strategy,
   plan.set_normalization(settings.normalization == "per_image"
                              ? Plan::PER_IMAGE_ZSCORE
                              : Plan::FIXED_RANGE);
+  plan.set_mixup_alpha(settings.mixup_alpha);
   plan.set_seed(seed);
   ApplyPlanDefaults(&plan);
   return plan;
@@ -224,30 +247,117 @@ struct SetScores {
   EvalAggregate images, patients;
 };
 
-// One trained model's scores, per way of evaluating it (index: test-time
-// flip off, on).
-struct Scores {
-  SetScores internal[2], external[2];
-  double seconds = 0;
+// One way of scoring a trained model: with or without the test-time flip,
+// and the final weights (average_last 0) or the mean of the end-of-round
+// weights over the last `average_last` rounds.
+struct EvalMode {
+  bool flip = false;
+  int average_last = 0;
+  std::string Suffix(const std::vector<EvalMode>& all) const {
+    std::string suffix;
+    bool flips = false;
+    for (const EvalMode& mode : all) flips |= mode.flip != all[0].flip;
+    if (flips && flip) suffix += " +flip";
+    if (average_last > 0) absl::StrAppend(&suffix, " +avg", average_last);
+    return suffix;
+  }
 };
 
-// The evaluations --test-time-flip asks for: {false}, {true} or both.
-std::vector<bool> FlipModes(const Settings& settings) {
-  if (settings.test_time_flip == "both") return {false, true};
-  return {settings.test_time_flip == "on"};
+// The evaluations --test-time-flip and --average-last ask for.
+std::vector<EvalMode> EvalModes(const Settings& settings) {
+  std::vector<bool> flips = {settings.test_time_flip == "on"};
+  if (settings.test_time_flip == "both") flips = {false, true};
+  std::vector<int> averages = {0};
+  for (int n : settings.average_last) averages.push_back(n);
+  std::vector<EvalMode> modes;
+  for (int average : averages) {
+    for (bool flip : flips) modes.push_back({flip, average});
+  }
+  return modes;
 }
 
+// One trained model's scores, one per EvalMode.
+struct Scores {
+  std::vector<SetScores> internal, external;
+  double seconds = 0;
+  explicit Scores(size_t modes) : internal(modes), external(modes) {}
+};
+
+// The running mean of a model's floating state (parameters and batch-norm
+// statistics) at the end of each of the last `rounds` rounds: stochastic
+// weight averaging along the cosine-per-round schedule's low points.
+// Integer buffers (batch-norm step counts) keep their last value.
+class TrajectoryAverage {
+ public:
+  TrajectoryAverage(int rounds, int total_rounds)
+      : rounds_(rounds), first_round_(std::max(1, total_rounds - rounds + 1)) {}
+  int rounds() const { return rounds_; }
+  void AddIfDue(ImageClassifierImpl& model, int round) {
+    if (round < first_round_) return;
+    torch::NoGradGuard no_grad;
+    ++count_;
+    auto add = [&](const std::string& name, const torch::Tensor& value) {
+      torch::Tensor& sum = sums_[name];
+      if (!value.is_floating_point()) {
+        sum = value.detach().clone();
+      } else if (!sum.defined()) {
+        sum = value.detach().to(torch::kFloat64).clone();
+      } else {
+        sum.add_(value.detach().to(torch::kFloat64));
+      }
+    };
+    for (const auto& item : model.named_parameters()) {
+      add(item.key(), item.value());
+    }
+    for (const auto& item : model.named_buffers()) {
+      add(item.key(), item.value());
+    }
+  }
+  void LoadInto(ImageClassifierImpl& model) const {
+    torch::NoGradGuard no_grad;
+    auto load = [&](const std::string& name, torch::Tensor target) {
+      const torch::Tensor& sum = sums_.at(name);
+      target.copy_(target.is_floating_point() ? sum / count_ : sum);
+    };
+    for (const auto& item : model.named_parameters()) {
+      load(item.key(), item.value());
+    }
+    for (const auto& item : model.named_buffers()) {
+      load(item.key(), item.value());
+    }
+  }
+
+ private:
+  int rounds_, first_round_, count_ = 0;
+  std::map<std::string, torch::Tensor> sums_;
+};
+
+std::vector<TrajectoryAverage> Averages(const std::vector<EvalMode>& modes,
+                                        int total_rounds) {
+  std::vector<TrajectoryAverage> averages;
+  std::set<int> seen;
+  for (const EvalMode& mode : modes) {
+    if (mode.average_last > 0 && seen.insert(mode.average_last).second) {
+      averages.emplace_back(mode.average_last, total_rounds);
+    }
+  }
+  return averages;
+}
+
+// Scores `model` on `data` in every mode whose average_last is
+// `average_last`.
 void Evaluate(ImageClassifierImpl& model, const ImageSet& data, EvalSplit split,
-              torch::Device device, const std::vector<bool>& flip_modes,
-              SetScores* into) {
-  for (bool flip : flip_modes) {
+              torch::Device device, const std::vector<EvalMode>& modes,
+              int average_last, std::vector<SetScores>& into) {
+  for (size_t m = 0; m < modes.size(); ++m) {
+    if (modes[m].average_last != average_last) continue;
     EvaluationOptions options;
     options.class_count = 3;
     options.split = split;
     options.device = device;
-    options.test_time_flip = flip;
+    options.test_time_flip = modes[m].flip;
     LocalEvaluation evaluation = EvaluateModel(model, data, options);
-    SetScores& set = into[flip ? 1 : 0];
+    SetScores& set = into[m];
     if (set.images.class_count() == 0) {
       set.images = evaluation.subtype;
       set.patients = evaluation.patient_subtype;
@@ -260,35 +370,47 @@ void Evaluate(ImageClassifierImpl& model, const ImageSet& data, EvalSplit split,
 
 // A model trained on `train` alone for rounds x epochs, with the same
 // schedule (and optimiser kept across rounds as the plan says).
-absl::StatusOr<Scores> TrainAlone(const Plan& plan, torch::Device device,
-                                  const std::vector<bool>& flip_modes,
+absl::StatusOr<Scores> TrainAlone(const Settings& settings, const Plan& plan,
+                                  torch::Device device,
+                                  const std::vector<EvalMode>& modes,
                                   const ImageSet& train,
                                   const std::vector<SiteData>& sites,
                                   const SiteData& external) {
   absl::Time start = absl::Now();
   auto model = NewModel(plan);
+  std::vector<TrajectoryAverage> averages = Averages(modes, plan.rounds());
   std::string optimizer_state;
   for (int round = 1; round <= plan.rounds(); ++round) {
-    TrainOptions options = TrainOptionsFromPlan(plan, round);
+    TrainOptions options = RecipeTrainOptions(settings, plan, round);
     options.device = device;
     if (plan.keep_optimizer_state()) options.optimizer_state = &optimizer_state;
     absl::StatusOr<TrainResult> trained = TrainLocal(*model, train, options);
     if (!trained.ok()) return trained.status();
+    for (TrajectoryAverage& average : averages) {
+      average.AddIfDue(*model, round);
+    }
   }
-  Scores scores;
-  for (const SiteData& site : sites) {
-    Evaluate(*model, site.validation, INTERNAL_VALIDATION, device, flip_modes,
-             scores.internal);
+  Scores scores(modes.size());
+  auto evaluate = [&](int average_last) {
+    for (const SiteData& site : sites) {
+      Evaluate(*model, site.validation, INTERNAL_VALIDATION, device, modes,
+               average_last, scores.internal);
+    }
+    Evaluate(*model, external.validation, EXTERNAL_VALIDATION, device, modes,
+             average_last, scores.external);
+  };
+  evaluate(0);
+  for (const TrajectoryAverage& average : averages) {
+    average.LoadInto(*model);
+    evaluate(average.rounds());
   }
-  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, device, flip_modes,
-           scores.external);
   scores.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return scores;
 }
 
-absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
-                                torch::Device device,
-                                const std::vector<bool>& flip_modes,
+absl::StatusOr<Scores> Federate(const Settings& settings, const Plan& plan,
+                                DType wire, torch::Device device,
+                                const std::vector<EvalMode>& modes,
                                 const std::vector<SiteData>& sites,
                                 const SiteData& external) {
   absl::Time start = absl::Now();
@@ -306,17 +428,26 @@ absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
       !written.ok()) {
     return written.status();
   }
+  std::vector<TrajectoryAverage> averages = Averages(modes, plan.rounds());
   std::vector<NamedTensors> local_batch_norm(sites.size());
   // Each site's own optimiser state, as each agent keeps it.
   std::vector<std::string> optimizer_states(sites.size());
-  auto load_global = [&](size_t site, bool keep_local) -> absl::Status {
-    absl::StatusOr<std::unique_ptr<ModelFileReader>> reader =
-        ModelFileReader::Open(global);
-    if (!reader.ok()) return reader.status();
-    absl::StatusOr<TensorBundle> bundle = (*reader)->ReadAll();
-    if (!bundle.ok()) return bundle.status();
-    if (absl::Status status = ImportState(*bundle, *model); !status.ok()) {
-      return status;
+  // The global model into `model`, or with `average`, the mean of the
+  // global models along the trajectory.
+  auto load_global = [&](size_t site, bool keep_local,
+                         const TrajectoryAverage* average =
+                             nullptr) -> absl::Status {
+    if (average != nullptr) {
+      average->LoadInto(*model);
+    } else {
+      absl::StatusOr<std::unique_ptr<ModelFileReader>> reader =
+          ModelFileReader::Open(global);
+      if (!reader.ok()) return reader.status();
+      absl::StatusOr<TensorBundle> bundle = (*reader)->ReadAll();
+      if (!bundle.ok()) return bundle.status();
+      if (absl::Status status = ImportState(*bundle, *model); !status.ok()) {
+        return status;
+      }
     }
     if (keep_local && strategy == Plan::FEDBN &&
         !local_batch_norm[site].empty()) {
@@ -332,7 +463,7 @@ absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
       if (absl::Status status = load_global(s, true); !status.ok()) {
         return status;
       }
-      TrainOptions options = TrainOptionsFromPlan(plan, round);
+      TrainOptions options = RecipeTrainOptions(settings, plan, round);
       options.device = device;
       if (plan.keep_optimizer_state()) {
         options.optimizer_state = &optimizer_states[s];
@@ -363,18 +494,36 @@ absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
       return digest.status();
     }
     global = next;
+    if (!averages.empty()) {
+      if (absl::Status status = load_global(0, false); !status.ok()) {
+        return status;
+      }
+      for (TrajectoryAverage& average : averages) {
+        average.AddIfDue(*model, round);
+      }
+    }
   }
-  Scores scores;
-  for (size_t s = 0; s < sites.size(); ++s) {
-    if (absl::Status status = load_global(s, true); !status.ok()) {
+  Scores scores(modes.size());
+  auto evaluate = [&](const TrajectoryAverage* average) -> absl::Status {
+    const int average_last = average == nullptr ? 0 : average->rounds();
+    for (size_t s = 0; s < sites.size(); ++s) {
+      if (absl::Status status = load_global(s, true, average); !status.ok()) {
+        return status;
+      }
+      Evaluate(*model, sites[s].validation, INTERNAL_VALIDATION, device, modes,
+               average_last, scores.internal);
+    }
+    if (absl::Status status = load_global(0, false, average); !status.ok()) {
       return status;
     }
-    Evaluate(*model, sites[s].validation, INTERNAL_VALIDATION, device,
-             flip_modes, scores.internal);
+    Evaluate(*model, external.validation, EXTERNAL_VALIDATION, device, modes,
+             average_last, scores.external);
+    return absl::OkStatus();
+  };
+  if (absl::Status status = evaluate(nullptr); !status.ok()) return status;
+  for (const TrajectoryAverage& average : averages) {
+    if (absl::Status status = evaluate(&average); !status.ok()) return status;
   }
-  if (absl::Status status = load_global(0, false); !status.ok()) return status;
-  Evaluate(*model, external.validation, EXTERNAL_VALIDATION, device, flip_modes,
-           scores.external);
   std::filesystem::remove_all(dir);
   scores.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return scores;
@@ -384,9 +533,9 @@ absl::StatusOr<Scores> Federate(const Plan& plan, DType wire,
 constexpr int kColumns = 7;
 using Values = std::array<double, kColumns>;
 
-Values Columns(const Scores& scores, bool flip) {
-  const SetScores& internal = scores.internal[flip ? 1 : 0];
-  const SetScores& external = scores.external[flip ? 1 : 0];
+Values Columns(const Scores& scores, size_t mode) {
+  const SetScores& internal = scores.internal[mode];
+  const SetScores& external = scores.external[mode];
   return {Summarize(internal.images).macro_auc,
           Summarize(internal.patients).macro_auc,
           Summarize(external.images).macro_auc,
@@ -529,6 +678,17 @@ int Main(int argc, char** argv) {
                  "off, or both (every model evaluated both ways, paired "
                  "rows '<config> +flip'); default off, as the plan's")
       ->check(CLI::IsMember({"on", "off", "both"}));
+  app.add_option("--label-smoothing", settings.label_smoothing,
+                 "cross-entropy label smoothing (0: off)");
+  app.add_option("--mixup", settings.mixup_alpha,
+                 "the plan's mixup_alpha: each batch mixed with itself, "
+                 "weights from Beta(a, a) (0: off)");
+  app.add_option("--average-last", settings.average_last,
+                 "also score each model as the mean of its end-of-round "
+                 "weights over the last N rounds, for each N given (paired "
+                 "rows '<config> +avgN')")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   TuneHostAllocatorForTraining();  // as the agent does
   absl::StatusOr<torch::Device> device = ResolveDevice(settings.device);
@@ -588,14 +748,15 @@ int Main(int argc, char** argv) {
   std::printf(
       "model %s, %dx%d, %d rounds x %d local epochs, batch %d, AdamW lr %g "
       "wd %g, schedule %s, normalisation %s, augmentation %s, optimiser "
-      "state %s, test-time flip %s, %d threads, %s\n\n",
+      "state %s, test-time flip %s, label smoothing %g, mixup %g, %d "
+      "threads, %s\n\n",
       settings.model.c_str(), settings.size, settings.size, settings.rounds,
       settings.epochs, settings.batch, settings.learning_rate,
       settings.weight_decay, settings.schedule.c_str(),
       settings.normalization.c_str(), settings.augmentation.c_str(),
       settings.keep_optimizer ? "kept" : "reset",
-      settings.test_time_flip.c_str(), at::get_num_threads(),
-      device->str().c_str());
+      settings.test_time_flip.c_str(), settings.label_smoothing,
+      settings.mixup_alpha, at::get_num_threads(), device->str().c_str());
   std::printf(
       "| training | seeds | internal AUC | internal patient AUC | site-d AUC "
       "| site-d patient AUC | site-d acc %% | site-d F1 | s |\n"
@@ -608,15 +769,15 @@ int Main(int argc, char** argv) {
       settings.label.empty() ? "" : absl::StrCat(settings.label, " ");
   for (absl::string_view config : absl::StrSplit(settings.configs, ',')) {
     std::string name(config);
-    const std::vector<bool> flip_modes = FlipModes(settings);
-    // Per evaluation mode (flip_modes), one row of values per seed.
-    std::vector<std::vector<Values>> per_seed(flip_modes.size());
+    const std::vector<EvalMode> modes = EvalModes(settings);
+    // Per evaluation mode, one row of values per seed.
+    std::vector<std::vector<Values>> per_seed(modes.size());
     for (int k = 0; k < settings.seeds; ++k) {
       const uint64_t seed = settings.seed + static_cast<uint64_t>(k);
       absl::StatusOr<Scores> scores;
       if (name == "central") {
-        scores = TrainAlone(RecipePlan(settings, Plan::FEDAVG, seed), *device,
-                            flip_modes, central, sites, *external);
+        scores = TrainAlone(settings, RecipePlan(settings, Plan::FEDAVG, seed),
+                            *device, modes, central, sites, *external);
       } else if (name.rfind("site-", 0) == 0) {
         auto site =
             std::find_if(sites.begin(), sites.end(),
@@ -625,8 +786,8 @@ int Main(int argc, char** argv) {
           std::fprintf(stderr, "unknown config %s\n", name.c_str());
           return 2;
         }
-        scores = TrainAlone(RecipePlan(settings, Plan::FEDAVG, seed), *device,
-                            flip_modes, site->train, sites, *external);
+        scores = TrainAlone(settings, RecipePlan(settings, Plan::FEDAVG, seed),
+                            *device, modes, site->train, sites, *external);
       } else {
         Plan::Strategy strategy;
         // "<strategy>+half": float16 on the wire (plan wire_precision HALF).
@@ -642,28 +803,27 @@ int Main(int argc, char** argv) {
           std::fprintf(stderr, "unknown config %s\n", name.c_str());
           return 2;
         }
-        scores = Federate(RecipePlan(settings, strategy, seed), wire, *device,
-                          flip_modes, sites, *external);
+        scores = Federate(settings, RecipePlan(settings, strategy, seed), wire,
+                          *device, modes, sites, *external);
       }
       if (!scores.ok()) {
         std::fprintf(stderr, "%s: %s\n", name.c_str(),
                      std::string(scores.status().message()).c_str());
         return 1;
       }
-      for (size_t m = 0; m < flip_modes.size(); ++m) {
-        per_seed[m].push_back(Columns(*scores, flip_modes[m]));
+      for (size_t m = 0; m < modes.size(); ++m) {
+        per_seed[m].push_back(Columns(*scores, m));
         std::fprintf(stderr, "  %s%s seed %llu: site-d AUC %.3f\n",
-                     name.c_str(), flip_modes[m] ? " +flip" : "",
+                     name.c_str(), modes[m].Suffix(modes).c_str(),
                      static_cast<unsigned long long>(seed),
                      per_seed[m].back()[2]);
       }
     }
-    for (size_t m = 0; m < flip_modes.size(); ++m) {
-      // Only "both" names the mode: its rows are otherwise alike.
-      const char* suffix =
-          flip_modes.size() > 1 && flip_modes[m] ? " +flip" : "";
-      std::printf("%s\n",
-                  Row(absl::StrCat(prefix, name, suffix), per_seed[m]).c_str());
+    for (size_t m = 0; m < modes.size(); ++m) {
+      std::printf(
+          "%s\n",
+          Row(absl::StrCat(prefix, name, modes[m].Suffix(modes)), per_seed[m])
+              .c_str());
     }
     std::fflush(stdout);
   }

@@ -465,6 +465,25 @@ TEST(TrainerTest, PlanDefaultsGiveTheMeasuredRecipe) {
   EXPECT_DOUBLE_EQ(options.weight_decay, 1e-4);
 }
 
+TEST(TrainerTest, MixupComesFromThePlanAndIsBounded) {
+  Plan plan;
+  for (const char* name : {"NB", "GN"}) plan.add_class_names(name);
+  plan.add_sites()->set_site("site-a");
+  plan.mutable_sites(0)->set_role(Plan::TRAIN);
+  ApplyPlanDefaults(&plan);
+  EXPECT_DOUBLE_EQ(plan.mixup_alpha(), 0);
+  EXPECT_DOUBLE_EQ(TrainOptionsFromPlan(plan, 1).mixup_alpha, 0);
+  plan.set_mixup_alpha(0.2);
+  EXPECT_TRUE(ValidatePlan(plan).ok()) << ValidatePlan(plan);
+  EXPECT_DOUBLE_EQ(TrainOptionsFromPlan(plan, 3).mixup_alpha, 0.2);
+  for (double bad : {-0.1, 11.0, std::nan("")}) {
+    plan.set_mixup_alpha(bad);
+    EXPECT_NE(ValidatePlan(plan).message().find("mixup_alpha"),
+              std::string::npos)
+        << bad;
+  }
+}
+
 TEST(TrainerTest, MildAugmentationKeepsShapeAndFiniteValues) {
   for (Plan::Augmentation kind : {Plan::MILD, Plan::STRONG}) {
     LinearProblem problem;
@@ -522,6 +541,82 @@ TEST(TrainerTest, TestTimeFlipScoresTheMeanOfImageAndMirror) {
   options.test_time_flip = false;
   plain = EvaluateModel(*model, data, options);
   EXPECT_NEAR(flipped.subtype.loss_sum(), plain.subtype.loss_sum(), 1e-5);
+}
+
+// Three classes, eight images each, told apart by which quarter of the
+// image is bright: a linear model on pooled pixels separates them.
+ImageSet SeparableProblem() {
+  torch::manual_seed(21);
+  ImageSet data;
+  data.images = 0.1 * torch::randn({24, 1, 8, 8});
+  data.labels = torch::arange(24, torch::kInt64).remainder(3);
+  using torch::indexing::Slice;
+  for (int64_t i = 0; i < 24; ++i) {
+    const int64_t c = data.labels[i].item<int64_t>();
+    // A view: brightens the image in place.
+    data.images.index({i, 0, Slice(0, 4), Slice(c * 2, c * 2 + 4)}).add_(2.0);
+  }
+  return data;
+}
+
+// The mean probability the model gives each image's own class.
+double MeanTrueClassProbability(ImageClassifierImpl& model,
+                                const ImageSet& data) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  torch::Tensor probabilities = torch::softmax(model.forward(data.images), 1);
+  model.train();
+  return probabilities.gather(1, data.labels.unsqueeze(1))
+      .mean()
+      .item<double>();
+}
+
+TEST(TrainerTest, LabelSmoothingKeepsPredictionsFromCertainty) {
+  // Trained to convergence on separable data, plain cross-entropy drives
+  // the true class's probability to 1; smoothed by 0.3 over 3 classes its
+  // optimum is 1 - 0.3 + 0.1 = 0.8.
+  ImageSet data = SeparableProblem();
+  TrainOptions options;
+  options.trainer = Plan::ADAMW;
+  options.batch_size = 24;
+  options.learning_rate = 0.05;
+  options.weight_decay = 0;
+  options.augment = false;
+  options.epochs = 400;
+  auto plain = LinearProblem::NewModel();
+  ASSERT_TRUE(TrainLocal(*plain, data, options).ok());
+  EXPECT_GT(MeanTrueClassProbability(*plain, data), 0.97);
+
+  options.label_smoothing = 0.3;
+  auto smoothed = LinearProblem::NewModel();
+  ASSERT_TRUE(TrainLocal(*smoothed, data, options).ok());
+  EXPECT_NEAR(MeanTrueClassProbability(*smoothed, data), 0.8, 0.03);
+}
+
+TEST(TrainerTest, MixupIsReproducibleAndStillLearns) {
+  ImageSet data = SeparableProblem();
+  TrainOptions options;
+  options.trainer = Plan::ADAMW;
+  options.batch_size = 8;
+  options.learning_rate = 0.05;
+  options.augment = false;
+  options.epochs = 30;
+  options.seed = 5;
+  auto plain = LinearProblem::NewModel();
+  ASSERT_TRUE(TrainLocal(*plain, data, options).ok());
+
+  options.mixup_alpha = 0.4;
+  auto mixed = LinearProblem::NewModel();
+  auto again = LinearProblem::NewModel();
+  const double before = MeanTrueClassProbability(*mixed, data);
+  ASSERT_TRUE(TrainLocal(*mixed, data, options).ok());
+  ASSERT_TRUE(TrainLocal(*again, data, options).ok());
+  // The same seed mixes the same pairs with the same weights.
+  EXPECT_TRUE(torch::equal(Flat(*mixed), Flat(*again)));
+  // Mixing changes the steps ...
+  EXPECT_FALSE(torch::allclose(Flat(*mixed), Flat(*plain)));
+  // ... and the model still learns the classes.
+  EXPECT_GT(MeanTrueClassProbability(*mixed, data), before + 0.3);
 }
 
 TEST(TrainerTest, ReleasedGradientsTakeTheSameStepsAsZeroedOnes) {
