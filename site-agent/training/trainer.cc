@@ -417,7 +417,12 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
     torch::Tensor clinical = to_device(batch.clinical);
     double mix = 1;
     torch::Tensor mixed_labels;
-    if (options.mixup_alpha > 0 && !clinical.defined() && images.size(0) > 1) {
+    // Only the subtype's labels are mixed: batches with clinical inputs or
+    // extra heads' targets train unmixed.
+    const bool image_model_batch = !clinical.defined() &&
+                                   batch.binary_targets.empty() &&
+                                   !batch.survival_months.defined();
+    if (options.mixup_alpha > 0 && image_model_batch && images.size(0) > 1) {
       std::gamma_distribution<double> gamma(options.mixup_alpha, 1.0);
       const double x = gamma(mixup_random), y = gamma(mixup_random);
       mix = x + y > 0 ? x / (x + y) : 1.0;
@@ -435,15 +440,14 @@ absl::StatusOr<TrainResult> TrainLocal(ImageClassifierImpl& model,
       AutocastScope scope(autocast);
       outputs = model.Predict(images, clinical);
     }
-    torch::Tensor loss =
-        SubtypeLoss(outputs.subtype.to(torch::kFloat32), labels, weights,
-                    options.loss, options.focal_gamma, options.label_smoothing);
+    const torch::Tensor logits = outputs.subtype.to(torch::kFloat32);
+    auto subtype_loss = [&](const torch::Tensor& targets) {
+      return SubtypeLoss(logits, targets, weights, options.loss,
+                         options.focal_gamma, options.label_smoothing);
+    };
+    torch::Tensor loss = subtype_loss(labels);
     if (mixed_labels.defined()) {
-      loss =
-          mix * loss +
-          (1 - mix) * SubtypeLoss(outputs.subtype.to(torch::kFloat32),
-                                  mixed_labels, weights, options.loss,
-                                  options.focal_gamma, options.label_smoothing);
+      loss = mix * loss + (1 - mix) * subtype_loss(mixed_labels);
     }
     for (const auto& [head, output] : outputs.heads) {
       torch::Tensor prediction = output.to(torch::kFloat32);
